@@ -1,0 +1,1 @@
+//! Storage: datasets of sharded Parquet with a manifest, on any object store.
