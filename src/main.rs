@@ -1,6 +1,10 @@
 //! The `scalefold` command line: parses arguments and calls the crates.
+//!
+//! Each subcommand lives in its own module under `src/cmd/`; this file only wires them.
 
 use clap::{Parser, Subcommand};
+
+mod cmd;
 
 /// scalefold: AlphaFold2 data preparation, streaming and training.
 #[derive(Parser)]
@@ -11,9 +15,19 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Benchmarks; each prints its figures (one JSON line with --json).
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+/// The benchmarks, one per part of the system.
+#[derive(Subcommand)]
+enum Bench {}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Bench(bench) => match bench {},
+    }
 }
