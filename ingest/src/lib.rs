@@ -1,4 +1,11 @@
 //! Ingest: turns structure files (mmCIF, PDB) and alignments (a3m, Stockholm, hhr)
-//! into per-chain records and writes them as a sharded dataset.
+//! into the input types of `scalefold_featurize::inputs`.
 //!
-//! Not built yet: the parsers and the batch job arrive with their own issues.
+//! Every parser works on an in-memory buffer, returns a typed [`ParseError`] naming the
+//! file and line on bad input, and never panics on user data.
+
+pub mod cif;
+pub mod error;
+pub mod input;
+
+pub use error::{ParseError, Result};
