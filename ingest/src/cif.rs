@@ -527,7 +527,7 @@ mod tests {
         assert_eq!(b, vec![Some("it's"), None, Some("x")]);
         assert_eq!(atom.value(2, "a").unwrap().text, "a'b");
         assert_eq!(atom.value(1, "a").unwrap().kind, ValueKind::Inapplicable);
-        assert_eq!(atom.value(1, "b").unwrap().line, 14);
+        assert_eq!(atom.value(1, "b").unwrap().line, 13);
     }
 
     #[test]
