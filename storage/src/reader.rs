@@ -1,0 +1,469 @@
+//! Reading datasets: open and validate the manifest, stream record batches with column
+//! projection, fetch single row groups by byte range (footers cached), verify checksums.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+
+use crate::error::{Result, StorageError};
+use crate::location::Location;
+use crate::manifest::{MANIFEST_NAME, Manifest, ShardInfo, format_checksum};
+
+/// Bytes fetched from the end of a shard on the first footer read; most footers fit.
+const FOOTER_PREFETCH: usize = 64 << 10;
+
+/// Options for [`Dataset::open_with`].
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// Fail unless the dataset's schema version is this one.
+    pub expected_schema_version: Option<u32>,
+}
+
+/// An opened dataset: its manifest, and readers of its shards.
+///
+/// Cheap to share (`Arc` inside); footers are read once per shard and cached.
+#[derive(Clone)]
+pub struct Dataset {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    location: Location,
+    manifest: Manifest,
+    schema: SchemaRef,
+    footers: Mutex<HashMap<usize, ArrowReaderMetadata>>,
+}
+
+impl Dataset {
+    /// Opens the dataset at `url`: reads and validates its manifest.
+    pub async fn open(url: &str) -> Result<Dataset> {
+        Self::open_with(url, OpenOptions::default()).await
+    }
+
+    /// Opens the dataset at `url`, checking the schema version if asked.
+    pub async fn open_with(url: &str, options: OpenOptions) -> Result<Dataset> {
+        let location = Location::parse(url)?;
+        let path = location.child(MANIFEST_NAME);
+        let bytes = match crate::writer::get_bytes(&location.store, &path).await {
+            Ok(bytes) => bytes,
+            Err(StorageError::NotFound { path }) => {
+                return Err(StorageError::ManifestNotFound {
+                    url: url.to_string(),
+                    path,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let manifest = Manifest::from_json(path.as_ref(), &bytes)?;
+        if let Some(expected) = options.expected_schema_version
+            && manifest.schema_version != expected
+        {
+            return Err(StorageError::UnknownSchemaVersion {
+                url: url.to_string(),
+                found: manifest.schema_version,
+                expected,
+            });
+        }
+        let schema = Arc::new(manifest.schema.clone());
+        Ok(Dataset {
+            inner: Arc::new(Inner {
+                location,
+                manifest,
+                schema,
+                footers: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The URL this dataset was opened from.
+    pub fn url(&self) -> &str {
+        &self.inner.location.url
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.inner.manifest
+    }
+
+    /// The Arrow schema of every shard.
+    pub fn schema(&self) -> SchemaRef {
+        self.inner.schema.clone()
+    }
+
+    /// The shards, in manifest order.
+    pub fn shards(&self) -> &[ShardInfo] {
+        &self.inner.manifest.shards
+    }
+
+    /// The object store holding the dataset.
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        self.inner.location.store.clone()
+    }
+
+    /// Object path of shard `shard`.
+    pub fn shard_path(&self, shard: usize) -> Result<Path> {
+        Ok(self.inner.location.child(&self.shard(shard)?.name))
+    }
+
+    /// Total rows of the dataset.
+    pub fn num_rows(&self) -> u64 {
+        self.inner.manifest.total_rows()
+    }
+
+    fn shard(&self, shard: usize) -> Result<&ShardInfo> {
+        let shards = &self.inner.manifest.shards;
+        shards.get(shard).ok_or_else(|| StorageError::OutOfRange {
+            url: self.url().to_string(),
+            what: "shard",
+            index: shard,
+            len: shards.len(),
+        })
+    }
+
+    /// Resolves column names to a projection. Unknown names are an error.
+    fn projection(&self, columns: Option<&[String]>) -> Result<Option<Projection>> {
+        let Some(columns) = columns else {
+            return Ok(None);
+        };
+        let requested = columns
+            .iter()
+            .map(|c| {
+                self.inner
+                    .schema
+                    .index_of(c)
+                    .map_err(|_| StorageError::UnknownColumn {
+                        url: self.url().to_string(),
+                        column: c.clone(),
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut file_order = requested.clone();
+        file_order.sort_unstable();
+        file_order.dedup();
+        let reorder = requested
+            .iter()
+            .map(|i| {
+                file_order
+                    .binary_search(i)
+                    .expect("every requested index is present")
+            })
+            .collect();
+        let schema = Arc::new(self.inner.schema.project(&requested).map_err(|e| {
+            StorageError::SchemaMismatch {
+                url: self.url().to_string(),
+                reason: e.to_string(),
+            }
+        })?);
+        Ok(Some(Projection {
+            file_order,
+            reorder,
+            schema,
+        }))
+    }
+
+    /// Parquet metadata of a shard, read once (one suffix request for most footers) and cached.
+    pub async fn shard_metadata(&self, shard: usize) -> Result<ArrowReaderMetadata> {
+        if let Some(meta) = self.lock_footers().get(&shard) {
+            return Ok(meta.clone());
+        }
+        let info = self.shard(shard)?;
+        let path = self.inner.location.child(&info.name);
+        let mut reader = ShardReader::new(self.store(), path.clone());
+        let metadata = ParquetMetaDataReader::new()
+            .with_prefetch_hint(Some(FOOTER_PREFETCH))
+            .load_and_finish(&mut reader, info.bytes)
+            .await
+            .map_err(|e| StorageError::from_parquet(path.as_ref(), e))?;
+        let meta = ArrowReaderMetadata::try_new(Arc::new(metadata), ArrowReaderOptions::new())
+            .map_err(|e| StorageError::from_parquet(path.as_ref(), e))?;
+        self.lock_footers().insert(shard, meta.clone());
+        Ok(meta)
+    }
+
+    fn lock_footers(&self) -> std::sync::MutexGuard<'_, HashMap<usize, ArrowReaderMetadata>> {
+        self.inner
+            .footers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A stream of the batches of some row groups of one shard (all when `row_groups` is `None`).
+    async fn shard_stream(
+        &self,
+        shard: usize,
+        row_groups: Option<Vec<usize>>,
+        projection: Option<&[String]>,
+    ) -> Result<BoxStream<'static, Result<RecordBatch>>> {
+        let projection = self.projection(projection)?;
+        let meta = self.shard_metadata(shard).await?;
+        let path = self.shard_path(shard)?;
+        let n_row_groups = meta.metadata().num_row_groups();
+        if let Some(groups) = &row_groups
+            && let Some(&bad) = groups.iter().find(|&&g| g >= n_row_groups)
+        {
+            return Err(StorageError::OutOfRange {
+                url: self.url().to_string(),
+                what: "row group",
+                index: bad,
+                len: n_row_groups,
+            });
+        }
+        let mask = projection
+            .as_ref()
+            .map(|p| ProjectionMask::roots(meta.parquet_schema(), p.file_order.iter().copied()));
+        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(
+            ShardReader::new(self.store(), path.clone()),
+            meta,
+        )
+        .with_batch_size(8192);
+        if let Some(mask) = mask {
+            builder = builder.with_projection(mask);
+        }
+        if let Some(groups) = row_groups {
+            builder = builder.with_row_groups(groups);
+        }
+        let name = path.to_string();
+        let stream = builder
+            .build()
+            .map_err(|e| StorageError::from_parquet(&name, e))?;
+        let url = self.url().to_string();
+        Ok(stream
+            .map_err(move |e| StorageError::from_parquet(&name, e))
+            .and_then(move |batch| {
+                let reordered = match &projection {
+                    Some(p) => p.apply(&url, &batch),
+                    None => Ok(batch),
+                };
+                futures::future::ready(reordered)
+            })
+            .boxed())
+    }
+
+    /// Reads one row group of one shard, with byte-range requests for just its columns.
+    pub async fn read_row_group(
+        &self,
+        shard: usize,
+        row_group: usize,
+        projection: Option<&[String]>,
+    ) -> Result<RecordBatch> {
+        let schema = match self.projection(projection)? {
+            Some(p) => p.schema,
+            None => self.schema(),
+        };
+        let batches: Vec<RecordBatch> = self
+            .shard_stream(shard, Some(vec![row_group]), projection)
+            .await?
+            .try_collect()
+            .await?;
+        arrow::compute::concat_batches(&schema, &batches).map_err(|e| {
+            StorageError::SchemaMismatch {
+                url: self.url().to_string(),
+                reason: e.to_string(),
+            }
+        })
+    }
+
+    /// Streams every row of the dataset, shard after shard, as record batches.
+    pub fn stream(
+        &self,
+        projection: Option<Vec<String>>,
+    ) -> BoxStream<'static, Result<RecordBatch>> {
+        let dataset = self.clone();
+        futures::stream::iter(0..self.shards().len())
+            .then(move |shard| {
+                let dataset = dataset.clone();
+                let projection = projection.clone();
+                async move {
+                    dataset
+                        .shard_stream(shard, None, projection.as_deref())
+                        .await
+                }
+            })
+            .try_flatten()
+            .boxed()
+    }
+
+    /// Reads every shard whole and checks its size, checksum and row count against the manifest.
+    pub async fn verify(&self) -> VerifyReport {
+        let mut shards = Vec::with_capacity(self.shards().len());
+        for (index, info) in self.shards().iter().enumerate() {
+            let outcome = self.verify_shard(index).await;
+            shards.push(ShardVerdict {
+                name: info.name.clone(),
+                error: outcome.err().map(|e| e.to_string()),
+            });
+        }
+        VerifyReport { shards }
+    }
+
+    async fn verify_shard(&self, shard: usize) -> Result<()> {
+        let info = self.shard(shard)?;
+        let path = self.shard_path(shard)?;
+        let result = self
+            .store()
+            .get(&path)
+            .await
+            .map_err(|e| StorageError::from_store(path.as_ref(), e))?;
+        let mut chunks = result.into_stream();
+        let mut crc = 0u32;
+        let mut buffer = Vec::with_capacity(info.bytes as usize);
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| StorageError::from_store(path.as_ref(), e))?;
+            crc = crc32c::crc32c_append(crc, &chunk);
+            buffer.extend_from_slice(&chunk);
+        }
+        if buffer.len() as u64 != info.bytes {
+            return Err(StorageError::ShardMismatch {
+                path: path.to_string(),
+                what: "bytes",
+                expected: info.bytes,
+                actual: buffer.len() as u64,
+            });
+        }
+        let actual = format_checksum(crc);
+        if actual != info.checksum {
+            return Err(StorageError::ChecksumMismatch {
+                path: path.to_string(),
+                expected: info.checksum.clone(),
+                actual,
+            });
+        }
+        let metadata = ParquetMetaDataReader::new()
+            .parse_and_finish(&Bytes::from(buffer))
+            .map_err(|e| StorageError::from_parquet(path.as_ref(), e))?;
+        let rows = metadata.file_metadata().num_rows() as u64;
+        if rows != info.rows {
+            return Err(StorageError::ShardMismatch {
+                path: path.to_string(),
+                what: "rows",
+                expected: info.rows,
+                actual: rows,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A column projection: the columns to fetch in file order, and how to put them in the
+/// order the caller asked for.
+struct Projection {
+    file_order: Vec<usize>,
+    reorder: Vec<usize>,
+    schema: SchemaRef,
+}
+
+impl Projection {
+    /// Puts a batch read in file order into the requested column order.
+    fn apply(&self, url: &str, batch: &RecordBatch) -> Result<RecordBatch> {
+        let columns = self
+            .reorder
+            .iter()
+            .map(|&i| batch.column(i).clone())
+            .collect();
+        RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| {
+            StorageError::SchemaMismatch {
+                url: url.to_string(),
+                reason: e.to_string(),
+            }
+        })
+    }
+}
+
+/// The outcome of [`Dataset::verify`]: one verdict per shard.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VerifyReport {
+    /// Every shard, in manifest order.
+    pub shards: Vec<ShardVerdict>,
+}
+
+/// Whether one shard passed verification.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ShardVerdict {
+    /// Shard name relative to the dataset.
+    pub name: String,
+    /// What is wrong with it, or `None` when it is sound.
+    pub error: Option<String>,
+}
+
+impl VerifyReport {
+    /// The shards that failed.
+    pub fn bad_shards(&self) -> Vec<&ShardVerdict> {
+        self.shards.iter().filter(|s| s.error.is_some()).collect()
+    }
+
+    /// True when every shard passed.
+    pub fn is_ok(&self) -> bool {
+        self.shards.iter().all(|s| s.error.is_none())
+    }
+}
+
+/// Parquet's view of one shard object: byte ranges through the object store.
+struct ShardReader {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+}
+
+impl ShardReader {
+    fn new(store: Arc<dyn ObjectStore>, path: Path) -> Self {
+        ShardReader { store, path }
+    }
+}
+
+fn external(e: object_store::Error) -> ParquetError {
+    ParquetError::External(Box::new(e))
+}
+
+impl AsyncFileReader for ShardReader {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move {
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(external)
+        }
+        .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(external)
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.store.head(&self.path).await.map_err(external)?.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_prefetch_hint(Some(FOOTER_PREFETCH))
+                .with_arrow_reader_options(options)
+                .load_and_finish(&mut *self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}

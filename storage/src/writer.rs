@@ -1,0 +1,595 @@
+//! Writing datasets: Parquet shards with zstd, row groups bounded by bytes, shards rolled
+//! at a target size, uploaded with multipart uploads, and manifests written last.
+//!
+//! Protocol (what makes writers resumable and concurrent):
+//! 1. Worker `i` of `n` writes shards named `shards/wIIIII-SSSSSS-NONCE.parquet`; no two
+//!    writers (nor two runs of one writer) ever write the same object.
+//! 2. After each shard is complete, the worker rewrites its partial manifest
+//!    `_parts/worker-IIIII.json` (one atomic PUT) listing its finished shards.
+//! 3. [`commit`] merges all partial manifests into `manifest.json` once every worker has
+//!    finished, and removes shard objects that no partial manifest names (leftovers of
+//!    interrupted runs).
+//!
+//! A shard that was being written when a writer died is in no manifest, so readers never see it.
+//! A re-run asks [`DatasetWriter::is_finished`] for each source key and skips the finished ones;
+//! since a source's rows are never split across shards, nothing is lost or duplicated.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use arrow::array::AsArray;
+use arrow::datatypes::{Int64Type, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt};
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use parquet::arrow::AsyncArrowWriter;
+use parquet::arrow::async_writer::AsyncFileWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+use tokio::io::AsyncWriteExt;
+
+use crate::error::{Result, StorageError};
+use crate::location::Location;
+use crate::manifest::{
+    FORMAT_VERSION, LengthStats, MANIFEST_NAME, Manifest, PARTS_DIR, PartManifest,
+    SCHEMA_VERSION_KEY, SHARDS_DIR, ShardInfo, format_checksum,
+};
+
+/// How a [`DatasetWriter`] lays out its shards.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// zstd compression level (1..=22). Default 3.
+    pub zstd_level: i32,
+    /// A row group is closed once its estimated encoded size reaches this many bytes,
+    /// so a loader can fetch one row group with one byte-range request. Default 4 MiB.
+    pub row_group_bytes: usize,
+    /// A shard is closed (at a source boundary) once it reaches this many bytes. Default 256 MiB.
+    pub shard_bytes: u64,
+    /// Size of each multipart-upload part. Default 16 MiB.
+    pub upload_part_bytes: usize,
+    /// Multipart-upload parts in flight at once, per writer. Default 4.
+    pub upload_concurrency: usize,
+    /// This writer's index, `0..workers`.
+    pub worker: u32,
+    /// Number of writers that together write the dataset. Default 1.
+    pub workers: u32,
+    /// Version of the data schema, recorded in the manifest and in every shard.
+    pub schema_version: u32,
+    /// Free key-value metadata, recorded in the manifest and in every shard.
+    pub metadata: BTreeMap<String, String>,
+    /// Name of the column holding each row's source key, if any (recorded in the manifest).
+    pub source_key_column: Option<String>,
+    /// Name of an integer column to keep per-shard statistics of (e.g. sequence length).
+    pub length_column: Option<String>,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            zstd_level: 3,
+            row_group_bytes: 4 << 20,
+            shard_bytes: 256 << 20,
+            upload_part_bytes: 16 << 20,
+            upload_concurrency: 4,
+            worker: 0,
+            workers: 1,
+            schema_version: 1,
+            metadata: BTreeMap::new(),
+            source_key_column: None,
+            length_column: None,
+        }
+    }
+}
+
+/// Writes one worker's share of a dataset. See the module docs for the protocol.
+pub struct DatasetWriter {
+    location: Location,
+    schema: SchemaRef,
+    options: WriterOptions,
+    properties: WriterProperties,
+    part: PartManifest,
+    /// Source keys in finished shards of any worker, plus those written in this run.
+    seen_keys: HashSet<String>,
+    open: Option<OpenShard>,
+    next_seq: u32,
+    nonce: String,
+}
+
+/// The shard being written.
+struct OpenShard {
+    name: String,
+    writer: AsyncArrowWriter<ChecksumWriter>,
+    rows: u64,
+    source_keys: Vec<String>,
+    length_stats: Option<LengthStats>,
+}
+
+impl DatasetWriter {
+    /// Opens worker `options.worker`'s writer for the dataset at `url` with `schema`.
+    ///
+    /// If earlier runs left partial manifests, their finished shards are kept and their
+    /// source keys reported by [`Self::is_finished`].
+    pub async fn create(url: &str, schema: SchemaRef, options: WriterOptions) -> Result<Self> {
+        validate_options(&schema, &options)?;
+        let location = Location::parse(url)?;
+        let parts = read_parts(&location).await?;
+        let mut seen_keys = HashSet::new();
+        let mut own: Option<PartManifest> = None;
+        for part in parts {
+            check_compatible(&location, &schema, &options, &part)?;
+            for shard in &part.manifest.shards {
+                seen_keys.extend(shard.source_keys.iter().cloned());
+            }
+            if part.worker == options.worker {
+                own = Some(part);
+            }
+        }
+        let part = own.unwrap_or_else(|| PartManifest {
+            worker: options.worker,
+            workers: options.workers,
+            complete: false,
+            manifest: Manifest {
+                format_version: FORMAT_VERSION,
+                schema_version: options.schema_version,
+                schema: schema.as_ref().clone(),
+                metadata: options.metadata.clone(),
+                source_key_column: options.source_key_column.clone(),
+                length_column: options.length_column.clone(),
+                shards: Vec::new(),
+            },
+        });
+        let next_seq = part.manifest.shards.len() as u32;
+        let level = ZstdLevel::try_new(options.zstd_level)
+            .map_err(|e| StorageError::InvalidArgument(format!("zstd level: {e}")))?;
+        let mut kv: Vec<KeyValue> = options
+            .metadata
+            .iter()
+            .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+            .collect();
+        kv.push(KeyValue::new(
+            SCHEMA_VERSION_KEY.to_string(),
+            options.schema_version.to_string(),
+        ));
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(level))
+            .set_max_row_group_row_count(None)
+            .set_max_row_group_bytes(Some(options.row_group_bytes))
+            .set_key_value_metadata(Some(kv))
+            .build();
+        Ok(DatasetWriter {
+            location,
+            schema,
+            options,
+            properties,
+            part,
+            seen_keys,
+            open: None,
+            next_seq,
+            nonce: run_nonce(),
+        })
+    }
+
+    /// Whether the rows of `source_key` are already in a finished shard (of any worker) or
+    /// were written in this run.
+    pub fn is_finished(&self, source_key: &str) -> bool {
+        self.seen_keys.contains(source_key)
+    }
+
+    /// Number of source keys already finished or written.
+    pub fn finished_count(&self) -> usize {
+        self.seen_keys.len()
+    }
+
+    /// The dataset's schema.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Writes all the rows of one source (e.g. all chains of one input file) in one call.
+    ///
+    /// A source's rows always land in one shard; writing a key twice is an error.
+    pub async fn write_source(&mut self, source_key: &str, batch: &RecordBatch) -> Result<()> {
+        if self.seen_keys.contains(source_key) {
+            return Err(StorageError::InvalidArgument(format!(
+                "source {source_key:?} was already written to {}",
+                self.location.url
+            )));
+        }
+        if batch.schema().fields() != self.schema.fields() {
+            return Err(StorageError::SchemaMismatch {
+                url: self.location.url.clone(),
+                reason: format!(
+                    "batch for source {source_key:?} has fields {:?}, the dataset {:?}",
+                    field_names(&batch.schema()),
+                    field_names(&self.schema)
+                ),
+            });
+        }
+        let lengths = self.length_stats_of(batch)?;
+        if let Some(open) = &self.open
+            && open.writer.bytes_written() as u64 + open.writer.in_progress_size() as u64
+                >= self.options.shard_bytes
+        {
+            self.close_shard().await?;
+        }
+        if self.open.is_none() {
+            self.open = Some(self.open_shard()?);
+        }
+        let open = self.open.as_mut().expect("a shard was just opened");
+        let path = self.location.child(&open.name);
+        open.writer
+            .write(batch)
+            .await
+            .map_err(|e| StorageError::from_parquet(path.as_ref(), e))?;
+        open.rows += batch.num_rows() as u64;
+        open.source_keys.push(source_key.to_string());
+        open.length_stats = match (open.length_stats, lengths) {
+            (Some(a), Some(b)) => Some(a.merge(b)),
+            (a, b) => a.or(b),
+        };
+        self.seen_keys.insert(source_key.to_string());
+        self.part.complete = false;
+        Ok(())
+    }
+
+    /// Closes the open shard, marks this worker complete and publishes its partial manifest.
+    pub async fn finish(mut self) -> Result<PartManifest> {
+        self.close_shard().await?;
+        self.part.complete = true;
+        self.publish_part().await?;
+        Ok(self.part)
+    }
+
+    /// For a single writer (`workers == 1`): [`Self::finish`], then [`commit`].
+    pub async fn finish_and_commit(self) -> Result<Manifest> {
+        if self.options.workers != 1 {
+            return Err(StorageError::InvalidArgument(format!(
+                "finish_and_commit needs a single writer; this is worker {} of {}: call finish() on each, then commit()",
+                self.options.worker, self.options.workers
+            )));
+        }
+        let url = self.location.url.clone();
+        self.finish().await?;
+        Ok(commit(&url).await?.manifest)
+    }
+
+    fn length_stats_of(&self, batch: &RecordBatch) -> Result<Option<LengthStats>> {
+        let Some(column) = &self.options.length_column else {
+            return Ok(None);
+        };
+        let array = batch
+            .column_by_name(column)
+            .ok_or_else(|| StorageError::UnknownColumn {
+                url: self.location.url.clone(),
+                column: column.clone(),
+            })?;
+        let values =
+            arrow::compute::cast(array, &arrow::datatypes::DataType::Int64).map_err(|e| {
+                StorageError::SchemaMismatch {
+                    url: self.location.url.clone(),
+                    reason: format!("length column {column:?} is not an integer column: {e}"),
+                }
+            })?;
+        let values = values.as_primitive::<Int64Type>();
+        Ok(values
+            .iter()
+            .flatten()
+            .map(LengthStats::of)
+            .reduce(LengthStats::merge))
+    }
+
+    fn open_shard(&mut self) -> Result<OpenShard> {
+        let name = format!(
+            "{SHARDS_DIR}/w{:05}-{:06}-{}.parquet",
+            self.options.worker, self.next_seq, self.nonce
+        );
+        self.next_seq += 1;
+        let path = self.location.child(&name);
+        let upload = BufWriter::with_capacity(
+            self.location.store.clone(),
+            path.clone(),
+            self.options.upload_part_bytes,
+        )
+        .with_max_concurrency(self.options.upload_concurrency);
+        let writer = AsyncArrowWriter::try_new(
+            ChecksumWriter::new(upload),
+            self.schema.clone(),
+            Some(self.properties.clone()),
+        )
+        .map_err(|e| StorageError::from_parquet(path.as_ref(), e))?;
+        Ok(OpenShard {
+            name,
+            writer,
+            rows: 0,
+            source_keys: Vec::new(),
+            length_stats: None,
+        })
+    }
+
+    async fn close_shard(&mut self) -> Result<()> {
+        let Some(mut open) = self.open.take() else {
+            return Ok(());
+        };
+        let path = self.location.child(&open.name);
+        let metadata = open
+            .writer
+            .finish()
+            .await
+            .map_err(|e| StorageError::from_parquet(path.as_ref(), e))?;
+        let written = open.writer.into_inner();
+        let row_groups = metadata.row_groups();
+        self.part.manifest.shards.push(ShardInfo {
+            name: open.name,
+            rows: open.rows,
+            bytes: written.bytes,
+            checksum: format_checksum(written.crc),
+            row_group_rows: row_groups.iter().map(|rg| rg.num_rows() as u64).collect(),
+            row_group_bytes: row_groups
+                .iter()
+                .map(|rg| rg.compressed_size() as u64)
+                .collect(),
+            source_keys: open.source_keys,
+            length_stats: open.length_stats,
+        });
+        self.publish_part().await
+    }
+
+    async fn publish_part(&self) -> Result<()> {
+        let path = self.location.child(&PartManifest::name(self.part.worker));
+        let json = serde_json::to_vec_pretty(&self.part).expect("a part manifest serializes");
+        self.location
+            .store
+            .put(&path, PutPayload::from(json))
+            .await
+            .map_err(|e| StorageError::from_store(path.as_ref(), e))?;
+        Ok(())
+    }
+}
+
+/// The result of [`commit`].
+#[derive(Debug, Clone)]
+pub struct CommitSummary {
+    /// The manifest now published.
+    pub manifest: Manifest,
+    /// Shard objects that no writer had finished (leftovers of interrupted runs), now removed.
+    pub removed_orphans: Vec<String>,
+}
+
+/// Merges every writer's partial manifest into the dataset's `manifest.json`.
+///
+/// Fails with [`StorageError::IncompleteWorkers`] unless every worker `0..workers` has finished.
+/// Committing again after more writers ran (or re-ran) publishes the new union.
+pub async fn commit(url: &str) -> Result<CommitSummary> {
+    let location = Location::parse(url)?;
+    let parts = read_parts(&location).await?;
+    let Some(first) = parts.first() else {
+        return Err(StorageError::InvalidArgument(format!(
+            "nothing to commit at {url}: no writer has published a partial manifest under {PARTS_DIR}/"
+        )));
+    };
+    let workers = first.workers;
+    let schema = Arc::new(first.manifest.schema.clone());
+    let reference = WriterOptions {
+        workers,
+        schema_version: first.manifest.schema_version,
+        ..WriterOptions::default()
+    };
+    for part in &parts {
+        check_compatible(&location, &schema, &reference, part)?;
+    }
+    let missing: Vec<u32> = (0..workers)
+        .filter(|w| !parts.iter().any(|p| p.worker == *w && p.complete))
+        .collect();
+    if !missing.is_empty() {
+        return Err(StorageError::IncompleteWorkers {
+            url: url.to_string(),
+            missing,
+            workers,
+        });
+    }
+    let mut manifest = first.manifest.clone();
+    manifest.shards = parts
+        .iter()
+        .flat_map(|p| p.manifest.shards.iter().cloned())
+        .collect();
+    manifest.shards.sort_by(|a, b| a.name.cmp(&b.name));
+    for part in &parts[1..] {
+        for (k, v) in &part.manifest.metadata {
+            manifest
+                .metadata
+                .entry(k.clone())
+                .or_insert_with(|| v.clone());
+        }
+    }
+    let path = location.child(MANIFEST_NAME);
+    location
+        .store
+        .put(&path, PutPayload::from(manifest.to_json()))
+        .await
+        .map_err(|e| StorageError::from_store(path.as_ref(), e))?;
+
+    let named: HashSet<&str> = manifest.shards.iter().map(|s| s.name.as_str()).collect();
+    let shard_dir = location.child(SHARDS_DIR);
+    let mut removed_orphans = Vec::new();
+    let mut listing = location.store.list(Some(&shard_dir));
+    while let Some(meta) = listing.next().await {
+        let meta = meta.map_err(|e| StorageError::from_store(shard_dir.as_ref(), e))?;
+        let relative = relative_name(&location.prefix, &meta.location);
+        if !named.contains(relative.as_str()) {
+            removed_orphans.push(relative);
+        }
+    }
+    for orphan in &removed_orphans {
+        let path = location.child(orphan);
+        match location.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(StorageError::from_store(path.as_ref(), e)),
+        }
+    }
+    Ok(CommitSummary {
+        manifest,
+        removed_orphans,
+    })
+}
+
+/// Reads every partial manifest of the dataset, sorted by worker.
+async fn read_parts(location: &Location) -> Result<Vec<PartManifest>> {
+    let dir = location.child(PARTS_DIR);
+    let metas: Vec<_> = location
+        .store
+        .list(Some(&dir))
+        .try_collect()
+        .await
+        .map_err(|e| StorageError::from_store(dir.as_ref(), e))?;
+    let mut parts = Vec::with_capacity(metas.len());
+    for meta in metas {
+        if !meta.location.as_ref().ends_with(".json") {
+            continue;
+        }
+        let bytes = get_bytes(&location.store, &meta.location).await?;
+        parts.push(PartManifest::from_json(meta.location.as_ref(), &bytes)?);
+    }
+    parts.sort_by_key(|p| p.worker);
+    Ok(parts)
+}
+
+/// Reads a whole object.
+pub(crate) async fn get_bytes(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<Bytes> {
+    let result = store
+        .get(path)
+        .await
+        .map_err(|e| StorageError::from_store(path.as_ref(), e))?;
+    result
+        .bytes()
+        .await
+        .map_err(|e| StorageError::from_store(path.as_ref(), e))
+}
+
+/// `full` relative to `prefix`, as a `/`-joined name.
+fn relative_name(prefix: &Path, full: &Path) -> String {
+    match full.prefix_match(prefix) {
+        Some(parts) => parts
+            .map(|p| p.as_ref().to_string())
+            .collect::<Vec<_>>()
+            .join("/"),
+        None => full.as_ref().to_string(),
+    }
+}
+
+fn validate_options(schema: &SchemaRef, options: &WriterOptions) -> Result<()> {
+    if options.workers == 0 || options.worker >= options.workers {
+        return Err(StorageError::InvalidArgument(format!(
+            "worker {} of {}: need 0 <= worker < workers",
+            options.worker, options.workers
+        )));
+    }
+    if options.row_group_bytes == 0 || options.shard_bytes == 0 || options.upload_part_bytes == 0 {
+        return Err(StorageError::InvalidArgument(
+            "row_group_bytes, shard_bytes and upload_part_bytes must be positive".into(),
+        ));
+    }
+    for column in [&options.source_key_column, &options.length_column]
+        .into_iter()
+        .flatten()
+    {
+        if schema.field_with_name(column).is_err() {
+            return Err(StorageError::InvalidArgument(format!(
+                "column {column:?} named in the writer options is not in the schema {:?}",
+                field_names(schema)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that an existing partial manifest belongs to the same dataset layout.
+fn check_compatible(
+    location: &Location,
+    schema: &SchemaRef,
+    options: &WriterOptions,
+    part: &PartManifest,
+) -> Result<()> {
+    let mismatch = |reason: String| StorageError::SchemaMismatch {
+        url: location.url.clone(),
+        reason,
+    };
+    if part.workers != options.workers {
+        return Err(mismatch(format!(
+            "worker {} of an earlier run split the dataset over {} workers, this run over {}",
+            part.worker, part.workers, options.workers
+        )));
+    }
+    if part.manifest.schema.fields() != schema.fields() {
+        return Err(mismatch(format!(
+            "worker {} wrote fields {:?}, this writer has {:?}",
+            part.worker,
+            field_names(&Arc::new(part.manifest.schema.clone())),
+            field_names(schema)
+        )));
+    }
+    if part.manifest.schema_version != options.schema_version {
+        return Err(mismatch(format!(
+            "worker {} wrote schema version {}, this writer has {}",
+            part.worker, part.manifest.schema_version, options.schema_version
+        )));
+    }
+    Ok(())
+}
+
+fn field_names(schema: &SchemaRef) -> Vec<&str> {
+    schema.fields().iter().map(|f| f.name().as_str()).collect()
+}
+
+/// A name unique to this run of a writer, so shards of different runs never collide.
+fn run_nonce() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{:x}{:x}", nanos & 0xffff_ffff_ffff, std::process::id())
+}
+
+/// Forwards Parquet's output to a multipart upload, computing the object's CRC32C and size.
+struct ChecksumWriter {
+    upload: BufWriter,
+    crc: u32,
+    bytes: u64,
+}
+
+impl ChecksumWriter {
+    fn new(upload: BufWriter) -> Self {
+        ChecksumWriter {
+            upload,
+            crc: 0,
+            bytes: 0,
+        }
+    }
+}
+
+impl AsyncFileWriter for ChecksumWriter {
+    fn write(&mut self, bs: Bytes) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        self.crc = crc32c::crc32c_append(self.crc, &bs);
+        self.bytes += bs.len() as u64;
+        Box::pin(async move {
+            self.upload
+                .put(bs)
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))
+        })
+    }
+
+    fn complete(&mut self) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        Box::pin(async move {
+            self.upload
+                .shutdown()
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))
+        })
+    }
+}
