@@ -17,14 +17,17 @@ pub struct StructureHeader {
 /// One protein chain of a structure, in the atom37 layout.
 ///
 /// Invariant: `sequence`, `residue_index`, `atom_positions` and `atom_mask` all have one
-/// entry per residue of the full sequence; unresolved residues have an all-zero mask.
+/// entry per residue; unresolved residues have an all-zero mask. From mmCIF the residues
+/// are the full sequence (`_entity_poly_seq`); from the PDB format they are the residues
+/// that have coordinates (SEQRES is kept separately by the PDB parser).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ChainStructure {
     /// Author chain id.
     pub chain_id: String,
     /// One-letter sequence of the full chain (SEQRES), `X` for unknown residues.
     pub sequence: String,
-    /// Residue numbers (author numbering where the format has it, else 1-based).
+    /// Residue numbers: the `_entity_poly_seq.num` (label_seq_id) numbering for mmCIF,
+    /// the author residue numbers (insertion codes dropped) for the PDB format.
     pub residue_index: Vec<i32>,
     /// Atom positions in Å, atom37 order.
     pub atom_positions: Vec<[[f32; 3]; 37]>,
@@ -41,6 +44,9 @@ pub struct Structure {
     pub header: StructureHeader,
     /// Protein chains, in file order.
     pub chains: Vec<ChainStructure>,
+    /// Version of the three-letter to one-letter residue table that made `sequence`
+    /// (recorded with the data so datasets built with different tables can be told apart).
+    pub residue_table_version: u32,
 }
 
 /// A multiple sequence alignment in the MSA alphabet of
@@ -66,7 +72,7 @@ pub struct TemplateHit {
     pub index: usize,
     /// Hit name line (e.g. "4I6P_A Description").
     pub name: String,
-    /// Aligned columns as a fraction (0..1) of the HHsearch "Probab" column / 100.
+    /// HHsearch probability as a fraction (the `Probab` value / 100, so 0..1).
     pub probability: f32,
     /// E-value.
     pub e_value: f64,

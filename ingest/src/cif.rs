@@ -116,7 +116,10 @@ impl<'c, 'a> Column<'c, 'a> {
 
     /// The values, top to bottom.
     pub fn iter(&self) -> impl Iterator<Item = Value<'a>> + 'c {
-        self.values[self.index..].iter().step_by(self.stride).copied()
+        self.values[self.index..]
+            .iter()
+            .step_by(self.stride)
+            .copied()
     }
 }
 
@@ -282,8 +285,8 @@ impl<'a> Lexer<'a> {
                         Some(n) => {
                             let nl = at + n;
                             if bytes.get(nl + 1) == Some(&b';') {
-                                self.line += memchr::memchr_iter(b'\n', &bytes[start..=nl]).count()
-                                    as u32;
+                                self.line +=
+                                    memchr::memchr_iter(b'\n', &bytes[start..=nl]).count() as u32;
                                 self.pos = nl + 2;
                                 let mut end = nl;
                                 if end > body && bytes[end - 1] == b'\r' {
@@ -514,7 +517,15 @@ mod tests {
         let doc = parse("t.cif", text).unwrap();
         let block = &doc.blocks[0];
         assert_eq!(block.name, "TEST");
-        assert_eq!(block.category("_ENTRY").unwrap().value(0, "id").unwrap().text, "1ABC");
+        assert_eq!(
+            block
+                .category("_ENTRY")
+                .unwrap()
+                .value(0, "id")
+                .unwrap()
+                .text,
+            "1ABC"
+        );
         let exptl = block.category("_exptl").unwrap();
         assert_eq!(exptl.value(0, "method").unwrap().text, "X-RAY DIFFRACTION");
         let note = exptl.value(0, "note").unwrap();
@@ -523,7 +534,12 @@ mod tests {
         assert_eq!(note.line, 6);
         let atom = block.category("_atom").unwrap();
         assert_eq!(atom.rows(), 3);
-        let b: Vec<_> = atom.column("b").unwrap().iter().map(|v| v.as_str()).collect();
+        let b: Vec<_> = atom
+            .column("b")
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str())
+            .collect();
         assert_eq!(b, vec![Some("it's"), None, Some("x")]);
         assert_eq!(atom.value(2, "a").unwrap().text, "a'b");
         assert_eq!(atom.value(1, "a").unwrap().kind, ValueKind::Inapplicable);

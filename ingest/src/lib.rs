@@ -4,8 +4,14 @@
 //! Every parser works on an in-memory buffer, returns a typed [`ParseError`] naming the
 //! file and line on bad input, and never panics on user data.
 
+mod atom37;
 pub mod cif;
 pub mod error;
 pub mod input;
+pub mod mmcif;
+mod number;
+pub mod residue_names;
+mod residues;
 
 pub use error::{ParseError, Result};
+pub use mmcif::{Heterogeneity, MmcifOptions, parse_mmcif, read_mmcif};
