@@ -1,0 +1,3 @@
+//! CPU tests: direct-formula forwards and finite-difference gradient checks.
+mod forward;
+mod gradcheck;
