@@ -41,6 +41,9 @@ use crate::manifest::{
     SCHEMA_VERSION_KEY, SHARDS_DIR, ShardInfo, format_checksum,
 };
 
+/// The smallest multipart-upload part S3 (and compatible stores) accept: 5 MiB.
+pub const MIN_UPLOAD_PART_BYTES: usize = 5 << 20;
+
 /// How a [`DatasetWriter`] lays out its shards.
 #[derive(Debug, Clone)]
 pub struct WriterOptions {
@@ -51,7 +54,8 @@ pub struct WriterOptions {
     pub row_group_bytes: usize,
     /// A shard is closed (at a source boundary) once it reaches this many bytes. Default 256 MiB.
     pub shard_bytes: u64,
-    /// Size of each multipart-upload part. Default 16 MiB.
+    /// Size of each multipart-upload part. Default 16 MiB; at least
+    /// [`MIN_UPLOAD_PART_BYTES`], the smallest part S3 accepts.
     pub upload_part_bytes: usize,
     /// Multipart-upload parts in flight at once, per writer. Default 4.
     pub upload_concurrency: usize,

@@ -73,7 +73,6 @@ fn small_options() -> WriterOptions {
     WriterOptions {
         row_group_bytes: 16 << 10,
         shard_bytes: 48 << 10,
-        upload_part_bytes: 32 << 10,
         schema_version: 7,
         metadata: BTreeMap::from([("residue_constants_version".to_string(), "1".to_string())]),
         source_key_column: Some("id".into()),
@@ -200,6 +199,43 @@ async fn multi_shard_write_reads_back_equal() {
             Err(StorageError::OutOfRange { .. })
         ));
         assert!(dataset.verify().await.is_ok());
+    }
+}
+
+/// Shards bigger than one upload part go up as multipart uploads and read back intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_shards_use_multipart_uploads() {
+    for (url, _dir) in backends("multipart") {
+        let options = WriterOptions {
+            row_group_bytes: 1 << 20,
+            upload_part_bytes: scalefold_storage::writer::MIN_UPLOAD_PART_BYTES,
+            ..small_options()
+        };
+        let mut writer = DatasetWriter::create(&url, schema(), options)
+            .await
+            .unwrap();
+        let big: Vec<u8> = (0..12u64 << 20).map(|i| mix(i) as u8).collect();
+        let batch = RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(StringArray::from(vec!["big"])) as ArrayRef,
+                Arc::new(Int32Array::from(vec![1])),
+                Arc::new({
+                    let mut b = ListBuilder::new(Float32Builder::new());
+                    b.values().append_value(1.0);
+                    b.append(true);
+                    b.finish()
+                }),
+                Arc::new(BinaryArray::from_iter_values([big.as_slice()])),
+            ],
+        )
+        .unwrap();
+        writer.write_source("big", &batch).await.unwrap();
+        let manifest = writer.finish_and_commit().await.unwrap();
+        assert!(manifest.shards[0].bytes > 10 << 20, "{url}");
+        let dataset = Dataset::open(&url).await.unwrap();
+        assert!(dataset.verify().await.is_ok());
+        assert_eq!(all_rows(&dataset).await, batch, "{url}");
     }
 }
 
