@@ -10,8 +10,10 @@ pub mod error;
 pub mod input;
 pub mod mmcif;
 mod number;
+pub mod pdb;
 pub mod residue_names;
 mod residues;
 
 pub use error::{ParseError, Result};
 pub use mmcif::{Heterogeneity, MmcifOptions, parse_mmcif, read_mmcif};
+pub use pdb::{PdbEntry, parse_pdb, read_pdb};
