@@ -16,6 +16,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Summarize a dataset: shards, rows, bytes, schema, length statistics.
+    Inspect(cmd::dataset::InspectArgs),
+    /// Read every shard of a dataset and check its checksum and row count.
+    Verify(cmd::dataset::VerifyArgs),
     /// Benchmarks; each prints its figures (one JSON line with --json).
     #[command(subcommand)]
     Bench(Bench),
@@ -23,11 +27,18 @@ enum Command {
 
 /// The benchmarks, one per part of the system.
 #[derive(Subcommand)]
-enum Bench {}
+enum Bench {
+    /// Dataset write/read throughput against raw object-store PUT/GET of the same bytes.
+    Storage(cmd::bench_storage::BenchStorageArgs),
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Bench(bench) => match bench {},
+        Command::Inspect(args) => cmd::dataset::inspect(args),
+        Command::Verify(args) => cmd::dataset::verify(args),
+        Command::Bench(bench) => match bench {
+            Bench::Storage(args) => cmd::bench_storage::run(args),
+        },
     }
 }

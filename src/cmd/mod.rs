@@ -1,1 +1,4 @@
 //! One module per subcommand of the `scalefold` binary.
+
+pub mod bench_storage;
+pub mod dataset;

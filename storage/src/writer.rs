@@ -344,11 +344,13 @@ impl DatasetWriter {
         self.publish_part().await
     }
 
-    async fn publish_part(&self) -> Result<()> {
+    /// Publishes this worker's partial manifest. Takes `&mut self` so that the writer's
+    /// futures stay `Send` (the writer itself is not `Sync`).
+    async fn publish_part(&mut self) -> Result<()> {
         let path = self.location.child(&PartManifest::name(self.part.worker));
         let json = serde_json::to_vec_pretty(&self.part).expect("a part manifest serializes");
-        self.location
-            .store
+        let store = self.location.store.clone();
+        store
             .put(&path, PutPayload::from(json))
             .await
             .map_err(|e| StorageError::from_store(path.as_ref(), e))?;
@@ -595,5 +597,23 @@ impl AsyncFileWriter for ChecksumWriter {
                 .await
                 .map_err(|e| ParquetError::External(Box::new(e)))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The writer's futures can run on a multi-threaded runtime (`tokio::spawn`).
+    #[test]
+    fn writer_futures_are_send() {
+        fn assert_send<T: Send>(_: T) {}
+        fn check(mut w: DatasetWriter, b: RecordBatch) {
+            assert_send(async move {
+                w.write_source("k", &b).await.unwrap();
+                w.finish().await.unwrap();
+            });
+        }
+        let _ = check;
     }
 }
