@@ -7,13 +7,17 @@
 mod atom37;
 pub mod cif;
 pub mod error;
+pub mod hhr;
 pub mod input;
 pub mod mmcif;
+pub mod msa;
 mod number;
 pub mod pdb;
 pub mod residue_names;
 mod residues;
 
 pub use error::{ParseError, Result};
+pub use hhr::{parse_hhr, read_hhr};
 pub use mmcif::{Heterogeneity, MmcifOptions, parse_mmcif, read_mmcif};
+pub use msa::{Alignment, merge_alignments, parse_a3m, parse_stockholm, read_alignment};
 pub use pdb::{PdbEntry, parse_pdb, read_pdb};
