@@ -173,7 +173,8 @@ pub fn dihedral_sin_cos(a: Vec3, b: Vec3, c: Vec3, d: Vec3) -> Option<(f32, f32)
     let frame = Rigid::from_3_points(b, c, a);
     let local = frame.apply_inverse(d);
     let len = (local[1] * local[1] + local[2] * local[2]).sqrt();
-    if !(len > 1e-6) {
+    // NaN coordinates also land here.
+    if len.is_nan() || len <= 1e-6 {
         return None;
     }
     Some((local[2] / len, local[1] / len))

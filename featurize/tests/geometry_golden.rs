@@ -1,5 +1,7 @@
 //! Ground-truth geometry on real chains of the golden test data.
 
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 
 use scalefold_featurize::geometry::{

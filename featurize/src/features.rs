@@ -1,0 +1,406 @@
+//! Static features: everything about a chain that does not depend on the random seed,
+//! computed once at ingest and stored as one Parquet row ([`ChainRecord`]).
+//!
+//! Arrays are flat, row-major `Vec`s of primitives so a columnar writer can store them
+//! without per-element work; the doc of each field gives its logical shape with
+//! `n = seq_length`, `m = num_alignments`, `t = num_templates`.
+
+use crate::error::FeaturizeError;
+use crate::inputs::{ChainStructure, Msa, StructureHeader};
+use crate::residue_constants::{ATOM_TYPE_NUM, GAP_ID, restype_index};
+use crate::templates::TemplateFeatures;
+
+/// The static features of one protein chain: one Parquet row.
+///
+/// Invariant (checked by [`ChainRecord::validate`]): every array has the length its
+/// shape says; `aatype` values are 0..=20, `msa` values 0..=21, masks 0 or 1.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ChainRecord {
+    /// Chain identifier, `{entry}_{chain}` (e.g. `4zey_A`).
+    pub chain_id: String,
+    /// One-letter sequence of the full chain.
+    pub sequence: String,
+    /// Residue types `[n]`, 0..=19 standard, 20 unknown.
+    pub aatype: Vec<i8>,
+    /// Residue numbers `[n]`.
+    pub residue_index: Vec<i32>,
+    /// Number of residues `n`.
+    pub seq_length: u32,
+    /// 1 where a residue starts a new segment `[n]` (always 0 for a single chain).
+    pub between_segment_residues: Vec<i8>,
+    /// atom37 positions in Å `[n][37][3]`.
+    pub all_atom_positions: Vec<f32>,
+    /// atom37 resolved mask `[n][37]`, 0 or 1.
+    pub all_atom_mask: Vec<u8>,
+    /// Resolution in Å (0 when the method gives none).
+    pub resolution: f32,
+    /// Release date `YYYY-MM-DD`, when known.
+    pub release_date: Option<String>,
+    /// Experimental method, lowercase.
+    pub structure_method: String,
+    /// Whether the chain comes from self-distillation (predicted, not experimental).
+    pub is_distillation: bool,
+    /// Merged MSA `[m][n]`, ids in [`crate::residue_constants::MSA_ALPHABET`]; row 0 is the query.
+    pub msa: Vec<u8>,
+    /// Deletions before each column `[m][n]`, saturated at `u16::MAX`.
+    pub deletion_matrix: Vec<u16>,
+    /// Number of MSA rows `m`.
+    pub num_alignments: u32,
+    /// Species identifier per MSA row `[m]`, empty when unknown.
+    pub msa_species_ids: Vec<String>,
+    /// Template features (already mapped onto this chain's residues).
+    pub templates: TemplateFeatures,
+}
+
+fn check_len(
+    record: &str,
+    field: &'static str,
+    expected: usize,
+    actual: usize,
+) -> Result<(), FeaturizeError> {
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(FeaturizeError::LengthMismatch {
+            record: record.to_string(),
+            field,
+            expected,
+            actual,
+        })
+    }
+}
+
+fn check_max<T: Copy + PartialOrd + std::fmt::Display>(
+    record: &str,
+    field: &'static str,
+    values: &[T],
+    is_valid: impl Fn(T) -> bool,
+    expected: &'static str,
+) -> Result<(), FeaturizeError> {
+    match values.iter().position(|&v| !is_valid(v)) {
+        None => Ok(()),
+        Some(index) => Err(FeaturizeError::InvalidValue {
+            record: record.to_string(),
+            field,
+            index,
+            value: values[index].to_string(),
+            expected,
+        }),
+    }
+}
+
+impl ChainRecord {
+    /// Builds the record of one chain from its parsed structure, its MSA (row 0 must be
+    /// the chain's sequence; `None` gives a single-sequence MSA) and its template features.
+    pub fn new(
+        entry_id: &str,
+        header: &StructureHeader,
+        chain: &ChainStructure,
+        msa: Option<&Msa>,
+        templates: TemplateFeatures,
+        is_distillation: bool,
+    ) -> Result<ChainRecord, FeaturizeError> {
+        let chain_id = format!("{entry_id}_{}", chain.chain_id);
+        let n = chain.sequence.len();
+        check_len(&chain_id, "residue_index", n, chain.residue_index.len())?;
+        check_len(&chain_id, "atom_positions", n, chain.atom_positions.len())?;
+        check_len(&chain_id, "atom_mask", n, chain.atom_mask.len())?;
+        let aatype: Vec<i8> = chain
+            .sequence
+            .bytes()
+            .map(|c| restype_index(c) as i8)
+            .collect();
+        let single;
+        let msa = match msa {
+            Some(m) => m,
+            None => {
+                single = Msa {
+                    msa: vec![aatype.iter().map(|&a| a as u8).collect()],
+                    deletion_matrix: vec![vec![0; n]],
+                    descriptions: vec![chain_id.clone()],
+                    species_ids: vec![String::new()],
+                };
+                &single
+            }
+        };
+        let flat = flatten_msa(&chain_id, msa, n)?;
+        if let Some(query) = msa.msa.first() {
+            // Unknown residues may be written as X in one and anything else in the other;
+            // every known residue must agree.
+            if let Some(column) = query
+                .iter()
+                .zip(&aatype)
+                .position(|(&q, &a)| q != a as u8 && q < 20 && a < 20)
+            {
+                return Err(FeaturizeError::QueryMismatch {
+                    record: chain_id,
+                    column,
+                });
+            }
+        }
+        let record = ChainRecord {
+            sequence: chain.sequence.clone(),
+            residue_index: chain.residue_index.clone(),
+            seq_length: n as u32,
+            between_segment_residues: vec![0; n],
+            all_atom_positions: chain
+                .atom_positions
+                .iter()
+                .flat_map(|r| r.iter().flatten().copied())
+                .collect(),
+            all_atom_mask: chain
+                .atom_mask
+                .iter()
+                .flat_map(|r| r.iter().map(|&m| u8::from(m > 0.0)))
+                .collect(),
+            resolution: header.resolution,
+            release_date: header.release_date.clone(),
+            structure_method: header.structure_method.clone(),
+            is_distillation,
+            num_alignments: flat.num_rows as u32,
+            msa: flat.msa,
+            deletion_matrix: flat.deletions,
+            msa_species_ids: flat.species,
+            aatype,
+            templates,
+            chain_id,
+        };
+        record.validate()?;
+        Ok(record)
+    }
+
+    /// Checks the shape and value invariants of the record (e.g. after reading it back).
+    pub fn validate(&self) -> Result<(), FeaturizeError> {
+        let id = self.chain_id.as_str();
+        let n = self.seq_length as usize;
+        let m = self.num_alignments as usize;
+        check_len(id, "sequence", n, self.sequence.len())?;
+        check_len(id, "aatype", n, self.aatype.len())?;
+        check_len(id, "residue_index", n, self.residue_index.len())?;
+        check_len(
+            id,
+            "between_segment_residues",
+            n,
+            self.between_segment_residues.len(),
+        )?;
+        check_len(
+            id,
+            "all_atom_positions",
+            n * ATOM_TYPE_NUM * 3,
+            self.all_atom_positions.len(),
+        )?;
+        check_len(
+            id,
+            "all_atom_mask",
+            n * ATOM_TYPE_NUM,
+            self.all_atom_mask.len(),
+        )?;
+        check_len(id, "msa", m * n, self.msa.len())?;
+        check_len(id, "deletion_matrix", m * n, self.deletion_matrix.len())?;
+        check_len(id, "msa_species_ids", m, self.msa_species_ids.len())?;
+        if m == 0 {
+            return Err(FeaturizeError::LengthMismatch {
+                record: id.to_string(),
+                field: "num_alignments",
+                expected: 1,
+                actual: 0,
+            });
+        }
+        check_max(
+            id,
+            "aatype",
+            &self.aatype,
+            |a| (0..=20).contains(&a),
+            "a residue type 0..=20",
+        )?;
+        check_max(id, "msa", &self.msa, |a| a <= GAP_ID, "an MSA id 0..=21")?;
+        check_max(
+            id,
+            "all_atom_mask",
+            &self.all_atom_mask,
+            |a| a <= 1,
+            "0 or 1",
+        )?;
+        self.templates.validate(id, n)
+    }
+}
+
+struct FlatMsa {
+    msa: Vec<u8>,
+    deletions: Vec<u16>,
+    species: Vec<String>,
+    num_rows: usize,
+}
+
+fn flatten_msa(record: &str, msa: &Msa, n: usize) -> Result<FlatMsa, FeaturizeError> {
+    let rows = msa.msa.len();
+    check_len(
+        record,
+        "deletion_matrix rows",
+        rows,
+        msa.deletion_matrix.len(),
+    )?;
+    let mut out = FlatMsa {
+        msa: Vec::with_capacity(rows * n),
+        deletions: Vec::with_capacity(rows * n),
+        species: Vec::with_capacity(rows),
+        num_rows: rows,
+    };
+    for (i, (row, dels)) in msa.msa.iter().zip(&msa.deletion_matrix).enumerate() {
+        check_len(record, "msa row", n, row.len())?;
+        check_len(record, "deletion_matrix row", n, dels.len())?;
+        if let Some(col) = row.iter().position(|&c| c > GAP_ID) {
+            return Err(FeaturizeError::InvalidValue {
+                record: record.to_string(),
+                field: "msa",
+                index: i * n + col,
+                value: row[col].to_string(),
+                expected: "an MSA id 0..=21",
+            });
+        }
+        out.msa.extend_from_slice(row);
+        out.deletions
+            .extend(dels.iter().map(|&d| d.min(u16::MAX as u32) as u16));
+        out.species
+            .push(msa.species_ids.get(i).cloned().unwrap_or_default());
+    }
+    Ok(out)
+}
+
+/// Merges MSAs of the same query in the given order, dropping rows whose aligned
+/// sequence already appeared (first occurrence wins; deletions do not count).
+///
+/// Every row of every MSA must have the width of the first MSA's query.
+pub fn merge_msas(msas: &[Msa]) -> Result<Msa, FeaturizeError> {
+    let width = msas
+        .iter()
+        .find_map(|m| m.msa.first())
+        .map_or(0, |q| q.len());
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Msa::default();
+    for (k, m) in msas.iter().enumerate() {
+        let record = format!("msa #{k}");
+        check_len(
+            &record,
+            "deletion_matrix rows",
+            m.msa.len(),
+            m.deletion_matrix.len(),
+        )?;
+        for (i, (row, dels)) in m.msa.iter().zip(&m.deletion_matrix).enumerate() {
+            check_len(&record, "msa row", width, row.len())?;
+            check_len(&record, "deletion_matrix row", width, dels.len())?;
+            if !seen.insert(row.as_slice()) {
+                continue;
+            }
+            out.msa.push(row.clone());
+            out.deletion_matrix.push(dels.clone());
+            out.descriptions
+                .push(m.descriptions.get(i).cloned().unwrap_or_default());
+            out.species_ids
+                .push(m.species_ids.get(i).cloned().unwrap_or_default());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msa(rows: &[&[u8]]) -> Msa {
+        Msa {
+            msa: rows.iter().map(|r| r.to_vec()).collect(),
+            deletion_matrix: rows.iter().map(|r| vec![1; r.len()]).collect(),
+            descriptions: (0..rows.len()).map(|i| format!("r{i}")).collect(),
+            species_ids: vec![String::new(); rows.len()],
+        }
+    }
+
+    #[test]
+    fn merge_drops_exact_duplicates_first_wins() {
+        let a = msa(&[&[0, 1, 2], &[0, 21, 2]]);
+        let b = msa(&[&[0, 1, 2], &[3, 3, 3], &[0, 21, 2]]);
+        let merged = merge_msas(&[a, b]).unwrap();
+        assert_eq!(
+            merged.msa,
+            vec![vec![0, 1, 2], vec![0, 21, 2], vec![3, 3, 3]]
+        );
+        assert_eq!(merged.descriptions, ["r0", "r1", "r1"]);
+        let bad = msa(&[&[0, 1]]);
+        assert!(matches!(
+            merge_msas(&[msa(&[&[0, 1, 2]]), bad]),
+            Err(FeaturizeError::LengthMismatch {
+                field: "msa row",
+                ..
+            })
+        ));
+    }
+
+    fn chain(seq: &str) -> ChainStructure {
+        let n = seq.len();
+        ChainStructure {
+            chain_id: "A".into(),
+            sequence: seq.into(),
+            residue_index: (1..=n as i32).collect(),
+            atom_positions: vec![[[1.0; 3]; 37]; n],
+            atom_mask: vec![[1.0; 37]; n],
+        }
+    }
+
+    #[test]
+    fn record_from_chain_has_consistent_shapes_and_rejects_bad_msa() {
+        let header = StructureHeader {
+            structure_method: "x-ray diffraction".into(),
+            release_date: Some("2020-01-01".into()),
+            resolution: 1.5,
+        };
+        let rec = ChainRecord::new(
+            "1abc",
+            &header,
+            &chain("ACDX"),
+            None,
+            TemplateFeatures::default(),
+            false,
+        )
+        .unwrap();
+        assert_eq!(rec.chain_id, "1abc_A");
+        assert_eq!(rec.aatype, [0, 4, 3, 20]);
+        assert_eq!(rec.num_alignments, 1);
+        assert_eq!(rec.msa, [0, 4, 3, 20]);
+        assert_eq!(rec.all_atom_positions.len(), 4 * 37 * 3);
+        let wrong_query = msa(&[&[1, 4, 3, 20]]);
+        assert_eq!(
+            ChainRecord::new(
+                "1abc",
+                &header,
+                &chain("ACDX"),
+                Some(&wrong_query),
+                TemplateFeatures::default(),
+                false
+            ),
+            Err(FeaturizeError::QueryMismatch {
+                record: "1abc_A".into(),
+                column: 0
+            })
+        );
+        let out_of_range = msa(&[&[0, 4, 3, 22]]);
+        assert!(matches!(
+            ChainRecord::new(
+                "1abc",
+                &header,
+                &chain("ACDX"),
+                Some(&out_of_range),
+                TemplateFeatures::default(),
+                false
+            ),
+            Err(FeaturizeError::InvalidValue {
+                field: "msa",
+                index: 3,
+                ..
+            })
+        ));
+        let mut broken = rec.clone();
+        broken.deletion_matrix.pop();
+        assert!(broken.validate().is_err());
+    }
+}
