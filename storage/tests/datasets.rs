@@ -144,6 +144,12 @@ async fn multi_shard_write_reads_back_equal() {
             manifest.shards.iter().any(|s| s.row_group_rows.len() >= 2),
             "{url}: expected shards with several row groups"
         );
+        for shard in &manifest.shards {
+            // Row groups are bounded by bytes: each is at most the bound plus one source's rows.
+            for &bytes in &shard.row_group_bytes {
+                assert!(bytes <= 32 << 10, "{url}: row group of {bytes} bytes");
+            }
+        }
         let expected: Vec<RecordBatch> = (0..60).map(source_batch).collect();
         let expected = arrow::compute::concat_batches(&schema(), &expected).unwrap();
 
@@ -461,4 +467,33 @@ async fn pyarrow_reads_a_shard() {
         line.trim(),
         format!("{} id,length,values,payload 7", manifest.shards[0].rows)
     );
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 12, ..Default::default() })]
+
+    /// Whatever the shard and row-group bounds, every row written is read back once, in order.
+    #[test]
+    fn any_layout_reads_back_what_was_written(
+        sources in 1usize..25,
+        row_group_kib in 1usize..64,
+        shard_kib in 1u64..256,
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let url = format!("memory://prop/{sources}-{row_group_kib}-{shard_kib}-{}", std::process::id());
+        let options = WriterOptions {
+            row_group_bytes: row_group_kib << 10,
+            shard_bytes: shard_kib << 10,
+            ..small_options()
+        };
+        let (got, manifest) = rt.block_on(async {
+            let manifest = write_sources(&url, 0..sources, options).await.finish_and_commit().await.unwrap();
+            let dataset = Dataset::open(&url).await.unwrap();
+            (all_rows(&dataset).await, manifest)
+        });
+        let expected: Vec<RecordBatch> = (0..sources).map(source_batch).collect();
+        proptest::prop_assert_eq!(got, arrow::compute::concat_batches(&schema(), &expected).unwrap());
+        let keys: usize = manifest.shards.iter().map(|s| s.source_keys.len()).sum();
+        proptest::prop_assert_eq!(keys, sources);
+    }
 }
