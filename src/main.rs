@@ -20,6 +20,8 @@ enum Command {
     Inspect(cmd::dataset::InspectArgs),
     /// Read every shard of a dataset and check its checksum and row count.
     Verify(cmd::dataset::VerifyArgs),
+    /// Show what the parsers read from an mmCIF, PDB, a3m, Stockholm or hhr file.
+    Parse(cmd::parse::ParseArgs),
     /// Benchmarks; each prints its figures (one JSON line with --json).
     #[command(subcommand)]
     Bench(Bench),
@@ -28,8 +30,12 @@ enum Command {
 /// The benchmarks, one per part of the system.
 #[derive(Subcommand)]
 enum Bench {
+    /// Single-thread mmCIF → chain records throughput (MB/s, files/s).
+    Parse(cmd::bench_parse::BenchParseArgs),
     /// Dataset write/read throughput against raw object-store PUT/GET of the same bytes.
     Storage(cmd::bench_storage::BenchStorageArgs),
+    /// Evoformer and extra-MSA block forward + backward on the GPU (eager and CUDA graph).
+    Evoformer(cmd::bench_evoformer::BenchEvoformerArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,8 +43,11 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(args) => cmd::dataset::inspect(args),
         Command::Verify(args) => cmd::dataset::verify(args),
+        Command::Parse(args) => cmd::parse::run(args),
         Command::Bench(bench) => match bench {
+            Bench::Parse(args) => cmd::bench_parse::run(args),
             Bench::Storage(args) => cmd::bench_storage::run(args),
+            Bench::Evoformer(args) => cmd::bench_evoformer::run(args),
         },
     }
 }

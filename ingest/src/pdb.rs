@@ -175,7 +175,7 @@ pub fn parse_pdb(file: &str, bytes: &[u8]) -> Result<PdbEntry> {
             }
             "SEQRES" => {
                 let chain_id = columns(line, 11, 12).trim();
-                let names = columns(line, 19, line.len());
+                let names = columns(line, 19, 70);
                 let entry = match seqres.iter().position(|(c, _)| c == chain_id) {
                     Some(i) => &mut seqres[i].1,
                     None => {
