@@ -34,8 +34,6 @@ enum Bench {
     Parse(cmd::bench_parse::BenchParseArgs),
     /// Dataset write/read throughput against raw object-store PUT/GET of the same bytes.
     Storage(cmd::bench_storage::BenchStorageArgs),
-    /// Evoformer and extra-MSA block forward + backward on the GPU (eager and CUDA graph).
-    Evoformer(cmd::bench_evoformer::BenchEvoformerArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,7 +45,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(bench) => match bench {
             Bench::Parse(args) => cmd::bench_parse::run(args),
             Bench::Storage(args) => cmd::bench_storage::run(args),
-            Bench::Evoformer(args) => cmd::bench_evoformer::run(args),
         },
     }
 }

@@ -1,7 +1,6 @@
 //! One module per subcommand of the `scalefold` binary.
 
 pub mod bench_parse;
-pub mod bench_evoformer;
 pub mod bench_storage;
 pub mod dataset;
 pub mod parse;
