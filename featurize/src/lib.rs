@@ -11,8 +11,11 @@ pub mod geometry;
 pub mod inputs;
 pub mod residue_constants;
 pub mod rigid;
+pub mod synthetic;
 pub mod templates;
+pub mod transform;
 
 pub use error::FeaturizeError;
 pub use features::{ChainRecord, merge_msas};
 pub use templates::{TemplateFeatures, TemplateSearchConfig, template_features};
+pub use transform::{Sample, SampleConfig, make_sample};
