@@ -34,6 +34,7 @@
 //! of the fixed-shape buffers) before the step.
 
 pub mod cache;
+mod dataset;
 mod error;
 pub mod fetch;
 mod loader;
@@ -42,6 +43,8 @@ mod pool;
 pub mod rng;
 pub mod source;
 
+pub use cache::CachedSource;
+pub use dataset::DatasetSource;
 pub use error::{LoaderError, SourceError};
 pub use fetch::RetryPolicy;
 pub use loader::{Batch, Delivery, Loader, LoaderConfig, LoaderMetrics, LoaderState};
