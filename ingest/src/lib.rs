@@ -9,12 +9,15 @@ pub mod cif;
 pub mod error;
 pub mod hhr;
 pub mod input;
+pub mod job;
 pub mod mmcif;
 pub mod msa;
 mod number;
 pub mod pdb;
 pub mod residue_names;
 mod residues;
+pub mod schema;
+pub mod synth;
 
 pub use error::{ParseError, Result};
 pub use hhr::{parse_hhr, read_hhr};

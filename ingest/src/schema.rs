@@ -1,0 +1,1 @@
+//! The Arrow schema of one chain row.
