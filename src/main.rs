@@ -22,6 +22,12 @@ enum Command {
     Verify(cmd::dataset::VerifyArgs),
     /// Show what the parsers read from an mmCIF, PDB, a3m, Stockholm or hhr file.
     Parse(cmd::parse::ParseArgs),
+    /// Write a synthetic corpus (mmCIF, a3m, Stockholm, hhr, clusters) in the real formats.
+    Synth(cmd::synth::SynthArgs),
+    /// Build a dataset from structures and alignments (parallel, resumable, with a report).
+    Ingest(cmd::ingest::IngestArgs),
+    /// Merge the parts written by several ingest workers into the dataset's manifest.
+    Commit(cmd::commit::CommitArgs),
     /// Benchmarks; each prints its figures (one JSON line with --json).
     #[command(subcommand)]
     Bench(Bench),
@@ -42,6 +48,9 @@ fn main() -> anyhow::Result<()> {
         Command::Inspect(args) => cmd::dataset::inspect(args),
         Command::Verify(args) => cmd::dataset::verify(args),
         Command::Parse(args) => cmd::parse::run(args),
+        Command::Synth(args) => cmd::synth::run(args),
+        Command::Ingest(args) => cmd::ingest::run(args),
+        Command::Commit(args) => cmd::commit::run(args),
         Command::Bench(bench) => match bench {
             Bench::Parse(args) => cmd::bench_parse::run(args),
             Bench::Storage(args) => cmd::bench_storage::run(args),

@@ -1,5 +1,285 @@
-//! The batch ingest job: structures + alignments → one dataset row per chain.
+//! The batch ingest job: structure files + OpenProteinSet-layout alignments → one dataset
+//! row per protein chain ([`crate::schema`]), written through `scalefold_storage`.
+//!
+//! Pipeline (memory bounded whatever the input size):
+//! 1. discover: list the structure files (`.cif`, `.cif.gz`, `.pdb`, `.ent`, optionally
+//!    `.gz`) under the structures URL and the per-chain alignment folders under the
+//!    alignments URL; keep this worker's share (xxh3 of the source key modulo `workers`)
+//!    and drop the sources the dataset already holds (resume);
+//! 2. fetch (async, `io_concurrency` requests in flight): the structure file, every
+//!    alignment file of its chains, and the mmCIF files of the best template hits;
+//! 3. parse + filter + featurize on the rayon pool (at most `2 × threads` entries at once);
+//! 4. write: all rows of one structure file in one `write_source` call (a file's rows
+//!    never straddle shards, so a killed run resumes without loss or duplicates).
+//!
+//! Stages are joined by bounded channels. Every input that fails or is filtered becomes
+//! a [`ReportLine`]; the job itself stops only on an [`IngestError`] (bad arguments,
+//! unreadable store, failed dataset write).
 
 mod error;
+mod fetch;
+mod process;
+mod report;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use scalefold_storage::{DatasetWriter, Location, WriterOptions};
+use tokio::sync::{Semaphore, mpsc};
 
 pub use error::IngestError;
+pub use process::{Filters, TemplateCache};
+pub use report::{IngestReport, LineKind, Progress, ReportLine};
+
+use crate::schema::{
+    LENGTH_COLUMN, SCHEMA_VERSION, SOURCE_KEY_COLUMN, chain_schema, rows_to_batch,
+};
+
+/// Everything the job needs to know.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Folder or object-store URL of the structure files.
+    pub structures: String,
+    /// Folder or object-store URL holding one `<id>_<chain>/` folder per chain.
+    pub alignments: String,
+    /// The dataset to write (folder or URL).
+    pub out: String,
+    /// Optional cluster file: one cluster per line, chain ids separated by spaces.
+    pub clusters: Option<String>,
+    /// This worker's index, `0..workers`.
+    pub worker: u32,
+    /// Number of workers sharing the inputs.
+    pub workers: u32,
+    /// Input filters.
+    pub filters: Filters,
+    /// Most templates kept per chain (the best by `Sum_probs` that pass selection).
+    pub max_templates: usize,
+    /// Parsed template structures kept in memory (a bounded cache).
+    pub template_cache_entries: usize,
+    /// CPU threads for parse + featurize (0: all cores).
+    pub threads: usize,
+    /// Object-store requests in flight at once.
+    pub io_concurrency: usize,
+    /// Shards close at about this many bytes.
+    pub shard_bytes: u64,
+    /// Row groups close at about this many bytes.
+    pub row_group_bytes: usize,
+    /// Stop after this many sources were written in this run (None: all). For tests and
+    /// benchmarks that need a partial run.
+    pub limit: Option<usize>,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            structures: String::new(),
+            alignments: String::new(),
+            out: String::new(),
+            clusters: None,
+            worker: 0,
+            workers: 1,
+            filters: Filters::default(),
+            max_templates: 4,
+            template_cache_entries: 1024,
+            threads: 0,
+            io_concurrency: 32,
+            shard_bytes: 256 << 20,
+            row_group_bytes: 4 << 20,
+            limit: None,
+        }
+    }
+}
+
+impl IngestConfig {
+    fn check(&self) -> Result<(), IngestError> {
+        let bad = |m: String| Err(IngestError::InvalidArgument(m));
+        if self.workers == 0 || self.worker >= self.workers {
+            return bad(format!(
+                "--worker {} must be below --workers {} (and workers at least 1)",
+                self.worker, self.workers
+            ));
+        }
+        if self.io_concurrency == 0 {
+            return bad("io concurrency must be at least 1".to_string());
+        }
+        self.filters.check()
+    }
+}
+
+/// Name of this worker's report object inside the dataset.
+pub fn report_object_name(worker: u32) -> String {
+    format!("_reports/worker-{worker:05}.json")
+}
+
+/// Which worker a source belongs to: xxh3 of its key modulo `workers` (stable across
+/// machines and listings).
+pub fn worker_of(source_key: &str, workers: u32) -> u32 {
+    (xxhash_rust::xxh3::xxh3_64(source_key.as_bytes()) % u64::from(workers.max(1))) as u32
+}
+
+/// Runs the ingest job. `progress` is called after each finished source.
+///
+/// With `workers == 1` the dataset is committed at the end; otherwise each worker only
+/// publishes its part and [`scalefold_storage::commit`] merges them once all are done.
+pub async fn ingest(
+    config: &IngestConfig,
+    progress: &(dyn Fn(&Progress) + Send + Sync),
+) -> Result<IngestReport, IngestError> {
+    config.check()?;
+    let started = Instant::now();
+    let structures = Location::parse(&config.structures)?;
+    let alignments = Location::parse(&config.alignments)?;
+    let out = Location::parse(&config.out)?;
+    let clusters = match &config.clusters {
+        Some(url) => fetch::read_clusters(url).await?,
+        None => HashMap::new(),
+    };
+    let options = WriterOptions {
+        worker: config.worker,
+        workers: config.workers,
+        schema_version: SCHEMA_VERSION,
+        shard_bytes: config.shard_bytes,
+        row_group_bytes: config.row_group_bytes,
+        metadata: chain_schema()
+            .metadata()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<BTreeMap<_, _>>(),
+        source_key_column: Some(SOURCE_KEY_COLUMN.to_string()),
+        length_column: Some(LENGTH_COLUMN.to_string()),
+        ..WriterOptions::default()
+    };
+    let mut writer = DatasetWriter::create(&config.out, chain_schema(), options).await?;
+
+    let sources = fetch::list_structures(&structures).await?;
+    let entry_paths: Arc<HashMap<String, object_store::path::Path>> = Arc::new(
+        sources
+            .iter()
+            .map(|s| (s.entry_id.clone(), s.path.clone()))
+            .collect(),
+    );
+    let chain_dirs = Arc::new(fetch::list_chain_dirs(&alignments).await?);
+    let mine: Vec<fetch::Source> = sources
+        .into_iter()
+        .filter(|s| worker_of(&s.key, config.workers) == config.worker)
+        .collect();
+    let previous = report::load_previous(&out, config.worker).await;
+    let mut report = IngestReport::new(config.worker, config.workers);
+    report.assigned = mine.len();
+    let (done, todo): (Vec<_>, Vec<_>) = mine.into_iter().partition(|s| writer.is_finished(&s.key));
+    report.already_done = done.len();
+    report.carry_over(previous, &done);
+    let pending = todo.len();
+    let todo: Vec<fetch::Source> = match config.limit {
+        Some(limit) => todo.into_iter().take(limit).collect(),
+        None => todo,
+    };
+    let total = todo.len();
+
+    let threads = if config.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        config.threads
+    };
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("ingest-{i}"))
+            .build()
+            .map_err(|e| {
+                IngestError::InvalidArgument(format!("cannot start {threads} threads: {e}"))
+            })?,
+    );
+    let context = Arc::new(process::Context {
+        filters: config.filters.clone(),
+        max_templates: config.max_templates,
+        clusters,
+        templates: TemplateCache::new(config.template_cache_entries),
+    });
+
+    // Stage 2 → 3 and 3 → 4 channels; their capacities bound the entries in memory.
+    let (fetched_tx, mut fetched_rx) = mpsc::channel::<fetch::Fetched>(threads * 2);
+    let (done_tx, mut done_rx) = mpsc::channel::<process::Processed>(threads * 2);
+    let fetcher = tokio::spawn(fetch::fetch_all(
+        todo,
+        structures.clone(),
+        alignments.clone(),
+        chain_dirs,
+        entry_paths,
+        context.clone(),
+        config.io_concurrency,
+        fetched_tx,
+    ));
+    let permits = Arc::new(Semaphore::new(threads * 2));
+    let dispatcher = {
+        let pool = pool.clone();
+        let context = context.clone();
+        tokio::spawn(async move {
+            while let Some(fetched) = fetched_rx.recv().await {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
+                let done_tx = done_tx.clone();
+                let context = context.clone();
+                pool.spawn(move || {
+                    let processed = process::process(&context, fetched);
+                    let _ = done_tx.blocking_send(processed);
+                    drop(permit);
+                });
+            }
+        })
+    };
+
+    let mut state = Progress {
+        total,
+        ..Progress::default()
+    };
+    while let Some(processed) = done_rx.recv().await {
+        state.done += 1;
+        state.bytes_read += processed.bytes_read;
+        report.bytes_read += processed.bytes_read;
+        report.processed += 1;
+        if !processed.rows.is_empty() {
+            let batch = rows_to_batch(&processed.rows)?;
+            writer.write_source(&processed.source_key, &batch).await?;
+            report.sources_written += 1;
+            report.chains_written += processed.rows.len();
+            state.chains_written += processed.rows.len();
+        }
+        for line in &processed.lines {
+            match line.kind {
+                LineKind::Failed => state.failed += 1,
+                LineKind::Filtered => state.filtered += 1,
+            }
+            tracing::warn!(input = %line.input, kind = ?line.kind, stage = %line.stage, reason = %line.reason, "input skipped");
+        }
+        tracing::info!(source = %processed.source_key, chains = processed.rows.len(), done = state.done, total, "source finished");
+        report.add_lines(processed.lines);
+        progress(&state);
+    }
+    dispatcher
+        .await
+        .map_err(|e| IngestError::InvalidArgument(format!("the dispatcher task failed: {e}")))?;
+    fetcher
+        .await
+        .map_err(|e| IngestError::InvalidArgument(format!("the fetch task failed: {e}")))??;
+
+    let complete = config.limit.is_none_or(|l| l >= pending);
+    report.seconds = started.elapsed().as_secs_f64();
+    report.sort();
+    report::save(&out, config.worker, &report).await?;
+    if complete {
+        if config.workers == 1 {
+            writer.finish_and_commit().await?;
+            report.committed = true;
+        } else {
+            writer.finish().await?;
+        }
+    } else {
+        // A partial run (limit): publish what was written without marking the worker
+        // complete, exactly as a killed run would leave it.
+        drop(writer);
+    }
+    Ok(report)
+}

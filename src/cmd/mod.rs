@@ -2,5 +2,8 @@
 
 pub mod bench_parse;
 pub mod bench_storage;
+pub mod commit;
 pub mod dataset;
+pub mod ingest;
 pub mod parse;
+pub mod synth;

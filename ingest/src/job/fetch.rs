@@ -1,0 +1,375 @@
+//! Discovery and async fetching of the job's inputs from any object store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use scalefold_featurize::inputs::Structure;
+use scalefold_storage::Location;
+use tokio::sync::mpsc;
+
+use super::IngestError;
+use super::process::Context;
+use crate::hhr::parse_hhr;
+use crate::input::decompress_if_gzip;
+use crate::mmcif::entry_id_from_file_name;
+use crate::msa::AlignmentFormat;
+
+/// One structure file: the unit of work, of resume and of the worker split.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Path relative to the structures root (the source key of its rows).
+    pub key: String,
+    /// Full object path.
+    pub path: Path,
+    /// Entry id from the file name (lowercase).
+    pub entry_id: String,
+}
+
+/// A file's bytes as fetched, or why it could not be read (a per-input failure).
+pub type FileBytes = Result<Bytes, String>;
+
+/// One alignment folder's files, in merge order (name, bytes).
+#[derive(Debug)]
+pub struct ChainFiles {
+    /// `<entry>_<chain>`.
+    pub key: String,
+    /// The folder, for messages.
+    pub dir: String,
+    /// Alignment files (a3m, Stockholm), in merge order.
+    pub alignments: Vec<(String, FileBytes)>,
+    /// hhr files.
+    pub hhr: Vec<(String, FileBytes)>,
+}
+
+/// Everything one structure file needs, fetched.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The source.
+    pub source: Source,
+    /// Display name of the structure file.
+    pub name: String,
+    /// Raw (possibly gzip) bytes of the structure file.
+    pub structure: FileBytes,
+    /// The alignment folders of this entry's chains that exist, by chain key.
+    pub chains: HashMap<String, ChainFiles>,
+    /// Template entries' structures (entry id, file name, input), best hits first.
+    pub templates: Vec<(String, String, TemplateInput)>,
+}
+
+/// A template structure: already parsed (from the cache) or fetched to be parsed.
+#[derive(Debug)]
+pub enum TemplateInput {
+    /// Parsed earlier (`None`: it did not parse).
+    Cached(Arc<Option<Structure>>),
+    /// The raw file.
+    Raw(FileBytes),
+}
+
+impl Fetched {
+    /// Bytes fetched for this source (structure, alignments, templates).
+    pub fn bytes_read(&self) -> u64 {
+        let len = |b: &FileBytes| b.as_ref().map_or(0, |b| b.len() as u64);
+        len(&self.structure)
+            + self
+                .chains
+                .values()
+                .flat_map(|c| c.alignments.iter().chain(&c.hhr))
+                .map(|(_, b)| len(b))
+                .sum::<u64>()
+            + self
+                .templates
+                .iter()
+                .map(|(_, _, t)| match t {
+                    TemplateInput::Raw(b) => len(b),
+                    TemplateInput::Cached(_) => 0,
+                })
+                .sum::<u64>()
+    }
+}
+
+fn store_error(url: &str, source: object_store::Error) -> IngestError {
+    IngestError::Store {
+        url: url.to_string(),
+        source,
+    }
+}
+
+/// The part of `path` below `prefix`.
+fn relative(prefix: &Path, path: &Path) -> String {
+    let p = path.as_ref();
+    let pre = prefix.as_ref();
+    if pre.is_empty() {
+        return p.to_string();
+    }
+    p.strip_prefix(pre)
+        .map(|r| r.trim_start_matches('/').to_string())
+        .unwrap_or_else(|| p.to_string())
+}
+
+/// Whether a file name is a structure file the job reads.
+pub fn is_structure_file(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    let base = lower.strip_suffix(".gz").unwrap_or(&lower);
+    [".cif", ".mmcif", ".pdb", ".ent"]
+        .iter()
+        .any(|s| base.ends_with(s))
+}
+
+/// Lists the structure files under the structures root, sorted by key.
+pub async fn list_structures(root: &Location) -> Result<Vec<Source>, IngestError> {
+    let metas: Vec<_> = root
+        .store
+        .list(Some(&root.prefix))
+        .try_collect()
+        .await
+        .map_err(|e| store_error(&root.url, e))?;
+    let mut sources: Vec<Source> = metas
+        .into_iter()
+        .filter(|m| is_structure_file(m.location.as_ref()))
+        .map(|m| {
+            let key = relative(&root.prefix, &m.location);
+            Source {
+                entry_id: entry_id_from_file_name(&key),
+                key,
+                path: m.location,
+            }
+        })
+        .collect();
+    if sources.is_empty() {
+        return Err(IngestError::InvalidArgument(format!(
+            "{}: no structure files (.cif, .cif.gz, .pdb, .ent) found",
+            root.url
+        )));
+    }
+    sources.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(sources)
+}
+
+/// The per-chain alignment folders (`<entry>_<chain>`) directly under the alignments
+/// root, grouped by entry id (the part before the first `_`, lowercase), each group sorted.
+pub async fn list_chain_dirs(root: &Location) -> Result<ChainDirs, IngestError> {
+    let listing = root
+        .store
+        .list_with_delimiter(Some(&root.prefix))
+        .await
+        .map_err(|e| store_error(&root.url, e))?;
+    let mut dirs: ChainDirs = HashMap::new();
+    for prefix in &listing.common_prefixes {
+        let name = relative(&root.prefix, prefix);
+        if let Some((entry, _)) = name.split_once('_') {
+            dirs.entry(entry.to_ascii_lowercase())
+                .or_default()
+                .push(name);
+        }
+    }
+    dirs.values_mut().for_each(|v| v.sort());
+    Ok(dirs)
+}
+
+/// Chain alignment folders by entry id.
+pub type ChainDirs = HashMap<String, Vec<String>>;
+
+/// Merge order of alignment files: UniRef90, then BFD/Uniclust, then MGnify, then any
+/// other by name (the reference pipeline's order).
+fn merge_rank(name: &str) -> (u8, String) {
+    let base = name.rsplit('/').next().unwrap_or(name).to_ascii_lowercase();
+    let rank = if base.starts_with("uniref90") {
+        0
+    } else if base.starts_with("bfd") || base.contains("uniclust") {
+        1
+    } else if base.starts_with("mgnify") {
+        2
+    } else {
+        3
+    };
+    (rank, name.to_string())
+}
+
+async fn get(store: &Arc<dyn ObjectStore>, path: &Path) -> FileBytes {
+    match store.get(path).await {
+        Ok(result) => result
+            .bytes()
+            .await
+            .map_err(|e| format!("cannot read: {e}")),
+        Err(e) => Err(format!("cannot read: {e}")),
+    }
+}
+
+async fn fetch_chain(root: &Location, key: String) -> Result<ChainFiles, IngestError> {
+    let dir = root.child(&key);
+    let metas: Vec<_> = root
+        .store
+        .list(Some(&dir))
+        .try_collect()
+        .await
+        .map_err(|e| store_error(&root.url, e))?;
+    let mut alignment_paths = Vec::new();
+    let mut hhr_paths = Vec::new();
+    for meta in metas {
+        let name = relative(&root.prefix, &meta.location);
+        let plain = name.strip_suffix(".gz").unwrap_or(&name);
+        if plain.ends_with(".hhr") {
+            hhr_paths.push((name, meta.location));
+        } else if AlignmentFormat::from_file_name(&name).is_some() {
+            alignment_paths.push((name, meta.location));
+        }
+    }
+    alignment_paths.sort_by_key(|(name, _)| merge_rank(name));
+    hhr_paths.sort_by(|a, b| a.0.cmp(&b.0));
+    let read_all = |paths: Vec<(String, Path)>| {
+        futures::future::join_all(paths.into_iter().map(|(name, path)| async move {
+            let bytes = get(&root.store, &path).await;
+            (name, bytes)
+        }))
+    };
+    Ok(ChainFiles {
+        dir: format!("{}/{key}", root.url.trim_end_matches('/')),
+        alignments: read_all(alignment_paths).await,
+        hhr: read_all(hhr_paths).await,
+        key,
+    })
+}
+
+/// Template entry ids of the best hits (by `Sum_probs`) in the given hhr files, at most
+/// `limit` distinct ids, not counting `own_entry`.
+fn template_candidates(hhr: &[(String, FileBytes)], own_entry: &str, limit: usize) -> Vec<String> {
+    let mut hits = Vec::new();
+    for (name, bytes) in hhr {
+        let Ok(raw) = bytes else { continue };
+        let Ok(text) = decompress_if_gzip(name, raw.to_vec()) else {
+            continue;
+        };
+        if let Ok(parsed) = parse_hhr(name, &text) {
+            hits.extend(parsed);
+        }
+    }
+    hits.sort_by(|a, b| b.sum_probs.total_cmp(&a.sum_probs));
+    let mut out: Vec<String> = Vec::new();
+    for hit in hits {
+        let Some((id, _)) = hit
+            .name
+            .split_whitespace()
+            .next()
+            .and_then(|w| w.split_once('_'))
+        else {
+            continue;
+        };
+        let id = id.to_ascii_lowercase();
+        if id != own_entry && !out.contains(&id) {
+            out.push(id);
+            if out.len() >= limit {
+                break;
+            }
+        }
+    }
+    out
+}
+
+async fn fetch_one(
+    source: Source,
+    structures: &Location,
+    alignments: &Location,
+    chain_dirs: &ChainDirs,
+    entry_paths: &HashMap<String, Path>,
+    context: &Context,
+) -> Result<Fetched, IngestError> {
+    let structure = get(&structures.store, &source.path).await;
+    let keys = chain_dirs
+        .get(&source.entry_id)
+        .map_or(&[][..], Vec::as_slice);
+    let chain_files =
+        futures::future::try_join_all(keys.iter().map(|k| fetch_chain(alignments, k.clone())))
+            .await?;
+    let hhr: Vec<(String, FileBytes)> = chain_files
+        .iter()
+        .flat_map(|c| c.hhr.iter().map(|(n, b)| (n.clone(), b.clone())))
+        .collect();
+    let mut templates = Vec::new();
+    for id in template_candidates(&hhr, &source.entry_id, context.max_templates * 2) {
+        let Some(path) = entry_paths.get(&id) else {
+            continue;
+        };
+        let name = format!(
+            "{}/{}",
+            structures.url.trim_end_matches('/'),
+            relative(&structures.prefix, path)
+        );
+        let input = match context.templates.get(&id) {
+            Some(parsed) => TemplateInput::Cached(parsed),
+            None => TemplateInput::Raw(get(&structures.store, path).await),
+        };
+        templates.push((id, name, input));
+    }
+    Ok(Fetched {
+        name: format!("{}/{}", structures.url.trim_end_matches('/'), source.key),
+        chains: chain_files
+            .into_iter()
+            .map(|c| (c.key.clone(), c))
+            .collect(),
+        structure,
+        templates,
+        source,
+    })
+}
+
+/// Fetches every source, `concurrency` at a time, into `out` (bounded: this waits when
+/// the CPU stage is behind).
+#[allow(clippy::too_many_arguments)]
+pub async fn fetch_all(
+    sources: Vec<Source>,
+    structures: Location,
+    alignments: Location,
+    chain_dirs: Arc<ChainDirs>,
+    entry_paths: Arc<HashMap<String, Path>>,
+    context: Arc<Context>,
+    concurrency: usize,
+    out: mpsc::Sender<Fetched>,
+) -> Result<(), IngestError> {
+    let mut stream = futures::stream::iter(sources)
+        .map(|source| {
+            fetch_one(
+                source,
+                &structures,
+                &alignments,
+                &chain_dirs,
+                &entry_paths,
+                &context,
+            )
+        })
+        .buffer_unordered(concurrency);
+    while let Some(fetched) = stream.next().await {
+        if out.send(fetched?).await.is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Reads a cluster file (local path or URL): line `i` is cluster `i`; returns, per chain
+/// id, (cluster id, cluster size).
+pub async fn read_clusters(url: &str) -> Result<HashMap<String, (i64, u32)>, IngestError> {
+    let (dir, name) = url.rsplit_once('/').unwrap_or((".", url));
+    let location = Location::parse(if dir.is_empty() { "/" } else { dir })?;
+    let bytes = location
+        .store
+        .get(&location.child(name))
+        .await
+        .map_err(|e| store_error(url, e))?
+        .bytes()
+        .await
+        .map_err(|e| store_error(url, e))?;
+    let bytes = decompress_if_gzip(url, bytes.to_vec())?;
+    let text = crate::input::as_utf8(url, &bytes)?;
+    let mut clusters = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let members: Vec<&str> = line.split_whitespace().collect();
+        for member in &members {
+            clusters.insert(member.to_string(), (i as i64, members.len() as u32));
+        }
+    }
+    Ok(clusters)
+}

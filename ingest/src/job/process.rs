@@ -1,0 +1,480 @@
+//! The CPU stage: parse one fetched structure file and its chains' alignments, apply the
+//! filters, build the rows. Everything that goes wrong with an input becomes a report line.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use scalefold_featurize::ChainRecord;
+use scalefold_featurize::inputs::{ChainStructure, Structure, StructureHeader, TemplateHit};
+use scalefold_featurize::templates::{TemplateFeatures, TemplateSearchConfig, template_features};
+
+use super::IngestError;
+use super::fetch::{Fetched, FileBytes, TemplateInput};
+use super::report::{LineKind, ReportLine};
+use crate::input::decompress_if_gzip;
+use crate::mmcif::{MmcifOptions, parse_mmcif};
+use crate::msa::{Alignment, AlignmentFormat, merge_alignments, parse_a3m, parse_stockholm};
+use crate::pdb::parse_pdb;
+use crate::schema::ChainRow;
+
+/// Input filters; `None` disables a filter. Entry filters drop every chain of an entry.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filters {
+    /// Entry: drop entries whose resolution is worse (larger) than this many Å. Entries
+    /// without a resolution (0.0, e.g. NMR) pass.
+    pub max_resolution: Option<f32>,
+    /// Entry: drop entries released before this date (`YYYY-MM-DD`); with a date window,
+    /// entries without a release date are dropped.
+    pub min_date: Option<String>,
+    /// Entry: drop entries released after this date (`YYYY-MM-DD`).
+    pub max_date: Option<String>,
+    /// Chain: drop chains with fewer residues.
+    pub min_length: Option<usize>,
+    /// Chain: drop chains in which one residue type makes up more than this fraction.
+    pub max_single_residue_fraction: Option<f32>,
+    /// Chain: drop chains with more than this fraction of unknown residues (`X`).
+    pub max_unknown_fraction: Option<f32>,
+}
+
+fn is_date(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+}
+
+impl Filters {
+    /// Checks the ranges and date formats.
+    pub fn check(&self) -> Result<(), IngestError> {
+        for (flag, date) in [
+            ("--min-date", &self.min_date),
+            ("--max-date", &self.max_date),
+        ] {
+            if let Some(d) = date
+                && !is_date(d)
+            {
+                return Err(IngestError::InvalidArgument(format!(
+                    "{flag}: expected a date YYYY-MM-DD, found {d:?}"
+                )));
+            }
+        }
+        for (flag, fraction) in [
+            (
+                "--max-single-residue-fraction",
+                self.max_single_residue_fraction,
+            ),
+            ("--max-unknown-fraction", self.max_unknown_fraction),
+        ] {
+            if let Some(f) = fraction
+                && !(0.0..=1.0).contains(&f)
+            {
+                return Err(IngestError::InvalidArgument(format!(
+                    "{flag}: expected a fraction in 0..=1, found {f}"
+                )));
+            }
+        }
+        if let Some(r) = self.max_resolution
+            && !(r > 0.0)
+        {
+            return Err(IngestError::InvalidArgument(format!(
+                "--max-resolution: expected a positive number of Å, found {r}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Why an entry is filtered out, if it is: (filter name, reason).
+    fn entry(&self, header: &StructureHeader) -> Option<(&'static str, String)> {
+        if let Some(max) = self.max_resolution
+            && header.resolution > max
+        {
+            return Some((
+                "max_resolution",
+                format!(
+                    "resolution {} Å is above the cutoff {max} Å",
+                    header.resolution
+                ),
+            ));
+        }
+        if self.min_date.is_some() || self.max_date.is_some() {
+            let Some(date) = &header.release_date else {
+                return Some((
+                    "date",
+                    "no release date, and a date window is set".to_string(),
+                ));
+            };
+            if let Some(min) = &self.min_date
+                && date < min
+            {
+                return Some(("date", format!("released {date}, before {min}")));
+            }
+            if let Some(max) = &self.max_date
+                && date > max
+            {
+                return Some(("date", format!("released {date}, after {max}")));
+            }
+        }
+        None
+    }
+
+    /// Why a chain is filtered out, if it is: (filter name, reason).
+    fn chain(&self, chain: &ChainStructure) -> Option<(&'static str, String)> {
+        let n = chain.sequence.len();
+        if let Some(min) = self.min_length
+            && n < min
+        {
+            return Some(("min_length", format!("{n} residues, fewer than {min}")));
+        }
+        if n == 0 {
+            return Some(("min_length", "no residues".to_string()));
+        }
+        let mut counts = [0usize; 256];
+        chain.sequence.bytes().for_each(|c| counts[c as usize] += 1);
+        if let Some(max) = self.max_single_residue_fraction {
+            let (residue, count) = counts
+                .iter()
+                .enumerate()
+                .max_by_key(|&(_, c)| *c)
+                .expect("256 counts");
+            let fraction = *count as f32 / n as f32;
+            if fraction > max {
+                return Some((
+                    "max_single_residue_fraction",
+                    format!(
+                        "{:.0} % of residues are {}, above {:.0} %",
+                        fraction * 100.0,
+                        residue as u8 as char,
+                        max * 100.0
+                    ),
+                ));
+            }
+        }
+        if let Some(max) = self.max_unknown_fraction {
+            let fraction = counts[b'X' as usize] as f32 / n as f32;
+            if fraction > max {
+                return Some((
+                    "max_unknown_fraction",
+                    format!(
+                        "{:.0} % unknown residues, above {:.0} %",
+                        fraction * 100.0,
+                        max * 100.0
+                    ),
+                ));
+            }
+        }
+        if chain.atom_mask.iter().all(|m| m.iter().all(|&a| a == 0.0)) {
+            return Some(("no_coordinates", "no resolved atom".to_string()));
+        }
+        None
+    }
+}
+
+/// Parsed template structures shared by all workers threads, bounded (first in, first out).
+/// `None` records a template that could not be parsed.
+pub struct TemplateCache {
+    capacity: usize,
+    inner: Mutex<(HashMap<String, Arc<Option<Structure>>>, VecDeque<String>)>,
+}
+
+impl std::fmt::Debug for TemplateCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TemplateCache")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TemplateCache {
+    /// A cache of at most `capacity` structures (0 disables caching).
+    pub fn new(capacity: usize) -> Self {
+        TemplateCache {
+            capacity,
+            inner: Mutex::new((HashMap::new(), VecDeque::new())),
+        }
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, (HashMap<String, Arc<Option<Structure>>>, VecDeque<String>)>
+    {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cached structure of entry `id`, if cached.
+    pub fn get(&self, id: &str) -> Option<Arc<Option<Structure>>> {
+        self.lock().0.get(id).cloned()
+    }
+
+    /// Caches entry `id`'s structure, evicting the oldest entry when full.
+    pub fn insert(&self, id: String, structure: Arc<Option<Structure>>) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut guard = self.lock();
+        let (map, order) = &mut *guard;
+        if map.insert(id.clone(), structure).is_none() {
+            order.push_back(id);
+            while order.len() > self.capacity {
+                if let Some(old) = order.pop_front() {
+                    map.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// Settings and shared state of the CPU stage.
+#[derive(Debug)]
+pub struct Context {
+    /// Input filters.
+    pub filters: Filters,
+    /// Most templates per chain.
+    pub max_templates: usize,
+    /// Cluster (id, size) per chain id.
+    pub clusters: HashMap<String, (i64, u32)>,
+    /// Parsed template structures.
+    pub templates: TemplateCache,
+}
+
+/// The result of one source.
+#[derive(Debug)]
+pub struct Processed {
+    /// The source key.
+    pub source_key: String,
+    /// Rows to write (possibly none).
+    pub rows: Vec<ChainRow>,
+    /// Failed and filtered inputs.
+    pub lines: Vec<ReportLine>,
+    /// Bytes fetched for the source.
+    pub bytes_read: u64,
+}
+
+fn line(
+    kind: LineKind,
+    source: &str,
+    input: &str,
+    stage: &str,
+    reason: impl Into<String>,
+) -> ReportLine {
+    ReportLine {
+        kind,
+        source: source.to_string(),
+        input: input.to_string(),
+        stage: stage.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn is_pdb_format(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    let base = lower.strip_suffix(".gz").unwrap_or(&lower);
+    base.ends_with(".pdb") || base.ends_with(".ent")
+}
+
+/// Parses a structure file (either format, gzip or not).
+fn parse_structure(name: &str, raw: &[u8]) -> Result<Structure, String> {
+    let bytes = decompress_if_gzip(name, raw.to_vec()).map_err(|e| e.to_string())?;
+    if is_pdb_format(name) {
+        parse_pdb(name, &bytes)
+            .map(|e| e.structure)
+            .map_err(|e| e.to_string())
+    } else {
+        parse_mmcif(name, &bytes, &MmcifOptions::default()).map_err(|e| e.to_string())
+    }
+}
+
+fn checksum_of(parts: &[&FileBytes]) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for part in parts {
+        if let Ok(bytes) = part {
+            h.update(&(bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        }
+    }
+    h.digest()
+}
+
+/// Processes one fetched source.
+pub fn process(ctx: &Context, fetched: Fetched) -> Processed {
+    let mut out = Processed {
+        source_key: fetched.source.key.clone(),
+        rows: Vec::new(),
+        lines: Vec::new(),
+        bytes_read: fetched.bytes_read(),
+    };
+    let name = fetched.name.as_str();
+    let source = fetched.source.key.as_str();
+    let raw = match &fetched.structure {
+        Ok(raw) => raw,
+        Err(e) => {
+            out.lines
+                .push(line(LineKind::Failed, source, name, "read", e.clone()));
+            return out;
+        }
+    };
+    let structure = match parse_structure(name, raw) {
+        Ok(s) => s,
+        Err(e) => {
+            out.lines
+                .push(line(LineKind::Failed, source, name, "parse", e));
+            return out;
+        }
+    };
+    if let Some((filter, reason)) = ctx.filters.entry(&structure.header) {
+        out.lines
+            .push(line(LineKind::Filtered, source, name, filter, reason));
+        return out;
+    }
+    if structure.chains.is_empty() {
+        out.lines.push(line(
+            LineKind::Filtered,
+            source,
+            name,
+            "no_protein",
+            "no protein chain",
+        ));
+        return out;
+    }
+    // Template structures: cached ones as they are, fetched ones parsed (and cached).
+    let mut templates: HashMap<String, Arc<Option<Structure>>> = HashMap::new();
+    for (id, template_name, input) in &fetched.templates {
+        let parsed = match input {
+            TemplateInput::Cached(s) => s.clone(),
+            TemplateInput::Raw(bytes) => {
+                let parsed = Arc::new(
+                    bytes
+                        .as_ref()
+                        .ok()
+                        .and_then(|b| parse_structure(template_name, b).ok()),
+                );
+                ctx.templates.insert(id.clone(), parsed.clone());
+                parsed
+            }
+        };
+        templates.insert(id.clone(), parsed);
+    }
+    for chain in &structure.chains {
+        let key = format!("{}_{}", structure.id, chain.chain_id);
+        if let Some((filter, reason)) = ctx.filters.chain(chain) {
+            out.lines
+                .push(line(LineKind::Filtered, source, &key, filter, reason));
+            continue;
+        }
+        match chain_row(ctx, &fetched, &structure, &templates, chain, &key) {
+            Ok(row) => out.rows.push(row),
+            Err((stage, reason)) => {
+                out.lines
+                    .push(line(LineKind::Failed, source, &key, stage, reason))
+            }
+        }
+    }
+    out
+}
+
+/// Parses one alignment file and checks it belongs to the chain.
+fn read_alignment(name: &str, bytes: &FileBytes, sequence: &str) -> Result<Alignment, String> {
+    let raw = bytes.as_ref().map_err(|e| format!("{name}: {e}"))?;
+    let text = decompress_if_gzip(name, raw.to_vec()).map_err(|e| e.to_string())?;
+    let alignment = match AlignmentFormat::from_file_name(name) {
+        Some(AlignmentFormat::A3m) => parse_a3m(name, &text),
+        _ => parse_stockholm(name, &text),
+    }
+    .map_err(|e| e.to_string())?;
+    let query = alignment.sequences.first().map_or("", String::as_str);
+    if query.len() != sequence.len() {
+        return Err(format!(
+            "{name}: the query has {} columns, the chain {} residues: the alignment belongs to another query",
+            query.len(),
+            sequence.len()
+        ));
+    }
+    if let Some((column, (q, s))) = query
+        .bytes()
+        .zip(sequence.bytes())
+        .enumerate()
+        .find(|(_, (q, s))| q != s && *q != b'X' && *s != b'X')
+    {
+        return Err(format!(
+            "{name}: the query differs from the chain's sequence at column {column} ({} vs {}): the alignment belongs to another query",
+            q as char, s as char
+        ));
+    }
+    Ok(alignment)
+}
+
+fn chain_row(
+    ctx: &Context,
+    fetched: &Fetched,
+    structure: &Structure,
+    templates: &HashMap<String, Arc<Option<Structure>>>,
+    chain: &ChainStructure,
+    key: &str,
+) -> Result<ChainRow, (&'static str, String)> {
+    let Some(files) = fetched.chains.get(key) else {
+        return Err((
+            "alignment",
+            format!("no alignment folder {key}/ under the alignments root"),
+        ));
+    };
+    if files.alignments.is_empty() {
+        return Err((
+            "alignment",
+            format!("{}: no a3m or Stockholm file", files.dir),
+        ));
+    }
+    let alignments: Vec<(&str, Alignment)> = files
+        .alignments
+        .iter()
+        .map(|(name, bytes)| Ok((name.as_str(), read_alignment(name, bytes, &chain.sequence)?)))
+        .collect::<Result<_, String>>()
+        .map_err(|e| ("alignment", e))?;
+    let refs: Vec<(&str, &Alignment)> = alignments.iter().map(|(n, a)| (*n, a)).collect();
+    let msa = merge_alignments(&refs).map_err(|e| ("alignment", e.to_string()))?;
+    let mut hits: Vec<TemplateHit> = Vec::new();
+    for (name, bytes) in &files.hhr {
+        let raw = bytes
+            .as_ref()
+            .map_err(|e| ("templates", format!("{name}: {e}")))?;
+        let text =
+            decompress_if_gzip(name, raw.to_vec()).map_err(|e| ("templates", e.to_string()))?;
+        hits.extend(crate::hhr::parse_hhr(name, &text).map_err(|e| ("templates", e.to_string()))?);
+    }
+    let features = if hits.is_empty() || ctx.max_templates == 0 {
+        TemplateFeatures::default()
+    } else {
+        let config = TemplateSearchConfig {
+            max_hits: ctx.max_templates,
+            release_date_cutoff: structure.header.release_date.clone(),
+            ..TemplateSearchConfig::default()
+        };
+        let lookup = |id: &str| -> Option<&Structure> {
+            if id == structure.id {
+                return Some(structure);
+            }
+            templates.get(id).and_then(|s| s.as_ref().as_ref())
+        };
+        template_features(&chain.sequence, &hits, lookup, &config).features
+    };
+    let record = ChainRecord::new(
+        &structure.id,
+        &structure.header,
+        chain,
+        Some(&msa),
+        features,
+        false,
+    )
+    .map_err(|e| ("featurize", e.to_string()))?;
+    let (cluster_id, cluster_size) = ctx.clusters.get(key).copied().unwrap_or((-1, 1));
+    let mut parts: Vec<&FileBytes> = vec![&fetched.structure];
+    parts.extend(files.alignments.iter().chain(&files.hhr).map(|(_, b)| b));
+    Ok(ChainRow {
+        source_key: fetched.source.key.clone(),
+        record,
+        cluster_id,
+        cluster_size,
+        source_checksum: checksum_of(&parts),
+    })
+}
