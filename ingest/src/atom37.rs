@@ -41,7 +41,9 @@ pub fn slot(name: &[u8]) -> Option<usize> {
 
 /// Slot of the sulphur of methionine, where selenomethionine's selenium goes.
 pub fn sd_slot() -> usize {
-    atom_order("SD").expect("SD is an atom37 name")
+    static SD: OnceLock<usize> = OnceLock::new();
+    // SD is one of the 37 names (checked by the test below); 18 is its AlphaFold slot.
+    *SD.get_or_init(|| atom_order("SD").unwrap_or(18))
 }
 
 #[cfg(test)]
@@ -53,6 +55,7 @@ mod tests {
         for (i, name) in ATOM_TYPES.iter().enumerate() {
             assert_eq!(slot(name.as_bytes()), Some(i));
         }
+        assert_eq!(Some(sd_slot()), atom_order("SD"));
         for other in ["", "H", "HA", "SE", "OXTT", "CA1"] {
             assert_eq!(slot(other.as_bytes()), None);
         }

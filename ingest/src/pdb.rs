@@ -135,16 +135,17 @@ pub fn parse_pdb(file: &str, bytes: &[u8]) -> Result<PdbEntry> {
                         insertion_code
                     },
                 };
-                let chain = match chains.iter().position(|c| c.id == chain_id) {
-                    Some(i) => &mut chains[i],
+                let chain_index = match chains.iter().position(|c| c.id == chain_id) {
+                    Some(i) => i,
                     None => {
                         chains.push(ChainBuilder {
                             id: chain_id,
                             residues: Vec::new(),
                         });
-                        chains.last_mut().expect("just pushed")
+                        chains.len() - 1
                     }
                 };
+                let chain = &mut chains[chain_index];
                 let residue = match chain.residues.iter().rposition(|(rid, _, _)| *rid == id) {
                     Some(i) => i,
                     None => {
@@ -168,21 +169,18 @@ pub fn parse_pdb(file: &str, bytes: &[u8]) -> Result<PdbEntry> {
                     break;
                 }
             }
-            "ENDMDL" => {
-                if atoms_seen {
-                    break;
-                }
-            }
+            "ENDMDL" if atoms_seen => break,
             "SEQRES" => {
                 let chain_id = columns(line, 11, 12).trim();
                 let names = columns(line, 19, 70);
-                let entry = match seqres.iter().position(|(c, _)| c == chain_id) {
-                    Some(i) => &mut seqres[i].1,
+                let index = match seqres.iter().position(|(c, _)| c == chain_id) {
+                    Some(i) => i,
                     None => {
                         seqres.push((chain_id.to_string(), String::new()));
-                        &mut seqres.last_mut().expect("just pushed").1
+                        seqres.len() - 1
                     }
                 };
+                let entry = &mut seqres[index].1;
                 entry.extend(names.split_whitespace().map(|n| one_letter_code(n) as char));
             }
             "EXPDTA" => {

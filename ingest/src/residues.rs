@@ -118,10 +118,13 @@ impl<'a> ResidueAtoms<'a> {
             return 0;
         };
         let mut count = 0;
-        for i in 0..ATOM_TYPE_NUM {
-            if slots.state[i] != EMPTY {
-                positions[i] = slots.position[i];
-                mask[i] = 1.0;
+        let filled = slots.state.iter().zip(&slots.position);
+        for ((state, position), (out_position, out_mask)) in
+            filled.zip(positions.iter_mut().zip(mask.iter_mut()))
+        {
+            if *state != EMPTY {
+                *out_position = *position;
+                *out_mask = 1.0;
                 count += 1;
             }
         }

@@ -215,6 +215,10 @@ fn parse_all(bytes: &[u8]) {
     }
 }
 
+/// Mutated inputs per run: the parsers take well under a millisecond each, so this stays
+/// a fraction of a second.
+const MUTATION_CASES: u32 = 512;
+
 #[test]
 fn random_mutations_of_real_files_never_panic() {
     let Some(dir) = common::testdata() else {
@@ -232,15 +236,22 @@ fn random_mutations_of_real_files_never_panic() {
     .map(|p| read(&dir.join(p)))
     .collect();
     let config = ProptestConfig {
-        cases: 48,
+        cases: MUTATION_CASES,
         failure_persistence: None,
         ..ProptestConfig::default()
     };
+    let cases = std::sync::atomic::AtomicUsize::new(0);
     proptest!(config, |(which in 0..inputs.len(), edits in proptest::collection::vec(mutation(), 1..6))| {
+        cases.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut bytes = inputs[which].clone();
         for m in &edits {
             apply(&mut bytes, m);
         }
         parse_all(&bytes);
     });
+    assert_eq!(
+        cases.into_inner(),
+        MUTATION_CASES as usize,
+        "every generated case ran"
+    );
 }

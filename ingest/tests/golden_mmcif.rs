@@ -56,27 +56,13 @@ fn compare(name: &str, parsed: &Structure, golden: &Value) {
         );
         let atoms: f32 = chain.atom_mask.iter().flatten().sum();
         assert_eq!(atoms as u64, g["atoms"].as_u64().unwrap(), "{what}");
-        let g_mask = g["all_atom_mask"].as_array().unwrap();
-        let g_pos = g["all_atom_positions"].as_array().unwrap();
-        for i in 0..n_res {
-            let gm = g_mask[i].as_array().unwrap();
-            let gp = g_pos[i].as_array().unwrap();
-            for a in 0..37 {
-                assert_eq!(
-                    chain.atom_mask[i][a] as f64,
-                    gm[a].as_f64().unwrap(),
-                    "{what} residue {i} atom {a} mask"
-                );
-                for k in 0..3 {
-                    let expected = gp[a][k].as_f64().unwrap();
-                    let got = chain.atom_positions[i][a][k] as f64;
-                    assert!(
-                        (got - expected).abs() <= 1e-3 + 1e-9,
-                        "{what} residue {i} atom {a}: {got} vs {expected}"
-                    );
-                }
-            }
-        }
+        common::assert_atom37_matches(
+            &what,
+            &chain.atom_positions,
+            &chain.atom_mask,
+            &g["all_atom_positions"],
+            &g["all_atom_mask"],
+        );
     }
 }
 

@@ -21,13 +21,11 @@ fn rnase_fragment_matches_reference() {
         (vec![], vec![], vec![], vec![], vec![]);
     for chain in &entry.structure.chains {
         let ci = PDB_CHAIN_IDS.find(chain.chain_id.as_str()).unwrap() as u64;
-        for i in 0..chain.sequence.len() {
-            aatype.push(restype_index(chain.sequence.as_bytes()[i]) as u64);
-            residue_index.push(chain.residue_index[i] as i64);
-            chain_index.push(ci);
-            positions.push(chain.atom_positions[i]);
-            mask.push(chain.atom_mask[i]);
-        }
+        aatype.extend(chain.sequence.bytes().map(|c| restype_index(c) as u64));
+        residue_index.extend(chain.residue_index.iter().map(|&n| n as i64));
+        chain_index.extend(std::iter::repeat_n(ci, chain.sequence.len()));
+        positions.extend_from_slice(&chain.atom_positions);
+        mask.extend_from_slice(&chain.atom_mask);
     }
     let ints = |k: &str| -> Vec<i64> {
         g[k].as_array()
@@ -45,24 +43,13 @@ fn rnase_fragment_matches_reference() {
         chain_index.iter().map(|&v| v as i64).collect::<Vec<_>>(),
         ints("chain_index")
     );
-    let g_pos = g["atom_positions"].as_array().unwrap();
-    let g_mask = g["atom_mask"].as_array().unwrap();
-    for i in 0..aatype.len() {
-        for a in 0..37 {
-            assert_eq!(
-                mask[i][a] as f64,
-                g_mask[i][a].as_f64().unwrap(),
-                "residue {i} atom {a}"
-            );
-            for k in 0..3 {
-                let expected = g_pos[i][a][k].as_f64().unwrap();
-                assert!(
-                    (positions[i][a][k] as f64 - expected).abs() <= 1e-3,
-                    "residue {i} atom {a}"
-                );
-            }
-        }
-    }
+    common::assert_atom37_matches(
+        "rnase_frag",
+        &positions,
+        &mask,
+        &g["atom_positions"],
+        &g["atom_mask"],
+    );
 }
 
 #[test]
