@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use clap::Args;
 use scalefold_featurize::synthetic::synthetic_record;
-use scalefold_featurize::transform::{SampleConfig, make_sample};
+use scalefold_featurize::transform::{
+    SampleConfig, assign_to_centres, assign_to_centres_reference, make_sample,
+};
 
 /// Arguments of `scalefold bench featurize`.
 #[derive(Args, Debug)]
@@ -57,7 +59,8 @@ pub fn run(args: BenchFeaturizeArgs) -> anyhow::Result<()> {
     let mut results = Vec::new();
     for &rows in &args.rows {
         let record = synthetic_record(args.n_res, rows.max(1), args.templates, rows as u64);
-        let record_bytes = record.msa.len() + 2 * record.deletion_matrix.len()
+        let record_bytes = record.msa.len()
+            + 2 * record.deletion_matrix.len()
             + 4 * record.all_atom_positions.len()
             + 4 * record.templates.all_atom_positions.len();
         let warm = make_sample(&record, &config, 0)?;
@@ -77,6 +80,7 @@ pub fn run(args: BenchFeaturizeArgs) -> anyhow::Result<()> {
             (true, Some(before), Some(peak)) => Some(peak.saturating_sub(before)),
             _ => None,
         };
+        let (assign_ms, assign_reference_ms) = time_assignment(&record, &config);
         let mut sorted = times_ms.clone();
         sorted.sort_by(f64::total_cmp);
         let pct = |p: f64| sorted[((sorted.len() - 1) as f64 * p).round() as usize];
@@ -93,6 +97,8 @@ pub fn run(args: BenchFeaturizeArgs) -> anyhow::Result<()> {
             "sample_mib": sample_bytes as f64 / (1 << 20) as f64,
             "record_mib": record_bytes as f64 / (1 << 20) as f64,
             "peak_rss_growth_mib": peak_growth.map(|b| b as f64 / (1 << 20) as f64),
+            "assign_ms": assign_ms,
+            "assign_reference_ms": assign_reference_ms,
         }));
     }
     if args.json {
@@ -105,19 +111,60 @@ pub fn run(args: BenchFeaturizeArgs) -> anyhow::Result<()> {
             "featurize, preset {} (one thread; peak = RSS high-water growth over the samples)",
             args.preset
         );
-        println!("{:>8} {:>9} {:>9} {:>9} {:>9} {:>11} {:>10}", "rows", "mean ms", "p50 ms", "p95 ms", "max ms", "sample MiB", "peak MiB");
+        println!(
+            "{:>8} {:>9} {:>9} {:>9} {:>9} {:>11} {:>10} {:>10} {:>10}",
+            "rows",
+            "mean ms",
+            "p50 ms",
+            "p95 ms",
+            "max ms",
+            "sample MiB",
+            "peak MiB",
+            "assign ms",
+            "ref ms"
+        );
         for r in &results {
             println!(
-                "{:>8} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>11.1} {:>10}",
+                "{:>8} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>11.1} {:>10} {:>10.2} {:>10.2}",
                 r["msa_rows"].as_u64().unwrap_or(0),
                 r["mean_ms"].as_f64().unwrap_or(f64::NAN),
                 r["p50_ms"].as_f64().unwrap_or(f64::NAN),
                 r["p95_ms"].as_f64().unwrap_or(f64::NAN),
                 r["max_ms"].as_f64().unwrap_or(f64::NAN),
                 r["sample_mib"].as_f64().unwrap_or(f64::NAN),
-                r["peak_rss_growth_mib"].as_f64().map_or("n/a".to_string(), |v| format!("{v:.1}")),
+                r["peak_rss_growth_mib"]
+                    .as_f64()
+                    .map_or("n/a".to_string(), |v| format!("{v:.1}")),
+                r["assign_ms"].as_f64().unwrap_or(f64::NAN),
+                r["assign_reference_ms"].as_f64().unwrap_or(f64::NAN),
             );
         }
     }
     Ok(())
+}
+
+/// Times one nearest-centre assignment (the transform's dominant step) of the record's
+/// rows, cropped to the preset's width, with the fast kernel and with the scalar
+/// reference, side by side; returns the best of 3 runs of each, in ms.
+fn time_assignment(record: &scalefold_featurize::ChainRecord, config: &SampleConfig) -> (f64, f64) {
+    let n = record.seq_length as usize;
+    let width = config.crop_size.min(n);
+    let rows = record.num_alignments as usize;
+    let centres_n = config.num_msa_rows().min(rows);
+    let cropped: Vec<u8> = (0..rows)
+        .flat_map(|r| record.msa[r * n..r * n + width].iter().copied())
+        .collect();
+    let (centres, extras) = cropped.split_at(centres_n * width);
+    let best = |f: &dyn Fn() -> Vec<u32>| {
+        (0..3)
+            .map(|_| {
+                let start = Instant::now();
+                std::hint::black_box(f());
+                start.elapsed().as_secs_f64() * 1e3
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
+    let fast = best(&|| assign_to_centres(centres, extras, width));
+    let reference = best(&|| assign_to_centres_reference(centres, extras, width));
+    (fast, reference)
 }
