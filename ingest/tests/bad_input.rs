@@ -255,3 +255,17 @@ fn random_mutations_of_real_files_never_panic() {
         "every generated case ran"
     );
 }
+
+#[test]
+fn truncated_gzip_names_the_file() {
+    let Some(dir) = common::testdata() else {
+        return;
+    };
+    let bytes = read(&dir.join("mmcif/1pfe.cif.gz"));
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("1pfe.cif.gz");
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let err = scalefold_ingest::read_mmcif(&path, &MmcifOptions::default()).unwrap_err();
+    assert!(matches!(err, ParseError::Gzip { .. }), "{err}");
+    assert!(err.to_string().contains("1pfe.cif.gz"), "{err}");
+}
