@@ -39,9 +39,10 @@ pub struct EvoformerBlock {
     pub m_out: TensorId,
     /// Output pair.
     pub z_out: TensorId,
-    /// MSA gradient: `dL/d m_out` before backward, `dL/d m_in` after.
+    /// MSA gradient (f32, class Stat: the stream gradient is accumulated many
+    /// times): `dL/d m_out` before backward, `dL/d m_in` after.
     pub d_m: TensorId,
-    /// Pair gradient: `dL/d z_out` before backward, `dL/d z_in` after.
+    /// Pair gradient (f32): `dL/d z_out` before backward, `dL/d z_in` after.
     pub d_z: TensorId,
     /// Seed of this step's dropout masks; training mode when `Some`.
     pub dropout_seed: Option<u64>,
@@ -120,8 +121,8 @@ impl EvoformerBlock {
                 z_in: b.act("z_in", pair_n),
                 m_out: b.act("m_out", msa_n),
                 z_out: b.act("z_out", pair_n),
-                d_m: b.act("d_m", msa_n),
-                d_z: b.act("d_z", pair_n),
+                d_m: b.stat("d_m", msa_n),
+                d_z: b.stat("d_z", pair_n),
                 dropout_seed: None,
                 row_attn,
                 col_attn,
@@ -270,7 +271,10 @@ impl EvoformerBlock {
         let [z1, z2, z3, _, z5] = self.z;
         let (dm, dz) = (self.d_m, self.d_z);
         // Pair stack, in reverse. Identity paths of the residuals are free: d_z is shared.
-        self.pair_trans.backward(be, z5, self.proj_z, dz, dz)?;
+        // GEMMs read bf16: consumers of the f32 stream gradient get a bf16 copy.
+        be.transpose([1, 1, r * r * cz, 1], dz, self.d_proj_z, false)?;
+        self.pair_trans
+            .backward(be, z5, self.proj_z, self.d_proj_z, dz)?;
         be.dropout_bwd(&dz_end, dz, self.d_proj_z)?;
         be.transpose([1, r, r, cz], self.d_proj_z, self.d_t_z, false)?;
         self.tri_end.backward(
@@ -292,9 +296,13 @@ impl EvoformerBlock {
         be.dropout_bwd(&dz_out, dz, self.d_proj_z)?;
         self.tri_out.backward(be, z1, self.d_proj_z, dz)?;
         // Outer product mean: its gradient flows into the MSA output.
-        self.opm.backward(be, self.m_out, self.proj_z, dz, dm)?;
+        be.transpose([1, 1, r * r * cz, 1], dz, self.d_proj_z, false)?;
+        self.opm
+            .backward(be, self.m_out, self.proj_z, self.d_proj_z, dm)?;
         // MSA stack, in reverse.
-        self.msa_trans.backward(be, m2, self.proj_m, dm, dm)?;
+        be.transpose([1, 1, s * r * cm, 1], dm, self.d_proj_m, false)?;
+        self.msa_trans
+            .backward(be, m2, self.proj_m, self.d_proj_m, dm)?;
         be.transpose([1, s, r, cm], dm, self.d_proj_m, false)?;
         match &self.col_attn {
             ColumnAttention::Full(a) => a.backward(

@@ -93,12 +93,9 @@ impl ParamTable {
         Ok(())
     }
 
-    /// Zeroes every gradient.
+    /// Zeroes the flat gradient block (one launch; every parameter of the backend).
     pub fn zero_grads<B: Backend>(&self, be: &mut B) -> Result<()> {
-        for e in &self.entries {
-            be.fill(e.param.g, 0.0)?;
-        }
-        Ok(())
+        be.fill_class(Class::WeightGrad, 0.0)
     }
 }
 

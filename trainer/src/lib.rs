@@ -8,6 +8,7 @@
 //! blocks), [`config`], [`dist`] (communicators for DAP and data parallelism).
 
 pub mod backend;
+pub mod bench;
 pub mod block;
 pub mod config;
 pub mod dist;

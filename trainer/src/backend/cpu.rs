@@ -285,6 +285,15 @@ impl<T: Real> Backend for CpuBackend<T> {
         Ok(())
     }
 
+    fn fill_class(&mut self, class: Class, value: f32) -> Result<()> {
+        for (c, v) in &mut self.roots {
+            if *c == class {
+                v.fill(T::from_f32(value));
+            }
+        }
+        Ok(())
+    }
+
     fn sync(&mut self) -> Result<()> {
         Ok(())
     }

@@ -11,7 +11,8 @@
 //! sequence of ops can be captured as a CUDA graph on the GPU backend.
 
 pub mod cpu;
-// pub mod cuda;
+pub mod cuda;
+pub mod profile;
 
 use crate::error::Result;
 
@@ -281,6 +282,9 @@ pub trait Backend {
     fn read(&mut self, t: TensorId) -> Result<Vec<f32>>;
     /// Sets every element of a tensor.
     fn fill(&mut self, t: TensorId, value: f32) -> Result<()>;
+    /// Sets every element of every tensor of a class (one launch per arena): zeroing
+    /// the flat gradient block costs one kernel, not one per parameter.
+    fn fill_class(&mut self, class: Class, value: f32) -> Result<()>;
     /// Waits for all queued work.
     fn sync(&mut self) -> Result<()>;
 
@@ -300,7 +304,8 @@ pub trait Backend {
         mean: TensorId,
         rstd: TensorId,
     ) -> Result<()>;
-    /// LayerNorm backward: writes (or adds to, with `accumulate`) `dx`, adds to `dgamma`, `dbeta`.
+    /// LayerNorm backward: writes (or adds to, with `accumulate`) `dx` (Activation,
+    /// or Stat for f32 residual-stream gradients), adds to `dgamma`, `dbeta`.
     #[allow(clippy::too_many_arguments)]
     fn layer_norm_bwd(
         &mut self,
@@ -413,6 +418,6 @@ pub trait Backend {
         x: TensorId,
         out: TensorId,
     ) -> Result<()>;
-    /// `dx = dropout(dout)` with the forward's mask.
+    /// `dx = dropout(dout)` with the forward's mask (`dout` may be an f32 Stat tensor).
     fn dropout_bwd(&mut self, d: &Dropout, dout: TensorId, dx: TensorId) -> Result<()>;
 }

@@ -1,0 +1,91 @@
+// LayerNorm over rows of at most 256 columns: one warp per row, values kept in
+// registers between the passes. The backward accumulates dgamma/dbeta per lane over
+// a grid-stride loop of rows and adds them once per warp.
+#define LN_MAXK 8
+
+extern "C" __global__ void layer_norm_fwd(const bf16* x, const bf16* gamma, const bf16* beta, bf16* y,
+                                          float* mean, float* rstd, int rows, int cols) {
+    long row = ((long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= rows) return;
+    const bf16* xr = x + row * cols;
+    float v[LN_MAXK];
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < LN_MAXK; k++) {
+        int c = lane + 32 * k;
+        v[k] = c < cols ? ld(xr, c) : 0.0f;
+        s += v[k];
+    }
+    float mu = warp_sum(s) / cols;
+    float var = 0.0f;
+#pragma unroll
+    for (int k = 0; k < LN_MAXK; k++) {
+        int c = lane + 32 * k;
+        if (c < cols) { float d = v[k] - mu; var += d * d; }
+    }
+    float rs = rsqrtf(warp_sum(var) / cols + 1e-5f);
+#pragma unroll
+    for (int k = 0; k < LN_MAXK; k++) {
+        int c = lane + 32 * k;
+        if (c < cols) st(y, row * cols + c, (v[k] - mu) * rs * ld(gamma, c) + ld(beta, c));
+    }
+    if (lane == 0) { mean[row] = mu; rstd[row] = rs; }
+}
+
+template <typename DX>
+__device__ void layer_norm_bwd(const bf16* x, const bf16* gamma, const float* mean, const float* rstd,
+                               const bf16* dy, DX* dx, int acc, float* dgamma, float* dbeta, int rows, int cols) {
+    int lane = threadIdx.x % 32;
+    long warp = ((long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    long nwarps = (long)gridDim.x * blockDim.x / 32;
+    float dg[LN_MAXK], db[LN_MAXK], g[LN_MAXK];
+#pragma unroll
+    for (int k = 0; k < LN_MAXK; k++) {
+        int c = lane + 32 * k;
+        dg[k] = 0.0f; db[k] = 0.0f;
+        g[k] = c < cols ? ld(gamma, c) : 0.0f;
+    }
+    for (long row = warp; row < rows; row += nwarps) {
+        float mu = mean[row], rs = rstd[row];
+        float xh[LN_MAXK], d[LN_MAXK];
+        float s1 = 0.0f, s2 = 0.0f;
+#pragma unroll
+        for (int k = 0; k < LN_MAXK; k++) {
+            int c = lane + 32 * k;
+            if (c < cols) {
+                xh[k] = (ld(x, row * cols + c) - mu) * rs;
+                d[k] = ld(dy, row * cols + c);
+                float gd = g[k] * d[k];
+                s1 += gd; s2 += gd * xh[k];
+                dg[k] += d[k] * xh[k]; db[k] += d[k];
+            }
+        }
+        s1 = warp_sum(s1) / cols; s2 = warp_sum(s2) / cols;
+#pragma unroll
+        for (int k = 0; k < LN_MAXK; k++) {
+            int c = lane + 32 * k;
+            if (c < cols) {
+                float v = rs * (g[k] * d[k] - s1 - xh[k] * s2);
+                long i = row * cols + c;
+                if (acc) v += ld(dx, i);
+                st(dx, i, v);
+            }
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < LN_MAXK; k++) {
+        int c = lane + 32 * k;
+        if (c < cols) { atomicAdd(dgamma + c, dg[k]); atomicAdd(dbeta + c, db[k]); }
+    }
+}
+
+// dx in bf16 (activation gradients) or f32 (the residual-stream gradients).
+extern "C" __global__ void layer_norm_bwd_b(const bf16* x, const bf16* gamma, const float* mean, const float* rstd,
+        const bf16* dy, bf16* dx, int acc, float* dgamma, float* dbeta, int rows, int cols) {
+    layer_norm_bwd<bf16>(x, gamma, mean, rstd, dy, dx, acc, dgamma, dbeta, rows, cols);
+}
+extern "C" __global__ void layer_norm_bwd_f(const bf16* x, const bf16* gamma, const float* mean, const float* rstd,
+        const bf16* dy, float* dx, int acc, float* dgamma, float* dbeta, int rows, int cols) {
+    layer_norm_bwd<float>(x, gamma, mean, rstd, dy, dx, acc, dgamma, dbeta, rows, cols);
+}

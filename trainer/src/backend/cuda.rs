@@ -1,0 +1,1285 @@
+//! The CUDA backend: bf16 activations and weights, f32 gradients and statistics,
+//! f32 accumulation everywhere; GEMMs through cuBLASLt (algorithm chosen once per
+//! shape and cached), everything else through the kernels in `trainer/kernels/`,
+//! compiled by NVRTC at first use for the GPU found and cached on disk by source
+//! hash and architecture.
+//!
+//! The CUDA libraries are loaded at run time (cudarc `dynamic-loading`), so this
+//! module builds everywhere; [`CudaBackend::new`] fails cleanly without a GPU.
+//! Ops only enqueue work on one stream: no allocation, compilation or
+//! synchronization happens inside an op once its GEMM shape has been seen, so a
+//! warmed-up step can be captured as a CUDA graph ([`CudaBackend::begin_capture`]).
+
+use super::{
+    Activation, AttnShape, Backend, CLASSES, Class, Dropout, Gemm, SharedAxis, TensorId, View,
+};
+use crate::error::{Result, TrainerError, ensure};
+use cudarc::cublaslt::{result as lt, sys as ltsys};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaGraph, CudaModule, CudaStream, LaunchConfig, PushKernelArg,
+    result as drv, sys as dsys,
+};
+use cudarc::nvrtc::{CompileOptions, Ptx, compile_ptx_with_opts};
+use half::bf16;
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::Arc;
+
+const KERNEL_SOURCES: [&str; 4] = [
+    include_str!("../../kernels/common.cuh"),
+    include_str!("../../kernels/elementwise.cu"),
+    include_str!("../../kernels/layernorm.cu"),
+    include_str!("../../kernels/attention.cu"),
+];
+
+const KERNEL_NAMES: &[&str] = &[
+    "fill_bf16",
+    "fill_f32",
+    "bias_act_fwd",
+    "bias_act_bwd",
+    "sigmoid_mul_fwd",
+    "sigmoid_mul_bwd",
+    "softmax_fwd",
+    "softmax_bwd",
+    "residual_dropout_fwd",
+    "dropout_bwd_b",
+    "dropout_bwd_f",
+    "transpose_bb",
+    "transpose_fb",
+    "transpose_bf",
+    "transpose_ff",
+    "transpose_tiled_bb",
+    "transpose_tiled_fb",
+    "transpose_tiled_bf",
+    "transpose_tiled_ff",
+    "layer_norm_fwd",
+    "layer_norm_bwd_b",
+    "layer_norm_bwd_f",
+    "attn_fwd_d8",
+    "attn_bwd_q_d8",
+    "attn_bwd_kv_d8",
+    "attn_fwd_d16",
+    "attn_bwd_q_d16",
+    "attn_bwd_kv_d16",
+    "attn_fwd_d32",
+    "attn_bwd_q_d32",
+    "attn_bwd_kv_d32",
+];
+
+/// Head widths the attention kernels are instantiated for.
+pub const ATTENTION_HEAD_DIMS: [usize; 3] = [8, 16, 32];
+/// Longest sequence the attention backward accepts with a bias (shared-memory reduction).
+pub const ATTENTION_BIAS_MAX_LEN: usize = 256;
+/// Widest row the LayerNorm kernels accept.
+pub const LAYER_NORM_MAX_COLS: usize = 256;
+const WORKSPACE_BYTES: usize = 32 << 20;
+
+fn cuda_err(
+    context: impl Into<String>,
+) -> impl FnOnce(cudarc::driver::DriverError) -> TrainerError {
+    let context = context.into();
+    move |e| TrainerError::Cuda {
+        context,
+        detail: format!("{e:?}"),
+    }
+}
+
+fn lt_err(context: &str) -> impl FnOnce(lt::CublasError) -> TrainerError + '_ {
+    move |e| TrainerError::Cuda {
+        context: context.to_string(),
+        detail: format!("{e:?}"),
+    }
+}
+
+/// Element type of a class on the GPU.
+fn is_f32(class: Class) -> bool {
+    matches!(class, Class::WeightGrad | Class::Stat)
+}
+
+fn elem_bytes(class: Class) -> usize {
+    if is_f32(class) { 4 } else { 2 }
+}
+
+struct Meta {
+    name: String,
+    class: Class,
+    len: usize,
+    place: Option<(usize, usize)>,
+    parent: Option<(TensorId, usize)>,
+}
+
+struct Root {
+    class: Class,
+    ptr: dsys::CUdeviceptr,
+    bytes: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct GemmKey {
+    dims: [usize; 4],
+    trans: (bool, bool),
+    ld: [usize; 3],
+    stride: [usize; 3],
+    c_f32: bool,
+    align: [u32; 3],
+}
+
+struct GemmPlan {
+    desc: ltsys::cublasLtMatmulDesc_t,
+    layouts: [ltsys::cublasLtMatrixLayout_t; 3],
+    algo: ltsys::cublasLtMatmulAlgo_t,
+}
+
+/// A kernel argument, kept alive until the launch.
+enum KArg {
+    Ptr(u64),
+    I64(i64),
+    I32(i32),
+    F32(f32),
+}
+
+/// The CUDA backend on one GPU.
+pub struct CudaBackend {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    _module: Arc<CudaModule>,
+    funcs: HashMap<&'static str, CudaFunction>,
+    metas: Vec<Meta>,
+    roots: Vec<Root>,
+    lt: ltsys::cublasLtHandle_t,
+    workspace: dsys::CUdeviceptr,
+    gemms: HashMap<GemmKey, GemmPlan>,
+    device: String,
+    sm_count: u32,
+}
+
+fn arch_name(cc: (i32, i32)) -> Result<&'static str> {
+    Ok(match cc {
+        (7, 5) => "sm_75",
+        (8, 0) => "sm_80",
+        (8, 6) => "sm_86",
+        (8, 9) => "sm_89",
+        (9, 0) => "sm_90",
+        (10, 0) => "sm_100",
+        (12, 0) => "sm_120",
+        other => {
+            return Err(TrainerError::Cuda {
+                context: "choosing the NVRTC target".into(),
+                detail: format!("unsupported compute capability {other:?}"),
+            });
+        }
+    })
+}
+
+fn kernel_cache_dir() -> Option<std::path::PathBuf> {
+    if let Some(d) = std::env::var_os("SCALEFOLD_KERNEL_CACHE") {
+        return Some(d.into());
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))?;
+    Some(base.join("scalefold").join("kernels"))
+}
+
+/// Compiles (or loads from the disk cache) the kernel module for `arch`.
+fn compile_kernels(arch: &'static str) -> Result<Ptx> {
+    let src: String = KERNEL_SOURCES.join("\n");
+    let key = xxhash_rust::xxh3::xxh3_64(format!("{src}\0{arch}").as_bytes());
+    let cache = kernel_cache_dir().map(|d| d.join(format!("{key:016x}-{arch}.ptx")));
+    if let Some(ptx) = cache
+        .as_ref()
+        .and_then(|path| std::fs::read_to_string(path).ok())
+    {
+        return Ok(Ptx::from_src(ptx));
+    }
+    let include = std::env::var("CUDA_HOME")
+        .map(|h| format!("{h}/include"))
+        .unwrap_or_else(|_| "/usr/local/cuda/include".into());
+    let opts = CompileOptions {
+        arch: Some(arch),
+        include_paths: vec![include],
+        options: vec!["--std=c++17".into()],
+        ..Default::default()
+    };
+    let ptx = compile_ptx_with_opts(&src, opts).map_err(|e| TrainerError::Cuda {
+        context: "compiling trainer/kernels with NVRTC".into(),
+        detail: format!("{e:?}"),
+    })?;
+    if let Some(path) = &cache {
+        // The cache is an optimisation: a read-only or missing cache directory only costs a recompile.
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let written = path
+            .parent()
+            .map(std::fs::create_dir_all)
+            .transpose()
+            .is_ok()
+            && std::fs::write(&tmp, ptx.to_src()).is_ok();
+        if written && std::fs::rename(&tmp, path).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+    Ok(ptx)
+}
+
+impl CudaBackend {
+    /// Opens GPU `ordinal`, compiles or loads the kernels, creates the cuBLASLt handle.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        let ctx = CudaContext::new(ordinal).map_err(cuda_err("opening the GPU"))?;
+        let stream = ctx.new_stream().map_err(cuda_err("creating a stream"))?;
+        let device = ctx.name().map_err(cuda_err("reading the device name"))?;
+        let arch = arch_name(
+            ctx.compute_capability()
+                .map_err(cuda_err("reading the compute capability"))?,
+        )?;
+        let sm_count = ctx
+            .attribute(dsys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(cuda_err("reading the SM count"))? as u32;
+        let module = ctx
+            .load_module(compile_kernels(arch)?)
+            .map_err(cuda_err("loading the kernel module"))?;
+        let mut funcs = HashMap::new();
+        for &name in KERNEL_NAMES {
+            funcs.insert(
+                name,
+                module
+                    .load_function(name)
+                    .map_err(cuda_err(format!("loading kernel {name}")))?,
+            );
+        }
+        let lt = lt::create_handle().map_err(lt_err("creating the cuBLASLt handle"))?;
+        ctx.bind_to_thread()
+            .map_err(cuda_err("binding the context"))?;
+        // SAFETY: a plain device allocation of a fixed size, freed in Drop.
+        let workspace = unsafe { drv::malloc_sync(WORKSPACE_BYTES) }
+            .map_err(cuda_err("allocating the cuBLASLt workspace"))?;
+        Ok(Self {
+            ctx,
+            stream,
+            _module: module,
+            funcs,
+            metas: Vec::new(),
+            roots: Vec::new(),
+            lt,
+            workspace,
+            gemms: HashMap::new(),
+            device,
+            sm_count,
+        })
+    }
+
+    /// The device's name, e.g. "NVIDIA H100 80GB HBM3".
+    pub fn device_name(&self) -> &str {
+        &self.device
+    }
+
+    /// The stream every op is queued on.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Starts capturing the stream's work into a graph.
+    pub fn begin_capture(&mut self) -> Result<()> {
+        self.stream
+            .begin_capture(dsys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(cuda_err("beginning graph capture"))
+    }
+
+    /// Ends the capture and instantiates the graph.
+    pub fn end_capture(&mut self) -> Result<CudaGraph> {
+        self.stream
+            .end_capture(dsys::CUgraphInstantiate_flags(0))
+            .map_err(cuda_err("ending graph capture"))?
+            .ok_or_else(|| TrainerError::Cuda {
+                context: "ending graph capture".into(),
+                detail: "nothing was captured".into(),
+            })
+    }
+
+    /// Replays a captured graph on the stream.
+    pub fn replay(&mut self, graph: &CudaGraph) -> Result<()> {
+        graph.launch().map_err(cuda_err("replaying a graph"))
+    }
+
+    /// Free and total device memory in bytes.
+    pub fn mem_info(&self) -> Result<(usize, usize)> {
+        self.ctx
+            .mem_get_info()
+            .map_err(cuda_err("reading memory info"))
+    }
+
+    fn meta_place(&self, t: TensorId) -> Result<(usize, usize, usize, Class)> {
+        let m = &self.metas[t.0];
+        let (r, o) = m.place.ok_or_else(|| TrainerError::NotMaterialized {
+            name: m.name.clone(),
+        })?;
+        Ok((r, o, m.len, m.class))
+    }
+
+    fn ptr(&self, t: TensorId) -> Result<u64> {
+        let (r, o, _, c) = self.meta_place(t)?;
+        Ok(self.roots[r].ptr + (o * elem_bytes(c)) as u64)
+    }
+
+    fn class(&self, t: TensorId) -> Class {
+        self.metas[t.0].class
+    }
+
+    fn need(&self, op: &'static str, t: TensorId, n: usize) -> Result<()> {
+        let m = &self.metas[t.0];
+        ensure(m.len >= n, op, || {
+            format!("tensor {} has {} elements, needs {n}", m.name, m.len)
+        })
+    }
+
+    fn need_f32(&self, op: &'static str, t: TensorId, want: bool) -> Result<()> {
+        let m = &self.metas[t.0];
+        ensure(is_f32(m.class) == want, op, || {
+            format!(
+                "tensor {} is {:?}; this operand must be {}",
+                m.name,
+                m.class,
+                if want {
+                    "f32 (WeightGrad or Stat)"
+                } else {
+                    "bf16 (Activation or Weight)"
+                }
+            )
+        })
+    }
+
+    fn need_view(&self, op: &'static str, v: &View, rows: usize, cols: usize) -> Result<()> {
+        self.need_f32(op, v.t, false)?;
+        if rows == 0 || cols == 0 {
+            return Ok(());
+        }
+        self.need(op, v.t, v.at(rows - 1, cols - 1) + 1)
+    }
+
+    fn launch(
+        &self,
+        name: &'static str,
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+        args: &[KArg],
+    ) -> Result<()> {
+        let f = self.funcs.get(name).ok_or_else(|| TrainerError::Cuda {
+            context: "launching".into(),
+            detail: format!("kernel {name} not loaded"),
+        })?;
+        let mut lb = self.stream.launch_builder(f);
+        for a in args {
+            match a {
+                KArg::Ptr(v) => lb.arg(v),
+                KArg::I64(v) => lb.arg(v),
+                KArg::I32(v) => lb.arg(v),
+                KArg::F32(v) => lb.arg(v),
+            };
+        }
+        let cfg = LaunchConfig {
+            grid_dim: grid,
+            block_dim: block,
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: every kernel's parameter list matches `args` (pointers as u64,
+        // `long` as i64, `int` as i32, `float` as f32), and every pointer is a live
+        // arena allocation whose extent was checked by the caller.
+        unsafe { lb.launch(cfg) }.map_err(cuda_err(format!("launching {name}")))?;
+        Ok(())
+    }
+
+    /// A 1-D grid-stride launch over `n` elements.
+    fn launch_1d(&self, name: &'static str, n: usize, args: &[KArg]) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        let blocks = n.div_ceil(256).min(self.sm_count as usize * 16) as u32;
+        self.launch(name, (blocks, 1, 1), (256, 1, 1), args)
+    }
+
+    fn view_args(&self, v: &View) -> Result<[KArg; 4]> {
+        Ok([
+            KArg::Ptr(self.ptr(v.t)?),
+            KArg::I64(v.off as i64),
+            KArg::I64(v.ld as i64),
+            KArg::I64(v.row_div as i64),
+        ])
+    }
+
+    fn gemm_plan(&mut self, key: GemmKey) -> Result<&GemmPlan> {
+        if !self.gemms.contains_key(&key) {
+            let plan = self.make_gemm_plan(&key)?;
+            self.gemms.insert(key, plan);
+        }
+        Ok(&self.gemms[&key])
+    }
+
+    fn make_gemm_plan(&self, key: &GemmKey) -> Result<GemmPlan> {
+        let [m, n, k, batch] = key.dims;
+        let (ta, tb) = key.trans;
+        let [lda, ldb, ldc] = key.ld;
+        let [sa, sb, sc] = key.stride;
+        let ctx = "planning a cuBLASLt GEMM";
+        let bf = ltsys::cudaDataType_t::CUDA_R_16BF;
+        let cty = if key.c_f32 {
+            ltsys::cudaDataType_t::CUDA_R_32F
+        } else {
+            bf
+        };
+        // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T:
+        // cuBLASLt's "A" is our B and its "B" is our A.
+        let (la_rows, la_cols) = if tb { (k, n) } else { (n, k) };
+        let (lb_rows, lb_cols) = if ta { (m, k) } else { (k, m) };
+        let desc = lt::create_matmul_desc(
+            ltsys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            ltsys::cudaDataType_t::CUDA_R_32F,
+        )
+        .map_err(lt_err(ctx))?;
+        let layouts = [
+            lt::create_matrix_layout(bf, la_rows as u64, la_cols as u64, ldb as i64)
+                .map_err(lt_err(ctx))?,
+            lt::create_matrix_layout(bf, lb_rows as u64, lb_cols as u64, lda as i64)
+                .map_err(lt_err(ctx))?,
+            lt::create_matrix_layout(cty, n as u64, m as u64, ldc as i64).map_err(lt_err(ctx))?,
+        ];
+        let set_desc = |attr, v: i32| {
+            // SAFETY: `desc` is live; the attribute takes an int32 operation code.
+            unsafe {
+                lt::set_matmul_desc_attribute(desc, attr, &v as *const i32 as *const c_void, 4)
+            }
+            .map_err(lt_err(ctx))
+        };
+        set_desc(
+            ltsys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA,
+            tb as i32,
+        )?;
+        set_desc(
+            ltsys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSB,
+            ta as i32,
+        )?;
+        if batch > 1 {
+            for (layout, stride) in layouts.iter().zip([sb, sa, sc]) {
+                let count = batch as i32;
+                let stride = stride as i64;
+                // SAFETY: live layouts; BATCH_COUNT is int32, STRIDED_BATCH_OFFSET int64.
+                unsafe {
+                    lt::set_matrix_layout_attribute(
+                        *layout,
+                        ltsys::cublasLtMatrixLayoutAttribute_t::CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+                        &count as *const i32 as *const c_void,
+                        4,
+                    )
+                    .map_err(lt_err(ctx))?;
+                    lt::set_matrix_layout_attribute(*layout, ltsys::cublasLtMatrixLayoutAttribute_t::CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride as *const i64 as *const c_void, 8).map_err(lt_err(ctx))?;
+                }
+            }
+        }
+        let pref = lt::create_matmul_pref().map_err(lt_err(ctx))?;
+        let ws = WORKSPACE_BYTES as u64;
+        let [al_a, al_b, al_c] = key.align;
+        // SAFETY: live preference handle; attribute sizes match their documented types.
+        let algo = unsafe {
+            use ltsys::cublasLtMatmulPreferenceAttributes_t as P;
+            lt::set_matmul_pref_attribute(
+                pref,
+                P::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                &ws as *const u64 as *const c_void,
+                8,
+            )
+            .map_err(lt_err(ctx))?;
+            for (attr, al) in [
+                (P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, al_b),
+                (P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, al_a),
+                (P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, al_c),
+                (P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, al_c),
+            ] {
+                lt::set_matmul_pref_attribute(pref, attr, &al as *const u32 as *const c_void, 4)
+                    .map_err(lt_err(ctx))?;
+            }
+            let h = lt::get_matmul_algo_heuristic(
+                self.lt, desc, layouts[0], layouts[1], layouts[2], layouts[2], pref,
+            );
+            lt::destroy_matmul_pref(pref).map_err(lt_err(ctx))?;
+            h.map_err(|e| TrainerError::Cuda { context: ctx.into(), detail: format!("no algorithm for m={m} n={n} k={k} batch={batch} trans=({ta},{tb}) ld=({lda},{ldb},{ldc}): {e:?}") })?.algo
+        };
+        Ok(GemmPlan {
+            desc,
+            layouts,
+            algo,
+        })
+    }
+}
+
+fn alignment(ptr: u64) -> u32 {
+    let mut a = 256u32;
+    while a > 2 && !ptr.is_multiple_of(a as u64) {
+        a /= 2;
+    }
+    a
+}
+
+impl Drop for CudaBackend {
+    fn drop(&mut self) {
+        let _ = self.stream.synchronize();
+        // SAFETY: every handle and allocation below was created by this backend and
+        // is destroyed once; the stream is idle.
+        unsafe {
+            for plan in self.gemms.values() {
+                for l in plan.layouts {
+                    let _ = lt::destroy_matrix_layout(l);
+                }
+                let _ = lt::destroy_matmul_desc(plan.desc);
+            }
+            let _ = lt::destroy_handle(self.lt);
+            let _ = drv::free_sync(self.workspace);
+            for r in &self.roots {
+                let _ = drv::free_sync(r.ptr);
+            }
+        }
+    }
+}
+
+impl Backend for CudaBackend {
+    fn name(&self) -> String {
+        format!("cuda-bf16 on {}", self.device)
+    }
+
+    fn declare(&mut self, name: &str, len: usize, class: Class) -> TensorId {
+        self.metas.push(Meta {
+            name: name.to_string(),
+            class,
+            len,
+            place: None,
+            parent: None,
+        });
+        TensorId(self.metas.len() - 1)
+    }
+
+    fn view(&mut self, parent: TensorId, offset: usize, len: usize) -> Result<TensorId> {
+        let p = &self.metas[parent.0];
+        ensure(offset + len <= p.len, "view", || {
+            format!(
+                "{}..{} outside {} of {} elements",
+                offset,
+                offset + len,
+                p.name,
+                p.len
+            )
+        })?;
+        let place = p.place.map(|(r, o)| (r, o + offset));
+        let meta = Meta {
+            name: format!("{}[{}..{}]", p.name, offset, offset + len),
+            class: p.class,
+            len,
+            place,
+            parent: Some((parent, offset)),
+        };
+        self.metas.push(meta);
+        Ok(TensorId(self.metas.len() - 1))
+    }
+
+    fn materialize(&mut self) -> Result<()> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(cuda_err("binding the context"))?;
+        for class in CLASSES {
+            // 256-byte alignment for every tensor keeps cuBLASLt on its fast paths.
+            let per = 256 / elem_bytes(class);
+            let mut total = 0;
+            let root = self.roots.len();
+            for m in self
+                .metas
+                .iter_mut()
+                .filter(|m| m.class == class && m.place.is_none() && m.parent.is_none())
+            {
+                m.place = Some((root, total));
+                total += m.len.div_ceil(per) * per;
+            }
+            if total > 0 {
+                let bytes = total * elem_bytes(class);
+                // SAFETY: plain device allocation, freed in Drop.
+                let ptr = unsafe { drv::malloc_sync(bytes) }.map_err(cuda_err(format!(
+                    "allocating {bytes} bytes for the {class:?} arena"
+                )))?;
+                self.roots.push(Root { class, ptr, bytes });
+            }
+        }
+        for i in 0..self.metas.len() {
+            if let (None, Some((p, off))) = (self.metas[i].place, self.metas[i].parent) {
+                let (r, o) = self.metas[p.0]
+                    .place
+                    .expect("parents are declared before their views");
+                self.metas[i].place = Some((r, o + off));
+            }
+        }
+        Ok(())
+    }
+
+    fn len(&self, t: TensorId) -> usize {
+        self.metas[t.0].len
+    }
+
+    fn tensor_name(&self, t: TensorId) -> &str {
+        &self.metas[t.0].name
+    }
+
+    fn arena_bytes(&self) -> Vec<(Class, usize)> {
+        CLASSES
+            .iter()
+            .map(|&c| {
+                (
+                    c,
+                    self.roots
+                        .iter()
+                        .filter(|r| r.class == c)
+                        .map(|r| r.bytes)
+                        .sum(),
+                )
+            })
+            .collect()
+    }
+
+    fn write(&mut self, t: TensorId, data: &[f32]) -> Result<()> {
+        let (_, _, len, class) = self.meta_place(t)?;
+        ensure(len == data.len(), "write", || {
+            format!(
+                "{} elements into {} of {len}",
+                data.len(),
+                self.metas[t.0].name
+            )
+        })?;
+        let dst = self.ptr(t)?;
+        self.stream
+            .synchronize()
+            .map_err(cuda_err("synchronizing before a write"))?;
+        // SAFETY: `dst` addresses `len` elements of the class's type inside a live allocation.
+        unsafe {
+            if is_f32(class) {
+                drv::memcpy_htod_sync(dst, data)
+            } else {
+                let v: Vec<bf16> = data.iter().map(|&x| bf16::from_f32(x)).collect();
+                drv::memcpy_htod_sync(dst, &v)
+            }
+        }
+        .map_err(cuda_err(format!("writing {}", self.metas[t.0].name)))
+    }
+
+    fn read(&mut self, t: TensorId) -> Result<Vec<f32>> {
+        let (_, _, len, class) = self.meta_place(t)?;
+        let src = self.ptr(t)?;
+        self.stream.synchronize().map_err(cuda_err(format!(
+            "synchronizing before reading {}",
+            self.metas[t.0].name
+        )))?;
+        // SAFETY: `src` addresses `len` elements of the class's type inside a live allocation.
+        unsafe {
+            if is_f32(class) {
+                let mut v = vec![0f32; len];
+                drv::memcpy_dtoh_sync(&mut v, src).map_err(cuda_err("reading"))?;
+                Ok(v)
+            } else {
+                let mut v = vec![bf16::ZERO; len];
+                drv::memcpy_dtoh_sync(&mut v, src).map_err(cuda_err("reading"))?;
+                Ok(v.into_iter().map(f32::from).collect())
+            }
+        }
+    }
+
+    fn fill(&mut self, t: TensorId, value: f32) -> Result<()> {
+        let (_, _, len, class) = self.meta_place(t)?;
+        let name = if is_f32(class) {
+            "fill_f32"
+        } else {
+            "fill_bf16"
+        };
+        self.launch_1d(
+            name,
+            len,
+            &[
+                KArg::Ptr(self.ptr(t)?),
+                KArg::I64(len as i64),
+                KArg::F32(value),
+            ],
+        )
+    }
+
+    fn fill_class(&mut self, class: Class, value: f32) -> Result<()> {
+        let name = if is_f32(class) {
+            "fill_f32"
+        } else {
+            "fill_bf16"
+        };
+        for i in 0..self.roots.len() {
+            let r = &self.roots[i];
+            if r.class == class {
+                let n = r.bytes / elem_bytes(class);
+                self.launch_1d(
+                    name,
+                    n,
+                    &[KArg::Ptr(r.ptr), KArg::I64(n as i64), KArg::F32(value)],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.stream.synchronize().map_err(cuda_err("synchronizing"))
+    }
+
+    fn gemm(&mut self, g: &Gemm) -> Result<()> {
+        if g.m == 0 || g.n == 0 || g.batch == 0 {
+            return Ok(());
+        }
+        let (ar, ac) = if g.trans_a { (g.k, g.m) } else { (g.m, g.k) };
+        let (br, bc) = if g.trans_b { (g.n, g.k) } else { (g.k, g.n) };
+        let ext = |m: &super::MatRef, r: usize, c: usize| {
+            m.off + (g.batch - 1) * m.stride + (r - 1) * m.ld + c
+        };
+        self.need_f32("gemm(A)", g.a.t, false)?;
+        self.need_f32("gemm(B)", g.b.t, false)?;
+        self.need("gemm(A)", g.a.t, ext(&g.a, ar, ac))?;
+        self.need("gemm(B)", g.b.t, ext(&g.b, br, bc))?;
+        self.need("gemm(C)", g.c.t, ext(&g.c, g.m, g.n))?;
+        let c_f32 = is_f32(self.class(g.c.t));
+        let pa = self.ptr(g.a.t)? + (g.a.off * 2) as u64;
+        let pb = self.ptr(g.b.t)? + (g.b.off * 2) as u64;
+        let pc = self.ptr(g.c.t)? + (g.c.off * if c_f32 { 4 } else { 2 }) as u64;
+        let key = GemmKey {
+            dims: [g.m, g.n, g.k, g.batch],
+            trans: (g.trans_a, g.trans_b),
+            ld: [g.a.ld, g.b.ld, g.c.ld],
+            stride: [g.a.stride, g.b.stride, g.c.stride],
+            c_f32,
+            align: [alignment(pa), alignment(pb), alignment(pc)],
+        };
+        let (alpha, beta) = (g.alpha, g.beta);
+        let (lt_handle, ws, stream) = (self.lt, self.workspace, self.stream.cu_stream());
+        let plan = self.gemm_plan(key)?;
+        // SAFETY: the plan's layouts describe exactly the extents checked above; the
+        // pointers are live arena memory; alpha/beta are host f32 scalars (scale type 32F).
+        unsafe {
+            lt::matmul(
+                lt_handle,
+                plan.desc,
+                &alpha as *const f32 as *const c_void,
+                &beta as *const f32 as *const c_void,
+                pb as *const c_void,
+                plan.layouts[0],
+                pa as *const c_void,
+                plan.layouts[1],
+                pc as *const c_void,
+                plan.layouts[2],
+                pc as *mut c_void,
+                plan.layouts[2],
+                &plan.algo,
+                ws as *mut c_void,
+                WORKSPACE_BYTES,
+                stream as _,
+            )
+        }
+        .map_err(|e| TrainerError::Cuda {
+            context: format!(
+                "cuBLASLt matmul m={} n={} k={} batch={}",
+                g.m, g.n, g.k, g.batch
+            ),
+            detail: format!("{e:?}"),
+        })
+    }
+
+    fn layer_norm_fwd(
+        &mut self,
+        rows: usize,
+        cols: usize,
+        x: TensorId,
+        gamma: TensorId,
+        beta: TensorId,
+        y: TensorId,
+        mean: TensorId,
+        rstd: TensorId,
+    ) -> Result<()> {
+        ensure(cols <= LAYER_NORM_MAX_COLS, "layer_norm_fwd", || {
+            format!("{cols} columns; the kernel handles at most {LAYER_NORM_MAX_COLS}")
+        })?;
+        for (t, n, f) in [
+            (x, rows * cols, false),
+            (y, rows * cols, false),
+            (gamma, cols, false),
+            (beta, cols, false),
+            (mean, rows, true),
+            (rstd, rows, true),
+        ] {
+            self.need("layer_norm_fwd", t, n)?;
+            self.need_f32("layer_norm_fwd", t, f)?;
+        }
+        let blocks = (rows * 32).div_ceil(256) as u32;
+        let args = [x, gamma, beta, y, mean, rstd].map(|t| self.ptr(t).map(KArg::Ptr));
+        let mut a: Vec<KArg> = args.into_iter().collect::<Result<_>>()?;
+        a.extend([KArg::I32(rows as i32), KArg::I32(cols as i32)]);
+        self.launch("layer_norm_fwd", (blocks.max(1), 1, 1), (256, 1, 1), &a)
+    }
+
+    fn layer_norm_bwd(
+        &mut self,
+        rows: usize,
+        cols: usize,
+        x: TensorId,
+        gamma: TensorId,
+        mean: TensorId,
+        rstd: TensorId,
+        dy: TensorId,
+        dx: TensorId,
+        accumulate: bool,
+        dgamma: TensorId,
+        dbeta: TensorId,
+    ) -> Result<()> {
+        ensure(cols <= LAYER_NORM_MAX_COLS, "layer_norm_bwd", || {
+            format!("{cols} columns; the kernel handles at most {LAYER_NORM_MAX_COLS}")
+        })?;
+        let dx_f32 = is_f32(self.class(dx));
+        for (t, n, f) in [
+            (x, rows * cols, false),
+            (dy, rows * cols, false),
+            (dx, rows * cols, dx_f32),
+            (gamma, cols, false),
+            (mean, rows, true),
+            (rstd, rows, true),
+            (dgamma, cols, true),
+            (dbeta, cols, true),
+        ] {
+            self.need("layer_norm_bwd", t, n)?;
+            self.need_f32("layer_norm_bwd", t, f)?;
+        }
+        let blocks = (rows.div_ceil(8)).min(self.sm_count as usize * 8).max(1) as u32;
+        let a = vec![
+            KArg::Ptr(self.ptr(x)?),
+            KArg::Ptr(self.ptr(gamma)?),
+            KArg::Ptr(self.ptr(mean)?),
+            KArg::Ptr(self.ptr(rstd)?),
+            KArg::Ptr(self.ptr(dy)?),
+            KArg::Ptr(self.ptr(dx)?),
+            KArg::I32(accumulate as i32),
+            KArg::Ptr(self.ptr(dgamma)?),
+            KArg::Ptr(self.ptr(dbeta)?),
+            KArg::I32(rows as i32),
+            KArg::I32(cols as i32),
+        ];
+        self.launch(
+            if dx_f32 {
+                "layer_norm_bwd_f"
+            } else {
+                "layer_norm_bwd_b"
+            },
+            (blocks, 1, 1),
+            (256, 1, 1),
+            &a,
+        )
+    }
+
+    fn bias_act_fwd(
+        &mut self,
+        rows: usize,
+        cols: usize,
+        y: View,
+        bias: TensorId,
+        act: Activation,
+    ) -> Result<()> {
+        self.need_view("bias_act_fwd", &y, rows, cols)?;
+        self.need("bias_act_fwd", bias, cols)?;
+        self.need_f32("bias_act_fwd", bias, false)?;
+        let a = [
+            KArg::Ptr(self.ptr(y.t)?),
+            KArg::I64(y.off as i64),
+            KArg::I64(y.ld as i64),
+            KArg::Ptr(self.ptr(bias)?),
+            KArg::I32(rows as i32),
+            KArg::I32(cols as i32),
+            KArg::I32((act == Activation::Relu) as i32),
+        ];
+        self.launch_1d("bias_act_fwd", rows * cols, &a)
+    }
+
+    fn bias_act_bwd(
+        &mut self,
+        rows: usize,
+        cols: usize,
+        y: View,
+        dy: View,
+        dbias: TensorId,
+        act: Activation,
+    ) -> Result<()> {
+        self.need_view("bias_act_bwd", &y, rows, cols)?;
+        self.need_view("bias_act_bwd", &dy, rows, cols)?;
+        self.need("bias_act_bwd", dbias, cols)?;
+        self.need_f32("bias_act_bwd", dbias, true)?;
+        if rows == 0 || cols == 0 {
+            return Ok(());
+        }
+        let gy = rows.div_ceil(64).min(256) as u32;
+        let a = [
+            KArg::Ptr(self.ptr(y.t)?),
+            KArg::I64(y.off as i64),
+            KArg::I64(y.ld as i64),
+            KArg::Ptr(self.ptr(dy.t)?),
+            KArg::I64(dy.off as i64),
+            KArg::I64(dy.ld as i64),
+            KArg::Ptr(self.ptr(dbias)?),
+            KArg::I32(rows as i32),
+            KArg::I32(cols as i32),
+            KArg::I32((act == Activation::Relu) as i32),
+        ];
+        self.launch(
+            "bias_act_bwd",
+            (cols.div_ceil(32) as u32, gy, 1),
+            (32, 8, 1),
+            &a,
+        )
+    }
+
+    fn sigmoid_mul_fwd(
+        &mut self,
+        rows: usize,
+        cols: usize,
+        a: View,
+        g: View,
+        out: View,
+    ) -> Result<()> {
+        for v in [&a, &g, &out] {
+            self.need_view("sigmoid_mul_fwd", v, rows, cols)?;
+        }
+        let mut args = vec![KArg::I32(rows as i32), KArg::I32(cols as i32)];
+        for v in [&a, &g, &out] {
+            args.extend(self.view_args(v)?);
+        }
+        self.launch_1d("sigmoid_mul_fwd", rows * cols, &args)
+    }
+
+    fn sigmoid_mul_bwd(
+        &mut self,
+        rows: usize,
+        cols: usize,
+        a: View,
+        g: View,
+        dout: View,
+        da: View,
+        dg: View,
+    ) -> Result<()> {
+        for v in [&a, &g, &dout, &da, &dg] {
+            self.need_view("sigmoid_mul_bwd", v, rows, cols)?;
+        }
+        let mut args = vec![KArg::I32(rows as i32), KArg::I32(cols as i32)];
+        for v in [&a, &g, &dout, &da, &dg] {
+            args.extend(self.view_args(v)?);
+        }
+        self.launch_1d("sigmoid_mul_bwd", rows * cols, &args)
+    }
+
+    fn attention_fwd(
+        &mut self,
+        s: AttnShape,
+        qkvg: TensorId,
+        bias: Option<TensorId>,
+        attn: TensorId,
+        out: TensorId,
+        lse: TensorId,
+    ) -> Result<()> {
+        let name = match s.head_dim {
+            8 => "attn_fwd_d8",
+            16 => "attn_fwd_d16",
+            32 => "attn_fwd_d32",
+            d => {
+                return Err(TrainerError::Shape {
+                    op: "attention_fwd",
+                    detail: format!("head width {d}; kernels exist for {ATTENTION_HEAD_DIMS:?}"),
+                });
+            }
+        };
+        let w = s.width();
+        for (t, n, f) in [
+            (qkvg, s.rows() * 4 * w, false),
+            (attn, s.rows() * w, false),
+            (out, s.rows() * w, false),
+            (lse, s.batch * s.heads * s.len, true),
+        ] {
+            self.need("attention_fwd", t, n)?;
+            self.need_f32("attention_fwd", t, f)?;
+        }
+        if let Some(b) = bias {
+            self.need("attention_fwd(bias)", b, s.heads * s.len * s.len)?;
+            self.need_f32("attention_fwd(bias)", b, false)?;
+        }
+        let a = [
+            KArg::Ptr(self.ptr(qkvg)?),
+            KArg::Ptr(bias.map(|b| self.ptr(b)).transpose()?.unwrap_or(0)),
+            KArg::Ptr(self.ptr(attn)?),
+            KArg::Ptr(self.ptr(out)?),
+            KArg::Ptr(self.ptr(lse)?),
+            KArg::I32(s.len as i32),
+            KArg::I32(s.heads as i32),
+            KArg::F32(1.0 / (s.head_dim as f32).sqrt()),
+        ];
+        self.launch(
+            name,
+            (s.len.div_ceil(64) as u32, s.heads as u32, s.batch as u32),
+            (64, 1, 1),
+            &a,
+        )
+    }
+
+    fn attention_bwd(
+        &mut self,
+        s: AttnShape,
+        qkvg: TensorId,
+        bias: Option<TensorId>,
+        attn: TensorId,
+        lse: TensorId,
+        dout: TensorId,
+        dqkvg: TensorId,
+        dbias: Option<TensorId>,
+    ) -> Result<()> {
+        let (nq, nkv) = match s.head_dim {
+            8 => ("attn_bwd_q_d8", "attn_bwd_kv_d8"),
+            16 => ("attn_bwd_q_d16", "attn_bwd_kv_d16"),
+            32 => ("attn_bwd_q_d32", "attn_bwd_kv_d32"),
+            d => {
+                return Err(TrainerError::Shape {
+                    op: "attention_bwd",
+                    detail: format!("head width {d}; kernels exist for {ATTENTION_HEAD_DIMS:?}"),
+                });
+            }
+        };
+        ensure(
+            dbias.is_none() || s.len <= ATTENTION_BIAS_MAX_LEN,
+            "attention_bwd",
+            || {
+                format!(
+                    "length {} with a bias gradient; at most {ATTENTION_BIAS_MAX_LEN}",
+                    s.len
+                )
+            },
+        )?;
+        let w = s.width();
+        for (t, n, f) in [
+            (qkvg, s.rows() * 4 * w, false),
+            (dqkvg, s.rows() * 4 * w, false),
+            (attn, s.rows() * w, false),
+            (dout, s.rows() * w, false),
+            (lse, s.batch * s.heads * s.len, true),
+        ] {
+            self.need("attention_bwd", t, n)?;
+            self.need_f32("attention_bwd", t, f)?;
+        }
+        if let Some(db) = dbias {
+            self.need("attention_bwd(dbias)", db, s.heads * s.len * s.len)?;
+            self.need_f32("attention_bwd(dbias)", db, true)?;
+        }
+        let bias_ptr = bias.map(|b| self.ptr(b)).transpose()?.unwrap_or(0);
+        let scale = 1.0 / (s.head_dim as f32).sqrt();
+        let common = |me: &Self| -> Result<[KArg; 5]> {
+            Ok([
+                KArg::Ptr(me.ptr(qkvg)?),
+                KArg::Ptr(bias_ptr),
+                KArg::Ptr(me.ptr(attn)?),
+                KArg::Ptr(me.ptr(lse)?),
+                KArg::Ptr(me.ptr(dout)?),
+            ])
+        };
+        let mut a: Vec<KArg> = common(self)?.into_iter().collect();
+        a.extend([
+            KArg::Ptr(self.ptr(dqkvg)?),
+            KArg::Ptr(dbias.map(|b| self.ptr(b)).transpose()?.unwrap_or(0)),
+            KArg::I32(s.batch as i32),
+            KArg::I32(s.len as i32),
+            KArg::I32(s.heads as i32),
+            KArg::F32(scale),
+        ]);
+        self.launch(
+            nq,
+            (
+                s.len.div_ceil(32) as u32,
+                s.heads as u32,
+                s.batch.div_ceil(16) as u32,
+            ),
+            (128, 1, 1),
+            &a,
+        )?;
+        let mut a: Vec<KArg> = common(self)?.into_iter().collect();
+        a.extend([
+            KArg::Ptr(self.ptr(dqkvg)?),
+            KArg::I32(s.len as i32),
+            KArg::I32(s.heads as i32),
+            KArg::F32(scale),
+        ]);
+        self.launch(
+            nkv,
+            (s.len.div_ceil(64) as u32, s.heads as u32, s.batch as u32),
+            (64, 1, 1),
+            &a,
+        )
+    }
+
+    fn softmax_fwd(&mut self, rows: usize, cols: usize, x: TensorId, y: TensorId) -> Result<()> {
+        for t in [x, y] {
+            self.need("softmax_fwd", t, rows * cols)?;
+            self.need_f32("softmax_fwd", t, false)?;
+        }
+        let a = [
+            KArg::Ptr(self.ptr(x)?),
+            KArg::Ptr(self.ptr(y)?),
+            KArg::I32(rows as i32),
+            KArg::I32(cols as i32),
+        ];
+        self.launch(
+            "softmax_fwd",
+            ((rows * 32).div_ceil(256).max(1) as u32, 1, 1),
+            (256, 1, 1),
+            &a,
+        )
+    }
+
+    fn softmax_bwd(
+        &mut self,
+        rows: usize,
+        cols: usize,
+        y: TensorId,
+        dy: TensorId,
+        dx: TensorId,
+    ) -> Result<()> {
+        for t in [y, dy, dx] {
+            self.need("softmax_bwd", t, rows * cols)?;
+            self.need_f32("softmax_bwd", t, false)?;
+        }
+        let a = [
+            KArg::Ptr(self.ptr(y)?),
+            KArg::Ptr(self.ptr(dy)?),
+            KArg::Ptr(self.ptr(dx)?),
+            KArg::I32(rows as i32),
+            KArg::I32(cols as i32),
+        ];
+        self.launch(
+            "softmax_bwd",
+            ((rows * 32).div_ceil(256).max(1) as u32, 1, 1),
+            (256, 1, 1),
+            &a,
+        )
+    }
+
+    fn transpose(
+        &mut self,
+        dims: [usize; 4],
+        x: TensorId,
+        y: TensorId,
+        accumulate: bool,
+    ) -> Result<()> {
+        let [a, b, c, d] = dims;
+        let n = a * b * c * d;
+        self.need("transpose", x, n)?;
+        self.need("transpose", y, n)?;
+        let (fx, fy) = (is_f32(self.class(x)), is_f32(self.class(y)));
+        let tag = match (fx, fy) {
+            (false, false) => 0,
+            (true, false) => 1,
+            (false, true) => 2,
+            (true, true) => 3,
+        };
+        let (px, py) = (self.ptr(x)?, self.ptr(y)?);
+        if d == 1 && b >= 32 && c >= 32 {
+            let name = [
+                "transpose_tiled_bb",
+                "transpose_tiled_fb",
+                "transpose_tiled_bf",
+                "transpose_tiled_ff",
+            ][tag];
+            let args = [
+                KArg::Ptr(px),
+                KArg::Ptr(py),
+                KArg::I64(b as i64),
+                KArg::I64(c as i64),
+                KArg::I32(accumulate as i32),
+            ];
+            self.launch(
+                name,
+                (c.div_ceil(32) as u32, b.div_ceil(32) as u32, a as u32),
+                (32, 8, 1),
+                &args,
+            )
+        } else {
+            let name = [
+                "transpose_bb",
+                "transpose_fb",
+                "transpose_bf",
+                "transpose_ff",
+            ][tag];
+            let args = [
+                KArg::Ptr(px),
+                KArg::Ptr(py),
+                KArg::I64(a as i64),
+                KArg::I64(b as i64),
+                KArg::I64(c as i64),
+                KArg::I64(d as i64),
+                KArg::I32(accumulate as i32),
+            ];
+            self.launch_1d(name, n, &args)
+        }
+    }
+
+    fn residual_dropout_fwd(
+        &mut self,
+        d: &Dropout,
+        resid: TensorId,
+        x: TensorId,
+        out: TensorId,
+    ) -> Result<()> {
+        let n: usize = d.shape.iter().product();
+        for t in [resid, x, out] {
+            self.need("residual_dropout_fwd", t, n)?;
+            self.need_f32("residual_dropout_fwd", t, false)?;
+        }
+        let a = [
+            KArg::Ptr(self.ptr(resid)?),
+            KArg::Ptr(self.ptr(x)?),
+            KArg::Ptr(self.ptr(out)?),
+            KArg::I64(n as i64),
+            KArg::F32(d.p),
+            KArg::I64(d.seed as i64),
+            KArg::I64(d.shape[1] as i64),
+            KArg::I64(d.shape[2] as i64),
+            KArg::I32(shared_code(d.shared)),
+        ];
+        self.launch_1d("residual_dropout_fwd", n, &a)
+    }
+
+    fn dropout_bwd(&mut self, d: &Dropout, dout: TensorId, dx: TensorId) -> Result<()> {
+        let n: usize = d.shape.iter().product();
+        let dout_f32 = is_f32(self.class(dout));
+        self.need("dropout_bwd", dout, n)?;
+        self.need("dropout_bwd", dx, n)?;
+        self.need_f32("dropout_bwd", dx, false)?;
+        let a = [
+            KArg::Ptr(self.ptr(dout)?),
+            KArg::Ptr(self.ptr(dx)?),
+            KArg::I64(n as i64),
+            KArg::F32(d.p),
+            KArg::I64(d.seed as i64),
+            KArg::I64(d.shape[1] as i64),
+            KArg::I64(d.shape[2] as i64),
+            KArg::I32(shared_code(d.shared)),
+        ];
+        self.launch_1d(
+            if dout_f32 {
+                "dropout_bwd_f"
+            } else {
+                "dropout_bwd_b"
+            },
+            n,
+            &a,
+        )
+    }
+}
+
+fn shared_code(s: SharedAxis) -> i32 {
+    match s {
+        SharedAxis::None => 0,
+        SharedAxis::Axis0 => 1,
+        SharedAxis::Axis1 => 2,
+    }
+}

@@ -1,0 +1,605 @@
+//! GPU tests (`#[ignore]`: they need an NVIDIA GPU): every op and both blocks on
+//! the CUDA backend against the CPU f32 reference on random inputs, outputs
+//! poisoned with NaN first so that unwritten elements show; and a CUDA-graph
+//! replay of one block's forward + backward against eager execution.
+//!
+//! Run: `cargo test -p scalefold-trainer --release --test cuda_vs_cpu -- --ignored --nocapture`
+
+use rand::{Rng, SeedableRng};
+use scalefold_trainer::backend::cpu::CpuBackend;
+use scalefold_trainer::backend::cuda::CudaBackend;
+use scalefold_trainer::backend::{
+    Activation, AttnShape, Backend, Class, Dropout, Gemm, MatRef, SharedAxis, TensorId, View,
+};
+use scalefold_trainer::layers::ParamTable;
+use scalefold_trainer::{BlockConfig, EvoformerBlock};
+
+const TOL: f64 = 1e-2;
+
+fn rel_err(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let nan = got.iter().filter(|x| !x.is_finite()).count();
+    assert_eq!(
+        nan,
+        0,
+        "{nan} of {} GPU values are not finite (unwritten or overflow)",
+        got.len()
+    );
+    let num: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum();
+    let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
+    (num / den.max(1e-30)).sqrt()
+}
+
+struct Pair {
+    cpu: CpuBackend<f32>,
+    gpu: CudaBackend,
+    rng: rand_chacha::ChaCha8Rng,
+}
+
+/// One op, run on both backends.
+#[derive(Clone, Copy)]
+enum Op {
+    Gemm(Gemm),
+    Attn(
+        AttnShape,
+        TensorId,
+        Option<TensorId>,
+        TensorId,
+        TensorId,
+        TensorId,
+    ),
+    AttnBwd(
+        AttnShape,
+        TensorId,
+        Option<TensorId>,
+        TensorId,
+        TensorId,
+        TensorId,
+        TensorId,
+        Option<TensorId>,
+    ),
+    Ln(usize, usize, [TensorId; 6]),
+    LnBwd(usize, usize, [TensorId; 8]),
+    Softmax(usize, usize, TensorId, TensorId),
+    SoftmaxBwd(usize, usize, TensorId, TensorId, TensorId),
+    Transpose([usize; 4], TensorId, TensorId, bool),
+    Dropout(Dropout, TensorId, TensorId, TensorId),
+    DropoutBwd(Dropout, TensorId, TensorId),
+    SigMul(usize, usize, View, View, View),
+    SigMulBwd(usize, usize, View, View, View, View, View),
+    BiasAct(usize, usize, View, TensorId, Activation),
+    BiasActBwd(usize, usize, View, View, TensorId, Activation),
+}
+
+fn run<B: Backend>(be: &mut B, op: Op) {
+    match op {
+        Op::Gemm(g) => be.gemm(&g),
+        Op::Attn(s, p, b, a, o, l) => be.attention_fwd(s, p, b, a, o, l),
+        Op::AttnBwd(s, p, b, a, l, d, dp, db) => be.attention_bwd(s, p, b, a, l, d, dp, db),
+        Op::Ln(r, c, [x, g, b, y, m, s]) => be.layer_norm_fwd(r, c, x, g, b, y, m, s),
+        Op::LnBwd(r, c, [x, g, m, s, dy, dx, dg, db]) => {
+            be.layer_norm_bwd(r, c, x, g, m, s, dy, dx, false, dg, db)
+        }
+        Op::Softmax(r, c, x, y) => be.softmax_fwd(r, c, x, y),
+        Op::SoftmaxBwd(r, c, y, dy, dx) => be.softmax_bwd(r, c, y, dy, dx),
+        Op::Transpose(d, x, y, acc) => be.transpose(d, x, y, acc),
+        Op::Dropout(d, r, x, o) => be.residual_dropout_fwd(&d, r, x, o),
+        Op::DropoutBwd(d, x, y) => be.dropout_bwd(&d, x, y),
+        Op::SigMul(r, c, a, g, o) => be.sigmoid_mul_fwd(r, c, a, g, o),
+        Op::SigMulBwd(r, c, a, g, d, da, dg) => be.sigmoid_mul_bwd(r, c, a, g, d, da, dg),
+        Op::BiasAct(r, c, y, b, act) => be.bias_act_fwd(r, c, y, b, act),
+        Op::BiasActBwd(r, c, y, dy, db, act) => be.bias_act_bwd(r, c, y, dy, db, act),
+    }
+    .unwrap()
+}
+
+impl Pair {
+    fn new(seed: u64) -> Self {
+        let gpu = CudaBackend::new(0)
+            .expect("a CUDA GPU (these tests are #[ignore]d for machines without one)");
+        Self {
+            cpu: CpuBackend::new(),
+            gpu,
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+    fn declare(&mut self, name: &str, n: usize, class: Class) -> TensorId {
+        let a = self.cpu.declare(name, n, class);
+        let b = self.gpu.declare(name, n, class);
+        assert_eq!(a, b);
+        a
+    }
+    fn view(&mut self, t: TensorId, off: usize, n: usize) -> TensorId {
+        let a = self.cpu.view(t, off, n).unwrap();
+        let b = self.gpu.view(t, off, n).unwrap();
+        assert_eq!(a, b);
+        a
+    }
+    fn materialize(&mut self) {
+        self.cpu.materialize().unwrap();
+        self.gpu.materialize().unwrap();
+    }
+    fn random(&mut self, t: TensorId, scale: f32) {
+        let n = self.cpu.len(t);
+        // Round through bf16 so both backends start from identical values.
+        let v: Vec<f32> = (0..n)
+            .map(|_| half::bf16::from_f32(self.rng.random_range(-scale..scale)).to_f32())
+            .collect();
+        self.cpu.write(t, &v).unwrap();
+        self.gpu.write(t, &v).unwrap();
+    }
+    fn poison(&mut self, t: TensorId) {
+        self.cpu.fill(t, 0.0).unwrap();
+        self.gpu.fill(t, f32::NAN).unwrap();
+    }
+    fn zero(&mut self, t: TensorId) {
+        self.cpu.fill(t, 0.0).unwrap();
+        self.gpu.fill(t, 0.0).unwrap();
+    }
+    fn both(&mut self, op: Op) {
+        run(&mut self.cpu, op);
+        run(&mut self.gpu, op);
+    }
+    fn compare(&mut self, what: &str, t: TensorId) -> f64 {
+        let (c, g) = (self.cpu.read(t).unwrap(), self.gpu.read(t).unwrap());
+        let e = rel_err(&g, &c);
+        println!("  {what:<40} rel err {e:.2e}");
+        assert!(e <= TOL, "{what}: relative error {e:.3e} > {TOL}");
+        e
+    }
+}
+
+fn attention_case(p: &mut Pair, s: AttnShape, with_bias: bool) {
+    println!("attention {s:?} bias={with_bias}");
+    let (rows, w, l, h) = (s.rows(), s.width(), s.len, s.heads);
+    let qkvg = p.declare("qkvg", rows * 4 * w, Class::Activation);
+    let bias = p.declare("bias", h * l * l, Class::Activation);
+    let attn = p.declare("attn", rows * w, Class::Activation);
+    let out = p.declare("out", rows * w, Class::Activation);
+    let lse = p.declare("lse", s.batch * h * l, Class::Stat);
+    let dout = p.declare("dout", rows * w, Class::Activation);
+    let dq = p.declare("dqkvg", rows * 4 * w, Class::Activation);
+    let db = p.declare("dbias", h * l * l, Class::Stat);
+    p.materialize();
+    p.random(qkvg, 2.0);
+    p.random(bias, 2.0);
+    p.random(dout, 1.0);
+    for t in [attn, out, lse, dq] {
+        p.poison(t);
+    }
+    p.zero(db);
+    let b = with_bias.then_some(bias);
+    p.both(Op::Attn(s, qkvg, b, attn, out, lse));
+    p.compare("attention out", out);
+    p.compare("attention lse", lse);
+    p.both(Op::AttnBwd(
+        s,
+        qkvg,
+        b,
+        attn,
+        lse,
+        dout,
+        dq,
+        with_bias.then_some(db),
+    ));
+    p.compare("attention d_qkvg", dq);
+    if with_bias {
+        p.compare("attention d_bias", db);
+    }
+}
+
+#[test]
+#[ignore]
+fn gpu_attention_matches_cpu_small_and_real_lengths() {
+    attention_case(
+        &mut Pair::new(1),
+        AttnShape {
+            batch: 3,
+            len: 37,
+            heads: 2,
+            head_dim: 8,
+        },
+        true,
+    );
+    attention_case(
+        &mut Pair::new(2),
+        AttnShape {
+            batch: 5,
+            len: 70,
+            heads: 3,
+            head_dim: 16,
+        },
+        false,
+    );
+    // Real Evoformer lengths: MSA row attention (L = N_res = 256, 8 x 32) on 12 of the 128 rows.
+    attention_case(
+        &mut Pair::new(3),
+        AttnShape {
+            batch: 12,
+            len: 256,
+            heads: 8,
+            head_dim: 32,
+        },
+        true,
+    );
+    // Column attention length (L = N_seq = 128) and triangle attention (4 x 32).
+    attention_case(
+        &mut Pair::new(4),
+        AttnShape {
+            batch: 6,
+            len: 128,
+            heads: 8,
+            head_dim: 32,
+        },
+        false,
+    );
+    attention_case(
+        &mut Pair::new(5),
+        AttnShape {
+            batch: 4,
+            len: 256,
+            heads: 4,
+            head_dim: 32,
+        },
+        true,
+    );
+}
+
+#[test]
+#[ignore]
+fn gpu_dense_ops_match_cpu() {
+    let mut p = Pair::new(10);
+    let (rows, cols) = (1000, 256);
+    let x = p.declare("x", rows * cols, Class::Activation);
+    let g = p.declare("gamma", cols, Class::Weight);
+    let b = p.declare("beta", cols, Class::Weight);
+    let y = p.declare("y", rows * cols, Class::Activation);
+    let mu = p.declare("mean", 2 * rows, Class::Stat);
+    let rs = p.declare("rstd", 2 * rows, Class::Stat);
+    let dy = p.declare("dy", rows * cols, Class::Activation);
+    let dx = p.declare("dx", rows * cols, Class::Activation);
+    let dg = p.declare("dgamma", cols, Class::WeightGrad);
+    let dbt = p.declare("dbeta", cols, Class::WeightGrad);
+    let st = p.declare("stat", rows * cols, Class::Stat);
+    let wt = p.declare("w", 256 * 96, Class::Weight);
+    let wg = p.declare("w.grad", 256 * 96, Class::WeightGrad);
+    let c = p.declare("c", 4 * 250 * 96, Class::Activation);
+    p.materialize();
+    for t in [x, g, b, dy, wt] {
+        p.random(t, 1.5);
+    }
+    for t in [y, mu, rs, dx] {
+        p.poison(t);
+    }
+    p.zero(dg);
+    p.zero(dbt);
+    p.both(Op::Ln(rows, cols, [x, g, b, y, mu, rs]));
+    p.compare("layer_norm y (256 cols)", y);
+    let rs_first = p.view(rs, 0, rows);
+    p.compare("layer_norm rstd", rs_first);
+    p.both(Op::LnBwd(rows, cols, [x, g, mu, rs, dy, dx, dg, dbt]));
+    p.compare("layer_norm dx", dx);
+    p.compare("layer_norm dgamma", dg);
+    p.compare("layer_norm dbeta", dbt);
+    p.poison(y);
+    p.both(Op::Ln(rows * 2, 100, [x, g, b, y, mu, rs]));
+    p.compare("layer_norm y (100 cols)", y);
+    p.poison(rs);
+    p.poison(y);
+    p.both(Op::Softmax(rows * 2, 128, x, y));
+    p.compare("softmax", y);
+    p.poison(dx);
+    p.both(Op::SoftmaxBwd(rows * 2, 128, y, dy, dx));
+    p.compare("softmax bwd", dx);
+    p.poison(y);
+    p.both(Op::Transpose([1, 1000, 256, 1], x, y, false));
+    p.compare("transpose tiled", y);
+    p.both(Op::Transpose([4, 10, 25, 256], x, y, true));
+    p.compare("transpose general, accumulate", y);
+    p.random(st, 1.0);
+    p.poison(y);
+    p.both(Op::Transpose([1, 64, 4000, 1], st, y, false));
+    p.compare("transpose f32 -> bf16", y);
+    for (k, shared) in [SharedAxis::None, SharedAxis::Axis0, SharedAxis::Axis1]
+        .into_iter()
+        .enumerate()
+    {
+        let d = Dropout {
+            p: 0.25,
+            seed: 1234 + k as u64,
+            shape: [10, 100, 256],
+            shared,
+        };
+        p.poison(y);
+        p.both(Op::Dropout(d, x, dy, y));
+        p.compare(&format!("residual + dropout {shared:?}"), y);
+        p.poison(dx);
+        p.both(Op::DropoutBwd(d, dy, dx));
+        p.compare(&format!("dropout bwd {shared:?}"), dx);
+    }
+    let bc = View {
+        t: x,
+        off: 5,
+        ld: 300,
+        row_div: 4,
+    };
+    p.poison(y);
+    p.both(Op::SigMul(
+        800,
+        96,
+        bc,
+        View::cols(dy, 256, 64),
+        View::cols(y, 128, 32),
+    ));
+    p.compare("sigmoid_mul (broadcast, strided)", y);
+    p.poison(dx);
+    p.poison(c);
+    p.both(Op::SigMulBwd(
+        800,
+        96,
+        bc,
+        View::cols(dy, 256, 64),
+        View::dense(x, 96),
+        View::dense(dx, 96),
+        View::cols(c, 100, 3),
+    ));
+    p.compare("sigmoid_mul bwd da", dx);
+    p.compare("sigmoid_mul bwd dg", c);
+    p.zero(dg);
+    p.both(Op::BiasAct(
+        1000,
+        200,
+        View::cols(y, 256, 50),
+        g,
+        Activation::Relu,
+    ));
+    p.compare("bias + relu", y);
+    p.both(Op::BiasActBwd(
+        1000,
+        200,
+        View::cols(y, 256, 50),
+        View::cols(dy, 256, 10),
+        dg,
+        Activation::Relu,
+    ));
+    p.compare("bias + relu bwd, dy", dy);
+    p.compare("bias + relu bwd, dbias", dg);
+    // GEMMs: batched with a shared operand; both transposed; weight-gradient style into f32 with beta = 1.
+    p.poison(c);
+    let gm = Gemm {
+        m: 250,
+        n: 96,
+        k: 256,
+        batch: 4,
+        trans_a: false,
+        trans_b: false,
+        alpha: 0.5,
+        beta: 0.0,
+        a: MatRef::new(x, 256).batched(250 * 256),
+        b: MatRef::new(wt, 96),
+        c: MatRef::new(c, 96).batched(250 * 96),
+    };
+    p.both(Op::Gemm(gm));
+    p.compare("gemm batched, shared B", c);
+    p.poison(c);
+    let gt = Gemm {
+        m: 96,
+        n: 96,
+        k: 200,
+        batch: 3,
+        trans_a: true,
+        trans_b: true,
+        alpha: 1.0,
+        beta: 0.0,
+        a: MatRef::new(dy, 96).batched(200 * 96),
+        b: MatRef::new(x, 200).batched(96 * 200),
+        c: MatRef::new(c, 96).batched(96 * 96),
+    };
+    p.both(Op::Gemm(gt));
+    p.compare("gemm batched, both transposed", c);
+    p.random(wg, 1.0);
+    let gw = Gemm {
+        m: 256,
+        n: 96,
+        k: 1000,
+        batch: 1,
+        trans_a: true,
+        trans_b: false,
+        alpha: 1.0,
+        beta: 1.0,
+        a: MatRef::new(x, 256),
+        b: MatRef::new(dy, 96),
+        c: MatRef::new(wg, 96),
+    };
+    p.both(Op::Gemm(gw));
+    p.compare("gemm into f32 with beta = 1", wg);
+}
+
+/// Real AlphaFold2 channel widths and heads; MSA depth and residues small enough for the CPU reference.
+fn medium(global: bool) -> BlockConfig {
+    if global {
+        BlockConfig::extra_msa(24, 32)
+    } else {
+        BlockConfig::evoformer(12, 32)
+    }
+}
+
+fn small(global: bool) -> BlockConfig {
+    BlockConfig {
+        n_seq: 5,
+        n_res: 12,
+        c_m: 40,
+        c_z: 24,
+        msa_heads: 2,
+        msa_head_dim: 8,
+        global_column: global,
+        opm_dim: 6,
+        tri_mul_dim: 12,
+        tri_heads: 3,
+        tri_head_dim: 16,
+        transition_factor: 2,
+        msa_dropout: 0.15,
+        pair_dropout: 0.25,
+    }
+}
+
+/// Runs one block on both backends; returns (what, relative error) for outputs,
+/// input gradients and the parameter gradients.
+fn block_case(cfg: &BlockConfig, seed: u64) -> Vec<(String, f64)> {
+    println!("block {cfg:?}");
+    let mut cpu = CpuBackend::<f32>::new();
+    let mut gpu = CudaBackend::new(0).expect("a CUDA GPU");
+    let (mut tc, mut tg) = (ParamTable::default(), ParamTable::default());
+    let mut bc = EvoformerBlock::new(&mut cpu, &mut tc, "blk", cfg).unwrap();
+    let mut bg = EvoformerBlock::new(&mut gpu, &mut tg, "blk", cfg).unwrap();
+    bc.dropout_seed = Some(seed);
+    bg.dropout_seed = Some(seed);
+    cpu.materialize().unwrap();
+    gpu.materialize().unwrap();
+    bc.init_constants(&mut cpu).unwrap();
+    bg.init_constants(&mut gpu).unwrap();
+    // Parameters rounded to bf16 on both sides.
+    tg.init(&mut gpu, seed, true).unwrap();
+    for (ec, eg) in tc.entries.iter().zip(&tg.entries) {
+        let v = gpu.read(eg.param.w).unwrap();
+        cpu.write(ec.param.w, &v).unwrap();
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    for t in [bc.m_in, bc.z_in, bc.d_m, bc.d_z] {
+        let v: Vec<f32> = (0..cpu.len(t))
+            .map(|_| half::bf16::from_f32(rng.random_range(-1.0..1.0)).to_f32())
+            .collect();
+        cpu.write(t, &v).unwrap();
+        gpu.write(t, &v).unwrap();
+    }
+    gpu.fill(bg.m_out, f32::NAN).unwrap();
+    gpu.fill(bg.z_out, f32::NAN).unwrap();
+    for e in &tg.entries {
+        gpu.fill(e.param.g, 0.0).unwrap();
+    }
+    bc.forward(&mut cpu).unwrap();
+    bg.forward(&mut gpu).unwrap();
+    let mut errs = vec![];
+    for (name, t) in [("m_out", bc.m_out), ("z_out", bc.z_out)] {
+        let e = rel_err(&gpu.read(t).unwrap(), &cpu.read(t).unwrap());
+        println!("  {name:<50} rel err {e:.2e}");
+        errs.push((name.to_string(), e));
+    }
+    bc.backward(&mut cpu).unwrap();
+    bg.backward(&mut gpu).unwrap();
+    for (name, t) in [("d_m_in", bc.d_m), ("d_z_in", bc.d_z)] {
+        let e = rel_err(&gpu.read(t).unwrap(), &cpu.read(t).unwrap());
+        println!("  {name:<50} rel err {e:.2e}");
+        errs.push((name.to_string(), e));
+    }
+    let (mut all_c, mut all_g) = (vec![], vec![]);
+    let mut per_tensor = vec![];
+    for (ec, eg) in tc.entries.iter().zip(&tg.entries) {
+        let (c, g) = (cpu.read(ec.param.g).unwrap(), gpu.read(eg.param.g).unwrap());
+        let norm =
+            c.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt() / (c.len() as f64).sqrt();
+        per_tensor.push((ec.name.clone(), rel_err(&g, &c), norm));
+        all_c.extend(c);
+        all_g.extend(g);
+    }
+    // Tensors whose true gradient vanishes (e.g. a LayerNorm offset feeding a
+    // softmax-invariant bias) have no meaningful relative error: rank the rest.
+    let max_norm = per_tensor.iter().map(|t| t.2).fold(0.0, f64::max);
+    per_tensor.retain(|t| t.2 > 1e-3 * max_norm);
+    per_tensor.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let e = rel_err(&all_g, &all_c);
+    println!("  {:<50} rel err {e:.2e}", "all parameter gradients");
+    for (name, e, _) in per_tensor.iter().take(3) {
+        println!("    worst: {name:<44} rel err {e:.2e}");
+    }
+    errs.push(("parameter gradients".into(), e));
+    errs
+}
+
+fn assert_within(errs: &[(String, f64)]) {
+    let bad: Vec<_> = errs.iter().filter(|(_, e)| *e > TOL).collect();
+    assert!(bad.is_empty(), "relative error above {TOL}: {bad:?}");
+}
+
+#[test]
+#[ignore]
+fn gpu_evoformer_block_matches_cpu() {
+    let mut errs = block_case(&small(false), 21);
+    errs.extend(block_case(&medium(false), 22));
+    assert_within(&errs);
+}
+
+#[test]
+#[ignore]
+fn gpu_extra_msa_block_matches_cpu() {
+    let mut errs = block_case(&small(true), 31);
+    errs.extend(block_case(&medium(true), 32));
+    assert_within(&errs);
+}
+
+#[test]
+#[ignore]
+fn gpu_graph_replay_matches_eager() {
+    let cfg = medium(false);
+    let mut gpu = CudaBackend::new(0).expect("a CUDA GPU");
+    let mut table = ParamTable::default();
+    let mut block = EvoformerBlock::new(&mut gpu, &mut table, "blk", &cfg).unwrap();
+    block.dropout_seed = Some(5);
+    let dm_seed = gpu.declare("dm_seed", gpu.len(block.d_m), Class::Activation);
+    let dz_seed = gpu.declare("dz_seed", gpu.len(block.d_z), Class::Activation);
+    gpu.materialize().unwrap();
+    block.init_constants(&mut gpu).unwrap();
+    table.init(&mut gpu, 5, true).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    for t in [block.m_in, block.z_in, dm_seed, dz_seed] {
+        let v: Vec<f32> = (0..gpu.len(t))
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        gpu.write(t, &v).unwrap();
+    }
+    let (m, n) = (gpu.len(block.d_m), gpu.len(block.d_z));
+    // The step: zero gradients, seed the output gradients (device copies), forward, backward.
+    let step = |gpu: &mut CudaBackend| {
+        table.zero_grads(gpu).unwrap();
+        gpu.transpose([1, 1, m, 1], dm_seed, block.d_m, false)
+            .unwrap();
+        gpu.transpose([1, 1, n, 1], dz_seed, block.d_z, false)
+            .unwrap();
+        block.forward(gpu).unwrap();
+        block.backward(gpu).unwrap();
+    };
+    let snapshot = |gpu: &mut CudaBackend| -> Vec<f32> {
+        let mut v = vec![];
+        for t in [block.m_out, block.z_out, block.d_m, block.d_z] {
+            v.extend(gpu.read(t).unwrap());
+        }
+        for e in &table.entries {
+            v.extend(gpu.read(e.param.g).unwrap());
+        }
+        v
+    };
+    step(&mut gpu);
+    let eager = snapshot(&mut gpu);
+    gpu.sync().unwrap();
+    gpu.begin_capture().unwrap();
+    step(&mut gpu);
+    let graph = gpu.end_capture().unwrap();
+    gpu.fill(block.m_out, f32::NAN).unwrap();
+    gpu.fill(block.z_out, f32::NAN).unwrap();
+    for e in &table.entries {
+        gpu.fill(e.param.g, f32::NAN).unwrap();
+    }
+    gpu.replay(&graph).unwrap();
+    let replay = snapshot(&mut gpu);
+    let same = eager.iter().zip(&replay).filter(|(a, b)| a == b).count();
+    let e = rel_err(&replay, &eager);
+    println!(
+        "graph replay vs eager: {same} of {} values identical, relative error {e:.2e}",
+        eager.len()
+    );
+    assert!(e < 1e-3, "graph replay differs from eager: {e:.3e}");
+}
