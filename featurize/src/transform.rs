@@ -423,6 +423,17 @@ fn deletion_value(d: f32) -> f32 {
     (d / 3.0).atan() * std::f32::consts::FRAC_2_PI
 }
 
+/// [`deletion_value`] of an integer deletion count, from a table for the common small
+/// counts (the extra MSA needs one per residue per row; `atan` showed in profiles).
+fn deletion_value_of_count(d: u16) -> f32 {
+    static TABLE: std::sync::LazyLock<[f32; 256]> =
+        std::sync::LazyLock::new(|| std::array::from_fn(|i| deletion_value(i as f32)));
+    TABLE
+        .get(d as usize)
+        .copied()
+        .unwrap_or_else(|| deletion_value(d as f32))
+}
+
 /// Chooses the residues of the crop (sorted).
 fn choose_crop(record: &ChainRecord, config: &SampleConfig, rng: &mut ChaCha8Rng) -> Vec<usize> {
     let n = record.seq_length as usize;
@@ -693,9 +704,8 @@ fn recycle_features(
         for j in 0..len {
             let f = &mut msa_feat[(ci * n_pad + j) * MSA_FEAT_CHANNELS..][..MSA_FEAT_CHANNELS];
             f[masked[ci * len + j] as usize] = 1.0;
-            let d = dels[j] as f32;
-            f[23] = f32::from(d > 0.0);
-            f[24] = deletion_value(d);
+            f[23] = f32::from(dels[j] > 0);
+            f[24] = deletion_value_of_count(dels[j]);
             for (k, v) in counts[(ci * len + j) * K..][..K].iter().enumerate() {
                 f[25 + k] = v * inv;
             }
@@ -725,7 +735,7 @@ fn recycle_features(
         out.extra_msa[base..base + len].copy_from_slice(msa.row(r));
         for (j, &d) in msa.deletion_row(r).iter().enumerate() {
             out.extra_has_deletion[base + j] = f32::from(d > 0);
-            out.extra_deletion_value[base + j] = deletion_value(d as f32);
+            out.extra_deletion_value[base + j] = deletion_value_of_count(d);
             out.extra_msa_mask[base + j] = 1.0;
         }
     }
@@ -930,6 +940,17 @@ fn add_templates(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deletion_value_table_matches_formula() {
+        for d in [0u16, 1, 3, 255, 256, 1000, u16::MAX] {
+            assert_eq!(deletion_value_of_count(d), deletion_value(d as f32));
+        }
+        assert!(
+            (deletion_value(3.0) - 0.5).abs() < 1e-6,
+            "atan(1)·2/π = 0.5"
+        );
+    }
 
     #[test]
     fn count_equal_matches_naive_count_on_long_and_short_rows() {
