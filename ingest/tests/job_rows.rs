@@ -49,9 +49,9 @@ fn every_chain_becomes_one_row_with_its_parsed_features() {
                 for (a, atom) in residue.iter().enumerate() {
                     let mask = r.all_atom_mask[i * 37 + a];
                     assert_eq!(mask as f32, chain.atom_mask[i][a]);
-                    for k in 0..3 {
+                    for (k, want) in atom.iter().enumerate() {
                         let got = r.all_atom_positions[(i * 37 + a) * 3 + k];
-                        assert!((got - atom[k]).abs() <= 1e-3 || mask == 0);
+                        assert!((got - want).abs() <= 1e-3 || mask == 0);
                     }
                 }
             }

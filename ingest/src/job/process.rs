@@ -77,7 +77,7 @@ impl Filters {
             }
         }
         if let Some(r) = self.max_resolution
-            && !(r > 0.0)
+            && (r.is_nan() || r <= 0.0)
         {
             return Err(IngestError::InvalidArgument(format!(
                 "--max-resolution: expected a positive number of Å, found {r}"
@@ -172,11 +172,14 @@ impl Filters {
     }
 }
 
-/// Parsed template structures shared by all workers threads, bounded (first in, first out).
+/// The cache's map and its insertion order.
+type CacheState = (HashMap<String, Arc<Option<Structure>>>, VecDeque<String>);
+
+/// Parsed template structures shared by all worker threads, bounded (first in, first out).
 /// `None` records a template that could not be parsed.
 pub struct TemplateCache {
     capacity: usize,
-    inner: Mutex<(HashMap<String, Arc<Option<Structure>>>, VecDeque<String>)>,
+    inner: Mutex<CacheState>,
 }
 
 impl std::fmt::Debug for TemplateCache {
@@ -196,10 +199,7 @@ impl TemplateCache {
         }
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, (HashMap<String, Arc<Option<Structure>>>, VecDeque<String>)>
-    {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -288,11 +288,9 @@ fn parse_structure(name: &str, raw: &[u8]) -> Result<Structure, String> {
 
 fn checksum_of(parts: &[&FileBytes]) -> u64 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
-    for part in parts {
-        if let Ok(bytes) = part {
-            h.update(&(bytes.len() as u64).to_le_bytes());
-            h.update(bytes);
-        }
+    for bytes in parts.iter().filter_map(|p| p.as_ref().ok()) {
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
     }
     h.digest()
 }
