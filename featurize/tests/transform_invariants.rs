@@ -185,6 +185,30 @@ fn spatial_crop_takes_a_sorted_neighbourhood() {
 }
 
 #[test]
+fn empty_chain_gives_an_all_padding_sample_and_dtypes_are_compact() {
+    let c = SampleConfig::tiny();
+    let s = make_sample(&synthetic_record(0, 1, 0, 8), &c, 1).unwrap();
+    check_invariants(&s, &c, 0);
+    let bytes = |name: &str| {
+        s.tensors(&c)
+            .into_iter()
+            .find(|t| t.name == name)
+            .unwrap()
+            .elem_bytes
+    };
+    assert_eq!(bytes("aatype"), 1);
+    assert_eq!(bytes("template_aatype"), 1);
+    assert_eq!(bytes("residue_index"), 4);
+    assert_eq!(bytes("all_atom_positions"), 4);
+    let rec = s
+        .tensors(&c)
+        .into_iter()
+        .find(|t| t.name == "recycle0.true_msa")
+        .unwrap();
+    assert_eq!(rec.elem_bytes, 1);
+}
+
+#[test]
 fn bad_config_and_bad_record_are_errors() {
     let mut c = SampleConfig::tiny();
     c.max_msa_clusters = c.max_templates;
