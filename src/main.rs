@@ -40,6 +40,8 @@ enum Bench {
     Parse(cmd::bench_parse::BenchParseArgs),
     /// Dataset write/read throughput against raw object-store PUT/GET of the same bytes.
     Storage(cmd::bench_storage::BenchStorageArgs),
+    /// End-to-end ingest (chains/s, MB/s) on a synthetic corpus vs single-thread parse × threads.
+    Ingest(cmd::bench_ingest::BenchIngestArgs),
     /// Evoformer and extra-MSA block forward + backward on the GPU (eager and CUDA graph).
     Evoformer(cmd::bench_evoformer::BenchEvoformerArgs),
     /// Per-sample AlphaFold transform time on one core and peak memory, by MSA depth.
@@ -58,6 +60,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(bench) => match bench {
             Bench::Parse(args) => cmd::bench_parse::run(args),
             Bench::Storage(args) => cmd::bench_storage::run(args),
+            Bench::Ingest(args) => cmd::bench_ingest::run(args),
             Bench::Evoformer(args) => cmd::bench_evoformer::run(args),
             Bench::Featurize(args) => cmd::bench_featurize::run(args),
         },

@@ -1,0 +1,229 @@
+//! `scalefold bench ingest [--json]`: end-to-end ingest throughput (chains/s, MB/s) on a
+//! synthetic corpus, against the single-thread parse rate of the same files measured in
+//! the same run, and the scaling over thread counts.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+use scalefold_ingest::job::{IngestConfig, ingest};
+use scalefold_ingest::msa::AlignmentFormat;
+use scalefold_ingest::synth::{CorpusSummary, SynthConfig, write_corpus};
+use scalefold_ingest::{MmcifOptions, parse_a3m, parse_hhr, parse_mmcif, parse_stockholm};
+
+/// Arguments of `scalefold bench ingest`.
+#[derive(Args, Debug)]
+pub struct BenchIngestArgs {
+    /// Chains in the synthetic corpus.
+    #[arg(long, default_value_t = 2000)]
+    pub chains: usize,
+    /// Most a3m rows per chain (depths are log-uniform from 10).
+    #[arg(long, default_value_t = 2000)]
+    pub max_msa_depth: usize,
+    /// Corpus folder: reused when it holds a corpus of the same settings, else written.
+    /// Default: a temporary folder.
+    #[arg(long)]
+    pub corpus: Option<PathBuf>,
+    /// Thread counts to run end to end (default 1, 2, 4, ... up to all cores).
+    #[arg(long, value_delimiter = ',')]
+    pub threads: Vec<usize>,
+    /// Also ingest into this dataset URL (e.g. an S3 prefix) with all cores.
+    #[arg(long)]
+    pub remote_out: Option<String>,
+    /// Print one JSON line instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A scratch folder under the system temp folder, removed when dropped.
+struct ScratchDir {
+    path: PathBuf,
+}
+
+impl ScratchDir {
+    fn new() -> anyhow::Result<Self> {
+        let path =
+            std::env::temp_dir().join(format!("scalefold-bench-ingest-{}", std::process::id()));
+        std::fs::create_dir_all(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(ScratchDir { path })
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            files_under(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Reads and parses every input file once on this thread; returns (chains, bytes, seconds).
+fn single_thread_parse(corpus: &Path) -> anyhow::Result<(usize, u64, f64)> {
+    let mut files = Vec::new();
+    for sub in ["mmcif", "alignments"] {
+        files_under(&corpus.join(sub), &mut files)
+            .with_context(|| format!("cannot list {}", corpus.join(sub).display()))?;
+    }
+    files.sort();
+    let (mut chains, mut bytes) = (0usize, 0u64);
+    let started = Instant::now();
+    for file in &files {
+        let name = file.display().to_string();
+        let raw = std::fs::read(file).with_context(|| format!("cannot read {name}"))?;
+        bytes += raw.len() as u64;
+        let text = scalefold_ingest::input::decompress_if_gzip(&name, raw)?;
+        let plain = name.strip_suffix(".gz").unwrap_or(&name);
+        if plain.ends_with(".cif") {
+            chains += parse_mmcif(&name, &text, &MmcifOptions::default())?
+                .chains
+                .len();
+        } else if plain.ends_with(".hhr") {
+            parse_hhr(&name, &text)?;
+        } else {
+            match AlignmentFormat::from_file_name(&name) {
+                Some(AlignmentFormat::A3m) => parse_a3m(&name, &text)?,
+                Some(AlignmentFormat::Stockholm) => parse_stockholm(&name, &text)?,
+                None => continue,
+            };
+        }
+    }
+    Ok((chains, bytes, started.elapsed().as_secs_f64()))
+}
+
+/// One end-to-end run: (chains written, seconds).
+fn end_to_end(corpus: &Path, out: &str, threads: usize) -> anyhow::Result<(usize, f64)> {
+    let config = IngestConfig {
+        structures: corpus.join("mmcif").display().to_string(),
+        alignments: corpus.join("alignments").display().to_string(),
+        clusters: Some(corpus.join("clusters.txt").display().to_string()),
+        out: out.to_string(),
+        threads,
+        ..IngestConfig::default()
+    };
+    let started = Instant::now();
+    let report = super::dataset::runtime()?.block_on(ingest(&config, &|_| {}))?;
+    anyhow::ensure!(
+        report.failed() == 0,
+        "the benchmark corpus failed to ingest:\n{}",
+        report.summary()
+    );
+    Ok((report.chains_written, started.elapsed().as_secs_f64()))
+}
+
+/// Runs `scalefold bench ingest`.
+pub fn run(args: BenchIngestArgs) -> anyhow::Result<()> {
+    let scratch = ScratchDir::new()?;
+    let corpus = args
+        .corpus
+        .clone()
+        .unwrap_or_else(|| scratch.path.join("corpus"));
+    let synth = SynthConfig {
+        chains: args.chains,
+        max_msa_depth: args.max_msa_depth,
+        ..SynthConfig::default()
+    };
+    let existing: Option<CorpusSummary> = std::fs::read(corpus.join("synth.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let summary = match existing {
+        Some(s) if s.config == synth => s,
+        _ => {
+            let started = Instant::now();
+            let s = write_corpus(&corpus, &synth)?;
+            if !args.json {
+                println!(
+                    "synth: {} chains, {} files, {:.1} MB in {:.1} s",
+                    s.chains,
+                    s.files,
+                    s.bytes as f64 / 1e6,
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            s
+        }
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut thread_counts = args.threads.clone();
+    if thread_counts.is_empty() {
+        let mut t = 1;
+        while t < cores {
+            thread_counts.push(t);
+            t *= 2;
+        }
+        thread_counts.push(cores);
+    }
+    // Warm the page cache, then the single-thread parse figure of the same files.
+    single_thread_parse(&corpus)?;
+    let (parsed_chains, bytes, parse_seconds) = single_thread_parse(&corpus)?;
+    let parse_rate = parsed_chains as f64 / parse_seconds;
+    let mb = bytes as f64 / 1e6;
+    let mut runs = Vec::new();
+    for &threads in &thread_counts {
+        let out = scratch.path.join(format!("ds-{threads}"));
+        let (chains, seconds) = end_to_end(&corpus, &out.display().to_string(), threads)?;
+        runs.push(serde_json::json!({
+            "threads": threads,
+            "chains": chains,
+            "seconds": seconds,
+            "chains_per_s": chains as f64 / seconds,
+            "mb_per_s": mb / seconds,
+            "efficiency_vs_parse": (chains as f64 / seconds) / (parse_rate * threads as f64),
+        }));
+        if !args.json {
+            println!(
+                "end to end, {threads:>3} threads: {:.1} chains/s, {:.1} MB/s ({:.2} s) = {:.0} % of {threads} × single-thread parse",
+                chains as f64 / seconds,
+                mb / seconds,
+                seconds,
+                100.0 * (chains as f64 / seconds) / (parse_rate * threads as f64)
+            );
+        }
+    }
+    let remote = match &args.remote_out {
+        Some(url) => {
+            let (chains, seconds) = end_to_end(&corpus, url, cores)?;
+            if !args.json {
+                println!(
+                    "end to end to {url}, {cores} threads: {:.1} chains/s, {:.1} MB/s",
+                    chains as f64 / seconds,
+                    mb / seconds
+                );
+            }
+            Some(
+                serde_json::json!({"url": url, "threads": cores, "seconds": seconds,
+                "chains_per_s": chains as f64 / seconds, "mb_per_s": mb / seconds}),
+            )
+        }
+        None => None,
+    };
+    let result = serde_json::json!({
+        "bench": "ingest",
+        "cores": cores,
+        "corpus": {"chains": summary.chains, "entries": summary.entries, "files": summary.files, "megabytes": mb},
+        "single_thread_parse": {"seconds": parse_seconds, "chains_per_s": parse_rate, "mb_per_s": mb / parse_seconds},
+        "end_to_end": runs,
+        "remote": remote,
+    });
+    if args.json {
+        println!("{result}");
+    } else {
+        println!(
+            "single-thread parse of the same files (mmCIF, a3m, Stockholm, hhr): {:.1} chains/s, {:.1} MB/s",
+            parse_rate,
+            mb / parse_seconds
+        );
+    }
+    Ok(())
+}
