@@ -495,7 +495,9 @@ fn count_equal(a: &[u8], b: &[u8]) -> u32 {
 /// mask token (AlphaFold's nearest-neighbour clustering).
 ///
 /// This dominates the transform for deep MSAs (`e · c · len` byte comparisons per
-/// recycling iteration); see [`count_equal`] for how it is made fast.
+/// recycling iteration). Made fast by comparing 16 bytes at a time into per-lane `u8`
+/// counters (SIMD), after replacing gaps and mask tokens in the centres by a byte that
+/// never matches, so the inner loop has no branch.
 pub fn assign_to_centres(centres: &[u8], extras: &[u8], len: usize) -> Vec<u32> {
     // Gaps (21) and mask tokens (22) in a centre never count as agreement: replace them
     // by a byte no MSA row contains.
