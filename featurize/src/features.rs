@@ -267,6 +267,42 @@ fn flatten_msa(record: &str, msa: &Msa, n: usize) -> Result<FlatMsa, FeaturizeEr
     Ok(out)
 }
 
+/// Merges MSAs of the same query in the given order, dropping rows whose aligned
+/// sequence already appeared (first occurrence wins; deletions do not count).
+///
+/// Every row of every MSA must have the width of the first MSA's query.
+pub fn merge_msas(msas: &[Msa]) -> Result<Msa, FeaturizeError> {
+    let width = msas
+        .iter()
+        .find_map(|m| m.msa.first())
+        .map_or(0, |q| q.len());
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Msa::default();
+    for (k, m) in msas.iter().enumerate() {
+        let record = format!("msa #{k}");
+        check_len(
+            &record,
+            "deletion_matrix rows",
+            m.msa.len(),
+            m.deletion_matrix.len(),
+        )?;
+        for (i, (row, dels)) in m.msa.iter().zip(&m.deletion_matrix).enumerate() {
+            check_len(&record, "msa row", width, row.len())?;
+            check_len(&record, "deletion_matrix row", width, dels.len())?;
+            if !seen.insert(row.as_slice()) {
+                continue;
+            }
+            out.msa.push(row.clone());
+            out.deletion_matrix.push(dels.clone());
+            out.descriptions
+                .push(m.descriptions.get(i).cloned().unwrap_or_default());
+            out.species_ids
+                .push(m.species_ids.get(i).cloned().unwrap_or_default());
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,6 +314,26 @@ mod tests {
             descriptions: (0..rows.len()).map(|i| format!("r{i}")).collect(),
             species_ids: vec![String::new(); rows.len()],
         }
+    }
+
+    #[test]
+    fn merge_drops_exact_duplicates_first_wins() {
+        let a = msa(&[&[0, 1, 2], &[0, 21, 2]]);
+        let b = msa(&[&[0, 1, 2], &[3, 3, 3], &[0, 21, 2]]);
+        let merged = merge_msas(&[a, b]).unwrap();
+        assert_eq!(
+            merged.msa,
+            vec![vec![0, 1, 2], vec![0, 21, 2], vec![3, 3, 3]]
+        );
+        assert_eq!(merged.descriptions, ["r0", "r1", "r1"]);
+        let bad = msa(&[&[0, 1]]);
+        assert!(matches!(
+            merge_msas(&[msa(&[&[0, 1, 2]]), bad]),
+            Err(FeaturizeError::LengthMismatch {
+                field: "msa row",
+                ..
+            })
+        ));
     }
 
     fn chain(seq: &str) -> ChainStructure {

@@ -7,8 +7,7 @@
 //! - [`geometry`]: atom14 ground truth, rigid-group frames, torsions, pseudo-beta, and
 //!   atoms rebuilt from torsions.
 //! - [`features`] and [`templates`]: the static [`ChainRecord`] written once at ingest
-//!   (one Parquet row) and template selection. (Merging the a3m/Stockholm MSAs of a
-//!   chain happens in ingest, `merge_alignments`, which fills [`inputs::Msa`].)
+//!   (one Parquet row), the MSA merge and template selection.
 //! - [`transform`]: [`make_sample`], the seeded per-sample transform the loader runs.
 //! - [`synthetic`]: generated records for benchmarks and tests.
 
@@ -27,6 +26,6 @@ pub mod templates;
 pub mod transform;
 
 pub use error::FeaturizeError;
-pub use features::ChainRecord;
+pub use features::{ChainRecord, merge_msas};
 pub use templates::{TemplateFeatures, TemplateSearchConfig, template_features};
 pub use transform::{Sample, SampleConfig, make_sample};
