@@ -46,6 +46,8 @@ enum Bench {
     Evoformer(cmd::bench_evoformer::BenchEvoformerArgs),
     /// Per-sample AlphaFold transform time on one core and peak memory, by MSA depth.
     Featurize(cmd::bench_featurize::BenchFeaturizeArgs),
+    /// Data wait per step, strict order against ready-first windows; S3 streaming against raw GETs.
+    Loader(cmd::bench_loader::BenchLoaderArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,6 +65,7 @@ fn main() -> anyhow::Result<()> {
             Bench::Ingest(args) => cmd::bench_ingest::run(args),
             Bench::Evoformer(args) => cmd::bench_evoformer::run(args),
             Bench::Featurize(args) => cmd::bench_featurize::run(args),
+            Bench::Loader(args) => cmd::bench_loader::run(args),
         },
     }
 }
