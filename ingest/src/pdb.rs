@@ -9,6 +9,7 @@
 //! again continues its chain, as in the reference). Atom selection follows
 //! [`crate::residues`].
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use scalefold_featurize::inputs::{ChainStructure, Structure, StructureHeader};
@@ -38,7 +39,7 @@ pub fn read_pdb(path: &Path) -> Result<PdbEntry> {
 }
 
 /// The residue identity inside one chain: hetero flag, number, insertion code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct ResidueId<'a> {
     hetero: &'a str,
     number: i32,
@@ -49,6 +50,8 @@ struct ResidueId<'a> {
 struct ChainBuilder<'a> {
     id: &'a str,
     residues: Vec<(ResidueId<'a>, i32, ResidueAtoms<'a>)>,
+    /// Position of each residue id in `residues`.
+    index: HashMap<ResidueId<'a>, usize>,
 }
 
 /// Columns of a fixed-width record, or "" past the end of the line.
@@ -141,17 +144,18 @@ pub fn parse_pdb(file: &str, bytes: &[u8]) -> Result<PdbEntry> {
                         chains.push(ChainBuilder {
                             id: chain_id,
                             residues: Vec::new(),
+                            index: HashMap::new(),
                         });
                         chains.len() - 1
                     }
                 };
                 let chain = &mut chains[chain_index];
-                let residue = match chain.residues.iter().rposition(|(rid, _, _)| *rid == id) {
-                    Some(i) => i,
-                    None => {
+                let residue = match chain.residues.last() {
+                    Some((last, _, _)) if *last == id => chain.residues.len() - 1,
+                    _ => *chain.index.entry(id).or_insert_with(|| {
                         chain.residues.push((id, number, ResidueAtoms::new()));
                         chain.residues.len() - 1
-                    }
+                    }),
                 };
                 chain.residues[residue].2.add(
                     residue_name,
