@@ -3,8 +3,6 @@
 //! Every variant names the file it came from and, where the problem sits at a place in
 //! the text, the 1-based line; messages say what was expected and what was found.
 
-use std::path::PathBuf;
-
 /// What went wrong while reading or parsing an input file.
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {
@@ -114,5 +112,5 @@ pub(crate) fn excerpt(bytes: &[u8]) -> String {
 
 /// The display name of a path in error messages.
 pub(crate) fn display_name(path: &std::path::Path) -> String {
-    PathBuf::from(path).display().to_string()
+    path.display().to_string()
 }
