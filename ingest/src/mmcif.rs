@@ -6,8 +6,10 @@
 //! - The sequence is the full `_entity_poly_seq` in one-letter code
 //!   ([`crate::residue_names`]); residues are placed by `label_seq_id`, unresolved ones
 //!   keep an all-zero mask.
-//! - Only the first model is read; atoms follow the rules of [`crate::residues`]
-//!   (alternate locations, MSE, arginine fix). Hydrogens have no atom37 slot and drop out.
+//! - Only the first model is read. Atoms: a name seen twice keeps its first record;
+//!   among alternate locations the highest occupancy wins, the first on a tie; MSE's SE
+//!   goes to the SD slot; arginine NH1/NH2 are swapped when NH2 is closer to CD.
+//!   Hydrogens have no atom37 slot and drop out.
 //! - Header: `_exptl.method` (lowercase, joined by `,`), the earliest
 //!   `_pdbx_audit_revision_history.revision_date` (none when absent), the resolution from
 //!   `_refine.ls_d_res_high`, else `_em_3d_reconstruction.resolution`, else

@@ -6,8 +6,8 @@
 //! unlike the reference, insertion codes and blank chain ids are accepted (a blank chain
 //! id reads as the empty string). A chain's residues are those with at least one atom in
 //! the atom37 layout, in file order; TER records do not split chains (a chain id seen
-//! again continues its chain, as in the reference). Atom selection follows
-//! [`crate::residues`].
+//! again continues its chain, as in the reference). Atoms are selected as for mmCIF
+//! (first record per name, highest-occupancy alternate location, SE of MSE in SD).
 
 use std::collections::HashMap;
 use std::path::Path;
