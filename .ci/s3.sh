@@ -2,8 +2,23 @@
 # s3_start exports AWS_ENDPOINT_URL, AWS_ALLOW_HTTP, credentials, AWS_REGION and
 # SCALEFOLD_TEST_S3_BUCKET (an empty bucket it creates); s3_stop kills the server.
 
+# A free loopback port P in 20000..45000 with P+10000 free too (SeaweedFS puts gRPC there).
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+  python3 - <<'PY'
+import random, socket
+def free(p):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+while True:
+    p = random.randint(20000, 45000)
+    if free(p) and free(p + 10000):
+        print(p); break
+PY
 }
 
 s3_start() {

@@ -31,7 +31,7 @@ use parquet::arrow::async_writer::AsyncFileWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{Result, StorageError};
@@ -164,6 +164,10 @@ impl DatasetWriter {
             .set_compression(Compression::ZSTD(level))
             .set_max_row_group_row_count(None)
             .set_max_row_group_bytes(Some(options.row_group_bytes))
+            // Feature columns are large numeric lists and blobs: a dictionary does not pay off
+            // there (the stored size was identical with and without; storage/BENCHMARKS.md).
+            .set_dictionary_enabled(false)
+            .set_statistics_enabled(EnabledStatistics::Chunk)
             .set_key_value_metadata(Some(kv))
             .build();
         Ok(DatasetWriter {
