@@ -191,13 +191,14 @@ struct Planner<T> {
 }
 
 impl<T: Send + 'static> Planner<T> {
+    /// Starts reading a row group now (a spawned task), shareable by every batch needing it.
     fn start_fetch(&self, group: usize) -> SharedFetch {
         let source = self.source.clone();
         let slots = self.fetch_slots.clone();
         let retry = self.retry.clone();
         let counters = self.counters.clone();
         let bytes = source.row_groups()[group].bytes;
-        async move {
+        let task = tokio::spawn(async move {
             let _slot = slots
                 .acquire_owned()
                 .await
@@ -205,6 +206,14 @@ impl<T: Send + 'static> Planner<T> {
             let batch = fetch_with_retry(source.as_ref(), group, &retry, &counters.retries).await?;
             counters.bytes_fetched.fetch_add(bytes, Ordering::Relaxed);
             Ok(Arc::new(batch))
+        });
+        async move {
+            match task.await {
+                Ok(result) => result,
+                Err(e) => Err(LoaderError::Shutdown(format!(
+                    "row group {group} read task: {e}"
+                ))),
+            }
         }
         .boxed()
         .shared()
@@ -214,15 +223,21 @@ impl<T: Send + 'static> Planner<T> {
         let batch_size = self.plan.config().batch_size;
         let per_epoch = self.plan.batches_per_epoch();
         let mut epoch_entries: Option<(u64, Arc<Vec<PlanEntry>>)> = None;
+        // Row groups are fetched ahead as far as the byte budget allows; batches are
+        // handed to the pool only as in-flight permits allow.
+        let (admitted_tx, admitted_rx) = tokio::sync::mpsc::channel(ADMITTED_AHEAD);
+        tokio::spawn(dispatch(
+            admitted_rx,
+            self.in_flight.clone(),
+            self.pool.clone(),
+            self.results.clone(),
+            self.plan.clone(),
+        ));
         let mut seq = self.first;
         while seq < self.end {
             if self.skip.contains(&seq) {
                 seq += 1;
                 continue;
-            }
-            match self.in_flight.acquire().await {
-                Ok(permit) => permit.forget(),
-                Err(_) => return,
             }
             let (epoch, index) = (seq / per_epoch, (seq % per_epoch) as usize);
             let entries = match &epoch_entries {
@@ -256,41 +271,91 @@ impl<T: Send + 'static> Planner<T> {
                 .map(|(&g, &n)| (g, self.source.row_groups()[g].bytes, n))
                 .collect();
             let fetches = self.prefetch.admit(&groups, |g| self.start_fetch(g)).await;
-            let pool = self.pool.clone();
-            let results = self.results.clone();
-            let plan = self.plan.clone();
-            tokio::spawn(async move {
-                let mut data = HashMap::new();
-                for ((group, _, _), fetch) in groups.iter().zip(fetches) {
-                    match fetch.await {
-                        Ok(batch) => {
-                            data.insert(*group, batch);
-                        }
-                        Err(error) => {
-                            let _ = results.send(Message::Failed(error));
-                            return;
-                        }
-                    }
-                }
-                let jobs = batch
-                    .iter()
-                    .zip(located)
-                    .enumerate()
-                    .map(|(slot, (entry, (group, index)))| Job {
-                        seq,
-                        slot,
-                        epoch,
-                        entry: *entry,
-                        group,
-                        index,
-                        group_start: plan.row_id(group, 0),
-                        data: data[&group].clone(),
-                    })
-                    .collect();
-                pool.push(jobs);
-            });
+            let admitted = Admitted {
+                seq,
+                epoch,
+                batch,
+                located,
+                groups,
+                fetches,
+            };
+            if admitted_tx.send(admitted).await.is_err() {
+                return;
+            }
             seq += 1;
         }
+    }
+}
+
+/// Batches admitted to the prefetch store (their row groups being fetched) and
+/// not yet handed to the pool, at most.
+const ADMITTED_AHEAD: usize = 4096;
+
+/// A batch whose row groups are admitted to the prefetch store.
+struct Admitted {
+    seq: u64,
+    epoch: u64,
+    batch: Vec<PlanEntry>,
+    located: Vec<(usize, usize)>,
+    groups: Vec<(usize, u64, usize)>,
+    fetches: Vec<SharedFetch>,
+}
+
+/// Hands admitted batches to the pool in plan order, one in-flight permit each,
+/// once their row groups have arrived.
+async fn dispatch<T: Send + 'static>(
+    mut admitted: tokio::sync::mpsc::Receiver<Admitted>,
+    in_flight: Arc<Semaphore>,
+    pool: Arc<PoolShared>,
+    results: Sender<Message<T>>,
+    plan: Arc<Plan>,
+) {
+    while let Some(Admitted {
+        seq,
+        epoch,
+        batch,
+        located,
+        groups,
+        fetches,
+    }) = admitted.recv().await
+    {
+        match in_flight.acquire().await {
+            Ok(permit) => permit.forget(),
+            Err(_) => return,
+        }
+        let pool = pool.clone();
+        let results = results.clone();
+        let plan = plan.clone();
+        tokio::spawn(async move {
+            let mut data = HashMap::new();
+            for ((group, _, _), fetch) in groups.iter().zip(fetches) {
+                match fetch.await {
+                    Ok(batch) => {
+                        data.insert(*group, batch);
+                    }
+                    Err(error) => {
+                        let _ = results.send(Message::Failed(error));
+                        return;
+                    }
+                }
+            }
+            let jobs = batch
+                .iter()
+                .zip(located)
+                .enumerate()
+                .map(|(slot, (entry, (group, index)))| Job {
+                    seq,
+                    slot,
+                    epoch,
+                    entry: *entry,
+                    group,
+                    index,
+                    group_start: plan.row_id(group, 0),
+                    data: data[&group].clone(),
+                })
+                .collect();
+            pool.push(jobs);
+        });
     }
 }
 
