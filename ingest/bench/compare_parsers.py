@@ -67,8 +67,12 @@ def main():
     args = parser.parse_args()
 
     import gemmi
-    from Bio.PDB import MMCIFParser
-    import Bio
+    try:
+        from Bio.PDB import MMCIFParser
+        import Bio
+    except ImportError:  # Biopython is optional (e.g. on a machine without network)
+        Bio = None
+        print("note: Biopython is not installed; measuring gemmi and scalefold only")
 
     def scalefold():
         out = subprocess.run(
@@ -85,15 +89,17 @@ def main():
         ours = scalefold()
         rounds.append({"gemmi": g, "scalefold": ours, "ratio": ours["mb_per_s"] / g["mb_per_s"]})
 
-    bio = MMCIFParser(QUIET=True)
+    bio_result = None
+    if Bio is not None:
+        bio = MMCIFParser(QUIET=True)
 
-    def biopython(path):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            bio.get_structure("x", path)
+        def biopython(path):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                bio.get_structure("x", path)
 
-    bio_result = measure("biopython " + Bio.__version__, biopython, args.files, args.min_seconds)
-    ours_after = scalefold()
+        bio_result = measure("biopython " + Bio.__version__, biopython, args.files, args.min_seconds)
+        ours_after = scalefold()
 
     total_mb = sum(uncompressed_size(p) for p in args.files) / 1e6
     print(f"{len(args.files)} files, {total_mb:.2f} MB uncompressed, 1 thread each")
@@ -102,22 +108,26 @@ def main():
         for key in ("gemmi", "scalefold"):
             x = r[key]
             print(f"{i + 1:<6} {x['parser']:<20} {x['mb_per_s']:>10.2f} {x['files_per_s']:>10.2f}")
-    for x in (bio_result, ours_after):
-        print(f"{'bio':<6} {x['parser']:<20} {x['mb_per_s']:>10.2f} {x['files_per_s']:>10.2f}")
+    if bio_result is not None:
+        for x in (bio_result, ours_after):
+            print(f"{'bio':<6} {x['parser']:<20} {x['mb_per_s']:>10.2f} {x['files_per_s']:>10.2f}")
     ratios = sorted(r["ratio"] for r in rounds)
     summary = {
         "bench": "compare_parsers",
         "files": len(args.files),
         "megabytes": total_mb,
         "rounds": rounds,
-        "biopython": bio_result,
-        "scalefold_next_to_biopython": ours_after,
         "speedup_vs_gemmi_median": ratios[len(ratios) // 2],
         "speedup_vs_gemmi_range": [ratios[0], ratios[-1]],
-        "speedup_vs_biopython": ours_after["mb_per_s"] / bio_result["mb_per_s"],
     }
-    print(f"scalefold / gemmi = {summary['speedup_vs_gemmi_median']:.2f}x median "
-          f"({ratios[0]:.2f}..{ratios[-1]:.2f}), scalefold / biopython = {summary['speedup_vs_biopython']:.1f}x")
+    line = (f"scalefold / gemmi = {summary['speedup_vs_gemmi_median']:.2f}x median "
+            f"({ratios[0]:.2f}..{ratios[-1]:.2f})")
+    if bio_result is not None:
+        summary["biopython"] = bio_result
+        summary["scalefold_next_to_biopython"] = ours_after
+        summary["speedup_vs_biopython"] = ours_after["mb_per_s"] / bio_result["mb_per_s"]
+        line += f", scalefold / biopython = {summary['speedup_vs_biopython']:.1f}x"
+    print(line)
     print(json.dumps(summary))
 
 
