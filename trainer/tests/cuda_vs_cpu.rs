@@ -14,7 +14,13 @@ use scalefold_trainer::backend::{
 use scalefold_trainer::layers::ParamTable;
 use scalefold_trainer::{BlockConfig, EvoformerBlock};
 
+/// Tolerance for every op and for block outputs (bf16 compute).
 const TOL: f64 = 1e-2;
+/// Tolerance for whole-block gradients: the CPU f32 reference itself moves its
+/// input gradients by about 2.2e-2 when inputs and weights get one bf16
+/// rounding of noise (`block_gradient_sensitivity_to_bf16_sized_input_noise`),
+/// so a bf16 pipeline cannot be held tighter than that.
+const TOL_BLOCK_GRAD: f64 = 3e-2;
 
 fn rel_err(got: &[f32], want: &[f32]) -> f64 {
     assert_eq!(got.len(), want.len());
@@ -287,7 +293,8 @@ fn gpu_dense_ops_match_cpu() {
     p.compare("layer_norm dbeta", dbt);
     p.poison(y);
     p.both(Op::Ln(rows * 2, 100, [x, g, b, y, mu, rs]));
-    p.compare("layer_norm y (100 cols)", y);
+    let y_first = p.view(y, 0, rows * 2 * 100);
+    p.compare("layer_norm y (100 cols)", y_first);
     p.poison(rs);
     p.poison(y);
     p.both(Op::Softmax(rows * 2, 128, x, y));
@@ -521,8 +528,18 @@ fn block_case(cfg: &BlockConfig, seed: u64) -> Vec<(String, f64)> {
 }
 
 fn assert_within(errs: &[(String, f64)]) {
-    let bad: Vec<_> = errs.iter().filter(|(_, e)| *e > TOL).collect();
-    assert!(bad.is_empty(), "relative error above {TOL}: {bad:?}");
+    let tol = |name: &str| {
+        if name.ends_with("_out") {
+            TOL
+        } else {
+            TOL_BLOCK_GRAD
+        }
+    };
+    let bad: Vec<_> = errs.iter().filter(|(n, e)| *e > tol(n)).collect();
+    assert!(
+        bad.is_empty(),
+        "relative error above tolerance (outputs {TOL}, gradients {TOL_BLOCK_GRAD}): {bad:?}"
+    );
 }
 
 #[test]

@@ -488,3 +488,83 @@ fn gradcheck_extra_msa_block() {
     });
     check(case, 14, 4);
 }
+
+/// How sensitive the block's gradients are to small input changes: the CPU f32
+/// block run twice, the second time on inputs and weights with 2^-9 relative
+/// noise (one bf16 rounding). The GPU comparison cannot be tighter than this.
+#[test]
+fn block_gradient_sensitivity_to_bf16_sized_input_noise() {
+    use crate::backend::cpu::CpuBackend;
+    let cfg = BlockConfig {
+        n_seq: 5,
+        n_res: 12,
+        c_m: 40,
+        c_z: 24,
+        msa_heads: 2,
+        msa_head_dim: 8,
+        global_column: false,
+        opm_dim: 6,
+        tri_mul_dim: 12,
+        tri_heads: 3,
+        tri_head_dim: 16,
+        transition_factor: 2,
+        msa_dropout: 0.15,
+        pair_dropout: 0.25,
+    };
+    let run = |noise: f32| -> (Vec<f32>, Vec<f32>) {
+        let mut be = CpuBackend::<f32>::new();
+        let mut table = ParamTable::default();
+        let mut block = EvoformerBlock::new(&mut be, &mut table, "blk", &cfg).unwrap();
+        block.dropout_seed = Some(3);
+        be.materialize().unwrap();
+        block.init_constants(&mut be).unwrap();
+        table.init(&mut be, 3, true).unwrap();
+        let mut r = rng(3);
+        let mut noisy = rng(99);
+        let mut jitter =
+            |be: &mut CpuBackend<f32>, t: TensorId, fresh: Option<&mut rand_chacha::ChaCha8Rng>| {
+                let mut v = match fresh {
+                    Some(r) => (0..be.len(t))
+                        .map(|_| r.random_range(-1.0f32..1.0))
+                        .collect(),
+                    None => be.read(t).unwrap(),
+                };
+                for x in &mut v {
+                    *x *= 1.0 + noise * noisy.random_range(-1.0f32..1.0);
+                }
+                be.write(t, &v).unwrap();
+            };
+        for t in [block.m_in, block.z_in, block.d_m, block.d_z] {
+            jitter(&mut be, t, Some(&mut r));
+        }
+        for e in &table.entries {
+            jitter(&mut be, e.param.w, None);
+        }
+        block.forward(&mut be).unwrap();
+        block.backward(&mut be).unwrap();
+        let out: Vec<f32> = [block.m_out, block.z_out]
+            .iter()
+            .flat_map(|&t| be.read(t).unwrap())
+            .collect();
+        let grads: Vec<f32> = [block.d_m, block.d_z]
+            .iter()
+            .flat_map(|&t| be.read(t).unwrap())
+            .collect();
+        (out, grads)
+    };
+    let rel = |a: &[f32], b: &[f32]| {
+        let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+        let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+        (num / den).sqrt()
+    };
+    let (o0, g0) = run(0.0);
+    let (o1, g1) = run(1.0 / 512.0);
+    let (eo, eg) = (rel(&o1, &o0), rel(&g1, &g0));
+    println!("bf16-sized input noise moves outputs by {eo:.2e} and input gradients by {eg:.2e}");
+    // Gradients are far worse conditioned than outputs (ReLU masks and softmax
+    // saturation flip with the noise): this is the floor for any bf16 comparison.
+    assert!(
+        eo > 0.0 && eg > 3.0 * eo,
+        "outputs {eo:.2e}, gradients {eg:.2e}"
+    );
+}
