@@ -27,6 +27,9 @@ fn assert_names_file_and_line(err: &ParseError, file: &str) {
     assert!(err.to_string().contains("expected"), "{err}");
 }
 
+/// A parser reduced to success or its error.
+type Parser = fn(&str, &[u8]) -> Result<(), ParseError>;
+
 fn mmcif(file: &str, bytes: &[u8]) -> Result<(), ParseError> {
     parse_mmcif(file, bytes, &MmcifOptions::default()).map(|_| ())
 }
@@ -84,7 +87,7 @@ fn non_utf8_bytes_name_their_line() {
     let Some(dir) = common::testdata() else {
         return;
     };
-    let cases: [(&str, &str, fn(&str, &[u8]) -> Result<(), ParseError>); 4] = [
+    let cases: [(&str, &str, Parser); 4] = [
         ("mmcif/3dg1_final.cif", "_cell", mmcif),
         ("pdb/rnase_frag.pdb", "CRYST1", |f, b| {
             parse_pdb(f, b).map(|_| ())
