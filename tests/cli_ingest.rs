@@ -66,13 +66,16 @@ fn content(url: &Path) -> BTreeMap<String, Vec<(String, u64)>> {
     out
 }
 
-/// Number of finished shards in worker 0's partial manifest (0 while there is none).
+/// Number of finished shards in all partial manifests (0 while there is none).
 fn finished_shards(ds: &Path) -> usize {
-    std::fs::read(ds.join("_parts/worker-00000.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v["manifest"]["shards"].as_array().map(Vec::len))
-        .unwrap_or(0)
+    let Ok(parts) = std::fs::read_dir(ds.join("_parts")) else {
+        return 0;
+    };
+    parts
+        .filter_map(|p| std::fs::read(p.ok()?.path()).ok())
+        .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .filter_map(|v| v["manifest"]["shards"].as_array().map(Vec::len))
+        .sum()
 }
 
 #[test]

@@ -32,9 +32,7 @@ pub use error::IngestError;
 pub use process::{Filters, TemplateCache};
 pub use report::{IngestReport, LineKind, Progress, ReportLine};
 
-use crate::schema::{
-    LENGTH_COLUMN, SCHEMA_VERSION, SOURCE_KEY_COLUMN, chain_schema, rows_to_batch,
-};
+use crate::schema::{LENGTH_COLUMN, SCHEMA_VERSION, SOURCE_KEY_COLUMN, chain_schema};
 
 /// Everything the job needs to know.
 #[derive(Debug, Clone)]
@@ -53,6 +51,10 @@ pub struct IngestConfig {
     pub workers: u32,
     /// Input filters.
     pub filters: Filters,
+    /// Dataset writers per worker, each encoding its own shards in parallel (Parquet
+    /// encoding and zstd are serial per writer). The dataset has `workers × writers`
+    /// parts; every run and every worker of one dataset must use the same value.
+    pub writers: u32,
     /// Most templates kept per chain (the best by `Sum_probs` that pass selection).
     pub max_templates: usize,
     /// Parsed template structures kept in memory (a bounded cache).
@@ -80,6 +82,7 @@ impl Default for IngestConfig {
             worker: 0,
             workers: 1,
             filters: Filters::default(),
+            writers: 4,
             max_templates: 4,
             template_cache_entries: 1024,
             threads: 0,
@@ -100,6 +103,9 @@ impl IngestConfig {
                 self.worker, self.workers
             ));
         }
+        if self.writers == 0 {
+            return bad("writers must be at least 1".to_string());
+        }
         if self.io_concurrency == 0 {
             return bad("io concurrency must be at least 1".to_string());
         }
@@ -116,6 +122,12 @@ pub fn report_object_name(worker: u32) -> String {
 /// machines and listings).
 pub fn worker_of(source_key: &str, workers: u32) -> u32 {
     (xxhash_rust::xxh3::xxh3_64(source_key.as_bytes()) % u64::from(workers.max(1))) as u32
+}
+
+/// Which of a worker's `writers` writes a source (independent of [`worker_of`]'s bits).
+fn writer_of(source_key: &str, workers: u32, writers: u32) -> usize {
+    let hash = xxhash_rust::xxh3::xxh3_64(source_key.as_bytes()) / u64::from(workers.max(1));
+    (hash % u64::from(writers.max(1))) as usize
 }
 
 /// Runs the ingest job. `progress` is called after each finished source.
@@ -135,22 +147,26 @@ pub async fn ingest(
         Some(url) => fetch::read_clusters(url).await?,
         None => HashMap::new(),
     };
-    let options = WriterOptions {
-        worker: config.worker,
-        workers: config.workers,
-        schema_version: SCHEMA_VERSION,
-        shard_bytes: config.shard_bytes,
-        row_group_bytes: config.row_group_bytes,
-        metadata: chain_schema()
-            .metadata()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect::<BTreeMap<_, _>>(),
-        source_key_column: Some(SOURCE_KEY_COLUMN.to_string()),
-        length_column: Some(LENGTH_COLUMN.to_string()),
-        ..WriterOptions::default()
-    };
-    let mut writer = DatasetWriter::create(&config.out, chain_schema(), options).await?;
+    let parts = config.workers * config.writers;
+    let mut writers = Vec::with_capacity(config.writers as usize);
+    for k in 0..config.writers {
+        let options = WriterOptions {
+            worker: config.worker * config.writers + k,
+            workers: parts,
+            schema_version: SCHEMA_VERSION,
+            shard_bytes: config.shard_bytes,
+            row_group_bytes: config.row_group_bytes,
+            metadata: chain_schema()
+                .metadata()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<BTreeMap<_, _>>(),
+            source_key_column: Some(SOURCE_KEY_COLUMN.to_string()),
+            length_column: Some(LENGTH_COLUMN.to_string()),
+            ..WriterOptions::default()
+        };
+        writers.push(DatasetWriter::create(&config.out, chain_schema(), options).await?);
+    }
 
     let sources = fetch::list_structures(&structures).await?;
     let entry_paths: Arc<HashMap<String, object_store::path::Path>> = Arc::new(
@@ -167,7 +183,9 @@ pub async fn ingest(
     let previous = report::load_previous(&out, config.worker).await;
     let mut report = IngestReport::new(config.worker, config.workers);
     report.assigned = mine.len();
-    let (done, todo): (Vec<_>, Vec<_>) = mine.into_iter().partition(|s| writer.is_finished(&s.key));
+    let (done, todo): (Vec<_>, Vec<_>) = mine
+        .into_iter()
+        .partition(|s| writers[0].is_finished(&s.key));
     report.already_done = done.len();
     report.carry_over(previous, &done);
     let pending = todo.len();
@@ -231,6 +249,20 @@ pub async fn ingest(
         })
     };
 
+    // One task per writer: Parquet encoding runs on several runtime threads at once.
+    let mut writer_inputs = Vec::with_capacity(writers.len());
+    let mut writer_tasks = Vec::with_capacity(writers.len());
+    for mut writer in writers {
+        let (tx, mut rx) = mpsc::channel::<(String, arrow::array::RecordBatch)>(2);
+        writer_inputs.push(tx);
+        writer_tasks.push(tokio::spawn(async move {
+            while let Some((key, batch)) = rx.recv().await {
+                writer.write_source(&key, &batch).await?;
+            }
+            Ok::<DatasetWriter, IngestError>(writer)
+        }));
+    }
+
     let mut state = Progress {
         total,
         ..Progress::default()
@@ -240,12 +272,18 @@ pub async fn ingest(
         state.bytes_read += processed.bytes_read;
         report.bytes_read += processed.bytes_read;
         report.processed += 1;
-        if !processed.rows.is_empty() {
-            let batch = rows_to_batch(&processed.rows)?;
-            writer.write_source(&processed.source_key, &batch).await?;
+        if let Some(batch) = processed.batch {
+            let slot = writer_of(&processed.source_key, config.workers, config.writers);
+            if writer_inputs[slot]
+                .send((processed.source_key.clone(), batch))
+                .await
+                .is_err()
+            {
+                break; // the writer failed: its error is returned below
+            }
             report.sources_written += 1;
-            report.chains_written += processed.rows.len();
-            state.chains_written += processed.rows.len();
+            report.chains_written += processed.chains;
+            state.chains_written += processed.chains;
         }
         for line in &processed.lines {
             match line.kind {
@@ -254,9 +292,18 @@ pub async fn ingest(
             }
             tracing::warn!(input = %line.input, kind = ?line.kind, stage = %line.stage, reason = %line.reason, "input skipped");
         }
-        tracing::info!(source = %processed.source_key, chains = processed.rows.len(), done = state.done, total, "source finished");
+        tracing::info!(source = %processed.source_key, chains = processed.chains, done = state.done, total, "source finished");
         report.add_lines(processed.lines);
         progress(&state);
+    }
+    drop(writer_inputs);
+    let mut writers = Vec::with_capacity(writer_tasks.len());
+    for task in writer_tasks {
+        writers.push(
+            task.await.map_err(|e| {
+                IngestError::InvalidArgument(format!("a writer task failed: {e}"))
+            })??,
+        );
     }
     dispatcher
         .await
@@ -270,16 +317,17 @@ pub async fn ingest(
     report.sort();
     report::save(&out, config.worker, &report).await?;
     if complete {
-        if config.workers == 1 {
-            writer.finish_and_commit().await?;
-            report.committed = true;
-        } else {
+        for writer in writers {
             writer.finish().await?;
+        }
+        if config.workers == 1 {
+            scalefold_storage::commit(&config.out).await?;
+            report.committed = true;
         }
     } else {
         // A partial run (limit): publish what was written without marking the worker
         // complete, exactly as a killed run would leave it.
-        drop(writer);
+        drop(writers);
     }
     Ok(report)
 }

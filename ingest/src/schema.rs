@@ -67,35 +67,60 @@ pub fn features_checksum(r: &ChainRecord) -> u64 {
     text(&mut h, &r.chain_id);
     text(&mut h, &r.sequence);
     h.update(bytemuck_i8(&r.aatype));
-    r.residue_index
-        .iter()
-        .for_each(|v| h.update(&v.to_le_bytes()));
+    h.update(&le_bytes(&r.residue_index));
     h.update(&r.seq_length.to_le_bytes());
     h.update(bytemuck_i8(&r.between_segment_residues));
-    r.all_atom_positions
-        .iter()
-        .for_each(|v| h.update(&v.to_le_bytes()));
+    h.update(&le_bytes(&r.all_atom_positions));
     h.update(&r.all_atom_mask);
     h.update(&r.resolution.to_le_bytes());
     text(&mut h, r.release_date.as_deref().unwrap_or("\u{0}"));
     text(&mut h, &r.structure_method);
     h.update(&[r.is_distillation as u8]);
     h.update(&r.msa);
-    r.deletion_matrix
-        .iter()
-        .for_each(|v| h.update(&v.to_le_bytes()));
+    h.update(&le_bytes(&r.deletion_matrix));
     h.update(&r.num_alignments.to_le_bytes());
     r.msa_species_ids.iter().for_each(|s| text(&mut h, s));
     let t = &r.templates;
     h.update(&t.num_templates.to_le_bytes());
     h.update(bytemuck_i8(&t.aatype));
-    t.all_atom_positions
-        .iter()
-        .for_each(|v| h.update(&v.to_le_bytes()));
+    h.update(&le_bytes(&t.all_atom_positions));
     h.update(&t.all_atom_mask);
-    t.sum_probs.iter().for_each(|v| h.update(&v.to_le_bytes()));
+    h.update(&le_bytes(&t.sum_probs));
     t.domain_names.iter().for_each(|s| text(&mut h, s));
     h.digest()
+}
+
+/// Plain numbers whose memory is their little-endian bytes on a little-endian target.
+trait PlainNumber: Copy {
+    fn extend_le(self, out: &mut Vec<u8>);
+}
+
+macro_rules! plain_number {
+    ($($t:ty),*) => {$(
+        impl PlainNumber for $t {
+            fn extend_le(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+        }
+    )*};
+}
+plain_number!(i32, u16, f32);
+
+/// The little-endian bytes of a slice of numbers, without copying on little-endian
+/// targets (hashing them element by element cost 4 % of the ingest job, measured).
+fn le_bytes<T: PlainNumber>(values: &[T]) -> std::borrow::Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        // SAFETY: `PlainNumber` is implemented only for i32, u16 and f32: no padding,
+        // every byte initialised, alignment of u8 is 1; on a little-endian target their
+        // in-memory bytes are their little-endian bytes.
+        std::borrow::Cow::Borrowed(unsafe {
+            std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
+        })
+    } else {
+        let mut out = Vec::with_capacity(std::mem::size_of_val(values));
+        values.iter().for_each(|v| v.extend_le(&mut out));
+        std::borrow::Cow::Owned(out)
+    }
 }
 
 fn bytemuck_i8(values: &[i8]) -> &[u8] {

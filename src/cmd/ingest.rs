@@ -36,6 +36,10 @@ pub struct IngestArgs {
     /// Number of workers; with more than one, run `scalefold commit` after all finished.
     #[arg(long, default_value_t = 1)]
     pub workers: u32,
+    /// Dataset writers per worker (Parquet encoding runs on this many threads); keep it
+    /// the same on every run and every worker of one dataset.
+    #[arg(long, default_value_t = 4)]
+    pub writers: u32,
     /// Drop entries with a resolution above this many Å (entries without one pass).
     #[arg(long)]
     pub max_resolution: Option<f32>,
@@ -91,6 +95,7 @@ impl IngestArgs {
             clusters: self.clusters.clone(),
             worker: self.worker,
             workers: self.workers,
+            writers: self.writers,
             filters: Filters {
                 max_resolution: self.max_resolution,
                 min_date: self.min_date.clone(),

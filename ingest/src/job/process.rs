@@ -15,7 +15,8 @@ use crate::input::decompress_if_gzip;
 use crate::mmcif::{MmcifOptions, parse_mmcif};
 use crate::msa::{Alignment, AlignmentFormat, merge_alignments, parse_a3m, parse_stockholm};
 use crate::pdb::parse_pdb;
-use crate::schema::ChainRow;
+use crate::schema::{ChainRow, rows_to_batch};
+use arrow::array::RecordBatch;
 
 /// Input filters; `None` disables a filter. Entry filters drop every chain of an entry.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -244,8 +245,10 @@ pub struct Context {
 pub struct Processed {
     /// The source key.
     pub source_key: String,
-    /// Rows to write (possibly none).
-    pub rows: Vec<ChainRow>,
+    /// The rows to write as one record batch (none when every chain failed or was filtered).
+    pub batch: Option<RecordBatch>,
+    /// Number of rows in `batch`.
+    pub chains: usize,
     /// Failed and filtered inputs.
     pub lines: Vec<ReportLine>,
     /// Bytes fetched for the source.
@@ -295,13 +298,42 @@ fn checksum_of(parts: &[&FileBytes]) -> u64 {
     h.digest()
 }
 
-/// Processes one fetched source.
+/// Processes one fetched source: its rows already converted to a record batch, so the
+/// (serial) writer stage only encodes.
 pub fn process(ctx: &Context, fetched: Fetched) -> Processed {
-    let mut out = Processed {
+    let (rows, mut lines) = source_rows(ctx, &fetched);
+    let mut batch = None;
+    if !rows.is_empty() {
+        match rows_to_batch(&rows) {
+            Ok(b) => batch = Some(b),
+            Err(e) => lines.push(line(
+                LineKind::Failed,
+                &fetched.source.key,
+                &fetched.name,
+                "featurize",
+                e.to_string(),
+            )),
+        }
+    }
+    Processed {
         source_key: fetched.source.key.clone(),
+        chains: batch.as_ref().map_or(0, RecordBatch::num_rows),
+        batch,
+        lines,
+        bytes_read: fetched.bytes_read(),
+    }
+}
+
+struct SourceRows {
+    rows: Vec<ChainRow>,
+    lines: Vec<ReportLine>,
+}
+
+/// The rows and report lines of one fetched source.
+fn source_rows(ctx: &Context, fetched: &Fetched) -> (Vec<ChainRow>, Vec<ReportLine>) {
+    let mut out = SourceRows {
         rows: Vec::new(),
         lines: Vec::new(),
-        bytes_read: fetched.bytes_read(),
     };
     let name = fetched.name.as_str();
     let source = fetched.source.key.as_str();
@@ -310,7 +342,7 @@ pub fn process(ctx: &Context, fetched: Fetched) -> Processed {
         Err(e) => {
             out.lines
                 .push(line(LineKind::Failed, source, name, "read", e.clone()));
-            return out;
+            return (out.rows, out.lines);
         }
     };
     let structure = match parse_structure(name, raw) {
@@ -318,13 +350,13 @@ pub fn process(ctx: &Context, fetched: Fetched) -> Processed {
         Err(e) => {
             out.lines
                 .push(line(LineKind::Failed, source, name, "parse", e));
-            return out;
+            return (out.rows, out.lines);
         }
     };
     if let Some((filter, reason)) = ctx.filters.entry(&structure.header) {
         out.lines
             .push(line(LineKind::Filtered, source, name, filter, reason));
-        return out;
+        return (out.rows, out.lines);
     }
     if structure.chains.is_empty() {
         out.lines.push(line(
@@ -334,7 +366,7 @@ pub fn process(ctx: &Context, fetched: Fetched) -> Processed {
             "no_protein",
             "no protein chain",
         ));
-        return out;
+        return (out.rows, out.lines);
     }
     // Template structures: cached ones as they are, fetched ones parsed (and cached).
     let mut templates: HashMap<String, Arc<Option<Structure>>> = HashMap::new();
@@ -361,7 +393,7 @@ pub fn process(ctx: &Context, fetched: Fetched) -> Processed {
                 .push(line(LineKind::Filtered, source, &key, filter, reason));
             continue;
         }
-        match chain_row(ctx, &fetched, &structure, &templates, chain, &key) {
+        match chain_row(ctx, fetched, &structure, &templates, chain, &key) {
             Ok(row) => out.rows.push(row),
             Err((stage, reason)) => {
                 out.lines
@@ -369,7 +401,7 @@ pub fn process(ctx: &Context, fetched: Fetched) -> Processed {
             }
         }
     }
-    out
+    (out.rows, out.lines)
 }
 
 /// Parses one alignment file and checks it belongs to the chain.
