@@ -12,7 +12,8 @@ __device__ void attn_fwd(const bf16* __restrict__ qkvg, const bf16* __restrict__
                          float* lse, int L, int H, float scale) {
     __shared__ float ks[FWD_K][D];
     __shared__ float vs[FWD_K][D];
-    const int b = blockIdx.z, h = blockIdx.y, i = blockIdx.x * FWD_Q + threadIdx.x;
+    __shared__ float bs[FWD_Q][FWD_K + 1];
+    const int b = blockIdx.z, h = blockIdx.y, i0 = blockIdx.x * FWD_Q, i = i0 + threadIdx.x;
     const long W = (long)H * D, RW = 4 * W;
     const bf16* base = qkvg + (long)b * L * RW;
     const bool active = i < L;
@@ -20,13 +21,19 @@ __device__ void attn_fwd(const bf16* __restrict__ qkvg, const bf16* __restrict__
     float m = -INFINITY, l = 0.0f;
 #pragma unroll
     for (int c = 0; c < D; c++) { q[c] = active ? ld(base, i * RW + h * D + c) * scale : 0.0f; o[c] = 0.0f; }
-    const bf16* brow = bias ? bias + ((long)h * L + (active ? i : 0)) * L : nullptr;
     for (int j0 = 0; j0 < L; j0 += FWD_K) {
         __syncthreads();
         for (int e = threadIdx.x; e < FWD_K * D; e += FWD_Q) {
             int jj = e / D, c = e % D, j = j0 + jj;
             ks[jj][c] = j < L ? ld(base, j * RW + W + h * D + c) : 0.0f;
             vs[jj][c] = j < L ? ld(base, j * RW + 2 * W + h * D + c) : 0.0f;
+        }
+        if (bias) {
+            // Row-contiguous loads: consecutive threads read consecutive keys of one query row.
+            for (int e = threadIdx.x; e < FWD_Q * FWD_K; e += FWD_Q) {
+                int qi = e / FWD_K, jj = e % FWD_K, ii = i0 + qi, j = j0 + jj;
+                bs[qi][jj] = (ii < L && j < L) ? ld(bias, ((long)h * L + ii) * L + j) : 0.0f;
+            }
         }
         __syncthreads();
         if (active) {
@@ -35,7 +42,7 @@ __device__ void attn_fwd(const bf16* __restrict__ qkvg, const bf16* __restrict__
                 float s = 0.0f;
 #pragma unroll
                 for (int c = 0; c < D; c++) s += q[c] * ks[jj][c];
-                if (brow) s += ld(brow, j0 + jj);
+                if (bias) s += bs[threadIdx.x][jj];
                 if (s > m) {
                     float corr = __expf(m - s);
                     l *= corr;
@@ -80,6 +87,7 @@ __device__ void attn_bwd_q(const bf16* __restrict__ qkvg, const bf16* __restrict
     __shared__ bf16 ks[BWD_W][BWD_KT][D];
     __shared__ bf16 vs[BWD_W][BWD_KT][D];
     __shared__ float dbs[BWD_Q][BIAS_MAX_L + 1];
+    __shared__ bf16 bsq[BWD_W][BWD_Q][BWD_KT + 2];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int h = blockIdx.y, i0 = blockIdx.x * BWD_Q, i = i0 + lane;
     const long W = (long)H * D, RW = 4 * W;
@@ -114,6 +122,12 @@ __device__ void attn_bwd_q(const bf16* __restrict__ qkvg, const bf16* __restrict
                 ks[warp][jj][c] = j < L ? base[j * RW + W + h * D + c] : __float2bfloat16(0.0f);
                 vs[warp][jj][c] = j < L ? base[j * RW + 2 * W + h * D + c] : __float2bfloat16(0.0f);
             }
+            if (bias) {
+                for (int e = lane; e < BWD_Q * BWD_KT; e += 32) {
+                    int qi = e / BWD_KT, jj = e % BWD_KT, ii = i0 + qi, j = j0 + jj;
+                    bsq[warp][qi][jj] = (ii < L && j < L) ? bias[((long)h * L + ii) * L + j] : __float2bfloat16(0.0f);
+                }
+            }
             __syncwarp();
             if (active) {
                 int jn = min(BWD_KT, L - j0);
@@ -125,7 +139,7 @@ __device__ void attn_bwd_q(const bf16* __restrict__ qkvg, const bf16* __restrict
                         dp += da[c] * __bfloat162float(vs[warp][jj][c]);
                     }
                     s *= scale;
-                    if (bias) s += ld(bias, ((long)h * L + i) * L + j0 + jj);
+                    if (bias) s += __bfloat162float(bsq[warp][lane][jj]);
                     float p = __expf(s - lse_i);
                     float ds = p * (dp - delta);
 #pragma unroll
