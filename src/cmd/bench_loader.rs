@@ -38,6 +38,9 @@ pub struct BenchLoaderArgs {
     /// Step time as a multiple of (measured mean cost / workers).
     #[arg(long, default_value_t = 1.1)]
     pub step_factor: f64,
+    /// Windows W to compare (1 is strict order).
+    #[arg(long, value_delimiter = ',', default_value = "1,4,8,16")]
+    pub windows: Vec<usize>,
     /// Dataset URL for the S3 part (a fresh prefix is used inside and deleted after);
     /// default `s3://$SCALEFOLD_TEST_S3_BUCKET/bench-loader`; skipped if neither is set.
     #[arg(long)]
@@ -308,9 +311,10 @@ fn s3_run(args: &BenchLoaderArgs, url: &str) -> anyhow::Result<S3Result> {
 pub fn run(args: BenchLoaderArgs) -> anyhow::Result<()> {
     let capacity = capacity(&args)?;
     let step = Duration::from_secs_f64(args.step_factor / capacity);
-    let windows = [1, 4, 8, 16]
-        .into_iter()
-        .map(|w| window_run(&args, w, step))
+    let windows = args
+        .windows
+        .iter()
+        .map(|&w| window_run(&args, w, step))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut costs: Vec<Duration> = (0..20_000u64).map(|s| cost(rng::splitmix64(s), args.median_ms, args.sigma)).collect();
     costs.sort();
