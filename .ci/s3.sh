@@ -26,9 +26,12 @@ s3_start() {
   local s3 master volume filer
   s3=$(free_port); master=$(free_port); volume=$(free_port); filer=$(free_port)
   echo "== starting SeaweedFS S3 on 127.0.0.1:$s3 (data in $S3_DIR)"
-  weed server -dir="$S3_DIR" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+  # Credentials in weed's own environment would turn on S3 authentication: keep them out.
+  env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY \
+    weed server -dir="$S3_DIR" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
     -master.port="$master" -volume.port="$volume" -filer.port="$filer" \
-    -s3 -s3.port="$s3" -volume.max=50 >"$S3_DIR/weed.log" 2>&1 &
+    -s3 -s3.port="$s3" -s3.port.iceberg=0 -s3.port.lance=0 -volume.max=50 \
+    >"$S3_DIR/weed.log" 2>&1 &
   S3_PID=$!
   export AWS_ENDPOINT_URL="http://127.0.0.1:$s3"
   export AWS_ALLOW_HTTP=true
