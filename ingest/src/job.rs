@@ -67,6 +67,8 @@ pub struct IngestConfig {
     pub shard_bytes: u64,
     /// Row groups close at about this many bytes.
     pub row_group_bytes: usize,
+    /// zstd level of the shards (1..=22): compression is most of the writers' work.
+    pub zstd_level: i32,
     /// Stop after this many sources were written in this run (None: all). For tests and
     /// benchmarks that need a partial run.
     pub limit: Option<usize>,
@@ -89,6 +91,7 @@ impl Default for IngestConfig {
             io_concurrency: 32,
             shard_bytes: 256 << 20,
             row_group_bytes: 4 << 20,
+            zstd_level: 3,
             limit: None,
         }
     }
@@ -156,6 +159,7 @@ pub async fn ingest(
             schema_version: SCHEMA_VERSION,
             shard_bytes: config.shard_bytes,
             row_group_bytes: config.row_group_bytes,
+            zstd_level: config.zstd_level,
             metadata: chain_schema()
                 .metadata()
                 .iter()

@@ -31,6 +31,9 @@ pub struct BenchIngestArgs {
     /// Also ingest into this dataset URL (e.g. an S3 prefix) with all cores.
     #[arg(long)]
     pub remote_out: Option<String>,
+    /// zstd level of the shards.
+    #[arg(long, default_value_t = 3)]
+    pub zstd_level: i32,
     /// Print one JSON line instead of text.
     #[arg(long)]
     pub json: bool,
@@ -103,13 +106,19 @@ fn single_thread_parse(corpus: &Path) -> anyhow::Result<(usize, u64, f64)> {
 }
 
 /// One end-to-end run: (chains written, seconds).
-fn end_to_end(corpus: &Path, out: &str, threads: usize) -> anyhow::Result<(usize, f64)> {
+fn end_to_end(
+    corpus: &Path,
+    out: &str,
+    threads: usize,
+    zstd_level: i32,
+) -> anyhow::Result<(usize, f64)> {
     let config = IngestConfig {
         structures: corpus.join("mmcif").display().to_string(),
         alignments: corpus.join("alignments").display().to_string(),
         clusters: Some(corpus.join("clusters.txt").display().to_string()),
         out: out.to_string(),
         threads,
+        zstd_level,
         ..IngestConfig::default()
     };
     let started = Instant::now();
@@ -170,10 +179,22 @@ pub fn run(args: BenchIngestArgs) -> anyhow::Result<()> {
     let parse_rate = parsed_chains as f64 / parse_seconds;
     let mb = bytes as f64 / 1e6;
     let mut runs = Vec::new();
+    let mut one_thread_rate = None;
     for &threads in &thread_counts {
         let out = scratch.path.join(format!("ds-{threads}"));
-        let (chains, seconds) = end_to_end(&corpus, &out.display().to_string(), threads)?;
+        let (chains, seconds) = end_to_end(
+            &corpus,
+            &out.display().to_string(),
+            threads,
+            args.zstd_level,
+        )?;
+        let rate = chains as f64 / seconds;
+        if threads == 1 {
+            one_thread_rate = Some(rate);
+        }
+        let scaling = one_thread_rate.map(|one| rate / (one * threads as f64));
         runs.push(serde_json::json!({
+            "scaling_vs_one_thread": scaling,
             "threads": threads,
             "chains": chains,
             "seconds": seconds,
@@ -183,17 +204,18 @@ pub fn run(args: BenchIngestArgs) -> anyhow::Result<()> {
         }));
         if !args.json {
             println!(
-                "end to end, {threads:>3} threads: {:.1} chains/s, {:.1} MB/s ({:.2} s) = {:.0} % of {threads} × single-thread parse",
+                "end to end, {threads:>3} threads: {:.1} chains/s, {:.1} MB/s ({:.2} s) = {:.0} % of {threads} × single-thread parse, {} of {threads} × the 1-thread run",
                 chains as f64 / seconds,
                 mb / seconds,
                 seconds,
-                100.0 * (chains as f64 / seconds) / (parse_rate * threads as f64)
+                100.0 * (chains as f64 / seconds) / (parse_rate * threads as f64),
+                scaling.map_or("-".to_string(), |s| format!("{:.0} %", 100.0 * s))
             );
         }
     }
     let remote = match &args.remote_out {
         Some(url) => {
-            let (chains, seconds) = end_to_end(&corpus, url, cores)?;
+            let (chains, seconds) = end_to_end(&corpus, url, cores, args.zstd_level)?;
             if !args.json {
                 println!(
                     "end to end to {url}, {cores} threads: {:.1} chains/s, {:.1} MB/s",
@@ -211,6 +233,7 @@ pub fn run(args: BenchIngestArgs) -> anyhow::Result<()> {
     let result = serde_json::json!({
         "bench": "ingest",
         "cores": cores,
+        "zstd_level": args.zstd_level,
         "corpus": {"chains": summary.chains, "entries": summary.entries, "files": summary.files, "megabytes": mb},
         "single_thread_parse": {"seconds": parse_seconds, "chains_per_s": parse_rate, "mb_per_s": mb / parse_seconds},
         "end_to_end": runs,
