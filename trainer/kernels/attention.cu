@@ -39,9 +39,10 @@ __device__ void attn_fwd(const bf16* __restrict__ qkvg, const bf16* __restrict__
         if (active) {
             int jn = min(FWD_K, L - j0);
             for (int jj = 0; jj < jn; jj++) {
-                float s = 0.0f;
+                float p4[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-                for (int c = 0; c < D; c++) s += q[c] * ks[jj][c];
+                for (int c = 0; c < D; c++) p4[c % 4] += q[c] * ks[jj][c];
+                float s = (p4[0] + p4[1]) + (p4[2] + p4[3]);
                 if (bias) s += bs[threadIdx.x][jj];
                 if (s > m) {
                     float corr = __expf(m - s);
@@ -132,12 +133,13 @@ __device__ void attn_bwd_q(const bf16* __restrict__ qkvg, const bf16* __restrict
             if (active) {
                 int jn = min(BWD_KT, L - j0);
                 for (int jj = 0; jj < jn; jj++) {
-                    float s = 0.0f, dp = 0.0f;
+                    float s4[4] = {0.0f, 0.0f, 0.0f, 0.0f}, d4[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
                     for (int c = 0; c < D; c++) {
-                        s += q[c] * __bfloat162float(ks[warp][jj][c]);
-                        dp += da[c] * __bfloat162float(vs[warp][jj][c]);
+                        s4[c % 4] += q[c] * __bfloat162float(ks[warp][jj][c]);
+                        d4[c % 4] += da[c] * __bfloat162float(vs[warp][jj][c]);
                     }
+                    float s = (s4[0] + s4[1]) + (s4[2] + s4[3]), dp = (d4[0] + d4[1]) + (d4[2] + d4[3]);
                     s *= scale;
                     if (bias) s += __bfloat162float(bsq[warp][lane][jj]);
                     float p = __expf(s - lse_i);
@@ -209,9 +211,10 @@ __device__ void attn_bwd_kv(const bf16* __restrict__ qkvg, const bf16* __restric
         if (active) {
             int in = min(KV_Q, L - i0);
             for (int ii = 0; ii < in; ii++) {
-                float s = 0.0f, dp = 0.0f;
+                float s4[4] = {0.0f, 0.0f, 0.0f, 0.0f}, d4[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-                for (int c = 0; c < D; c++) { s += qs[ii][c] * k[c]; dp += das[ii][c] * v[c]; }
+                for (int c = 0; c < D; c++) { s4[c % 4] += qs[ii][c] * k[c]; d4[c % 4] += das[ii][c] * v[c]; }
+                float s = (s4[0] + s4[1]) + (s4[2] + s4[3]), dp = (d4[0] + d4[1]) + (d4[2] + d4[3]);
                 s *= scale;
                 if (bias) s += ld(bias, ((long)h * L + i0 + ii) * L + j);
                 float p = __expf(s - lses[ii]);

@@ -93,6 +93,11 @@ impl ParamTable {
         Ok(())
     }
 
+    /// Sets every gradient to `value` (tests poison gradients with NaN).
+    pub fn fill_grads<B: Backend>(&self, be: &mut B, value: f32) -> Result<()> {
+        be.fill_class(Class::WeightGrad, value)
+    }
+
     /// Zeroes the flat gradient block (one launch; every parameter of the backend).
     pub fn zero_grads<B: Backend>(&self, be: &mut B) -> Result<()> {
         be.fill_class(Class::WeightGrad, 0.0)

@@ -150,6 +150,20 @@ impl Pair {
         run(&mut self.cpu, op);
         run(&mut self.gpu, op);
     }
+    /// Compares only the elements of a strided `[rows, cols]` view.
+    fn compare_view(&mut self, what: &str, v: View, rows: usize, cols: usize) -> f64 {
+        let (c, g) = (self.cpu.read(v.t).unwrap(), self.gpu.read(v.t).unwrap());
+        let pick = |x: &[f32]| -> Vec<f32> {
+            (0..rows)
+                .flat_map(|r| (0..cols).map(move |k| (r, k)))
+                .map(|(r, k)| x[v.at(r, k)])
+                .collect()
+        };
+        let e = rel_err(&pick(&g), &pick(&c));
+        println!("  {what:<40} rel err {e:.2e}");
+        assert!(e <= TOL, "{what}: relative error {e:.3e} > {TOL}");
+        e
+    }
     fn compare(&mut self, what: &str, t: TensorId) -> f64 {
         let (c, g) = (self.cpu.read(t).unwrap(), self.gpu.read(t).unwrap());
         let e = rel_err(&g, &c);
@@ -342,7 +356,12 @@ fn gpu_dense_ops_match_cpu() {
         View::cols(dy, 256, 64),
         View::cols(y, 128, 32),
     ));
-    p.compare("sigmoid_mul (broadcast, strided)", y);
+    p.compare_view(
+        "sigmoid_mul (broadcast, strided)",
+        View::cols(y, 128, 32),
+        800,
+        96,
+    );
     p.poison(dx);
     p.poison(c);
     p.both(Op::SigMulBwd(
@@ -354,9 +373,10 @@ fn gpu_dense_ops_match_cpu() {
         View::dense(dx, 96),
         View::cols(c, 100, 3),
     ));
-    p.compare("sigmoid_mul bwd da", dx);
-    p.compare("sigmoid_mul bwd dg", c);
+    p.compare_view("sigmoid_mul bwd da", View::dense(dx, 96), 800, 96);
+    p.compare_view("sigmoid_mul bwd dg", View::cols(c, 100, 3), 800, 96);
     p.zero(dg);
+    p.random(y, 1.0);
     p.both(Op::BiasAct(
         1000,
         200,
@@ -364,7 +384,7 @@ fn gpu_dense_ops_match_cpu() {
         g,
         Activation::Relu,
     ));
-    p.compare("bias + relu", y);
+    p.compare_view("bias + relu", View::cols(y, 256, 50), 1000, 200);
     p.both(Op::BiasActBwd(
         1000,
         200,
@@ -373,7 +393,7 @@ fn gpu_dense_ops_match_cpu() {
         dg,
         Activation::Relu,
     ));
-    p.compare("bias + relu bwd, dy", dy);
+    p.compare_view("bias + relu bwd, dy", View::cols(dy, 256, 10), 1000, 200);
     p.compare("bias + relu bwd, dbias", dg);
     // GEMMs: batched with a shared operand; both transposed; weight-gradient style into f32 with beta = 1.
     p.poison(c);
@@ -601,22 +621,41 @@ fn gpu_graph_replay_matches_eager() {
     };
     step(&mut gpu);
     let eager = snapshot(&mut gpu);
+    step(&mut gpu);
+    let eager2 = snapshot(&mut gpu);
     gpu.sync().unwrap();
     gpu.begin_capture().unwrap();
     step(&mut gpu);
     let graph = gpu.end_capture().unwrap();
     gpu.fill(block.m_out, f32::NAN).unwrap();
     gpu.fill(block.z_out, f32::NAN).unwrap();
-    for e in &table.entries {
-        gpu.fill(e.param.g, f32::NAN).unwrap();
-    }
+    table.fill_grads(&mut gpu, f32::NAN).unwrap();
     gpu.replay(&graph).unwrap();
     let replay = snapshot(&mut gpu);
-    let same = eager.iter().zip(&replay).filter(|(a, b)| a == b).count();
+    let same = |a: &[f32], b: &[f32]| a.iter().zip(b).filter(|(x, y)| x == y).count();
+    // Float atomics (LayerNorm and bias gradients, the attention bias reduction)
+    // make two eager runs differ in the last bits, and bf16 roundings downstream
+    // amplify that; the replay must match eager as closely as eager matches itself.
+    let spread = rel_err(&eager2, &eager);
     let e = rel_err(&replay, &eager);
     println!(
-        "graph replay vs eager: {same} of {} values identical, relative error {e:.2e}",
+        "eager vs eager: {} of {} values identical, relative difference {spread:.2e}",
+        same(&eager2, &eager),
         eager.len()
     );
-    assert!(e < 1e-3, "graph replay differs from eager: {e:.3e}");
+    println!(
+        "graph replay vs eager: {} of {} values identical, relative difference {e:.2e}",
+        same(&replay, &eager),
+        eager.len()
+    );
+    let n_out = gpu.len(block.m_out) + gpu.len(block.z_out);
+    assert_eq!(
+        same(&replay[..n_out], &eager[..n_out]),
+        n_out,
+        "forward outputs must be bit-identical (the forward has no atomics)"
+    );
+    assert!(
+        e <= 4.0 * spread + 1e-6 && e < 1e-2,
+        "graph replay differs from eager by {e:.3e}, eager from itself by {spread:.3e}"
+    );
 }
