@@ -17,8 +17,8 @@ use anyhow::Context;
 use arrow::array::{Array, AsArray, Float32Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Float32Type, Schema, SchemaRef};
 use scalefold_loader::{
-    DatasetSource, Loader, LoaderConfig, LoaderState, Plan, PlanConfig, RowGroupSource, RowRef, Sampling,
-    TransformError, rng,
+    DatasetSource, Loader, LoaderConfig, LoaderState, Plan, PlanConfig, RowGroupSource, RowRef,
+    Sampling, TransformError, rng,
 };
 use scalefold_storage::{DatasetWriter, WriterOptions};
 
@@ -27,7 +27,9 @@ const TRUE_WEIGHTS: [f32; FEATURES] = [0.5, -1.25, 2.0, 0.75];
 const TRUE_BIAS: f32 = 0.3;
 
 fn schema() -> SchemaRef {
-    let mut fields: Vec<Field> = (0..FEATURES).map(|i| Field::new(format!("x{i}"), DataType::Float32, false)).collect();
+    let mut fields: Vec<Field> = (0..FEATURES)
+        .map(|i| Field::new(format!("x{i}"), DataType::Float32, false))
+        .collect();
     fields.push(Field::new("y", DataType::Float32, false));
     fields.push(Field::new("source", DataType::Utf8, false));
     Arc::new(Schema::new(fields))
@@ -35,7 +37,10 @@ fn schema() -> SchemaRef {
 
 /// Writes `sources × rows` rows; x is uniform in [-1, 1), y = w·x + b + small noise.
 async fn write_dataset(url: &str, sources: usize, rows: usize) -> anyhow::Result<()> {
-    let options = WriterOptions { row_group_bytes: 64 << 10, ..WriterOptions::default() };
+    let options = WriterOptions {
+        row_group_bytes: 64 << 10,
+        ..WriterOptions::default()
+    };
     let mut writer = DatasetWriter::create(url, schema(), options).await?;
     for s in 0..sources {
         let mut draws = rng::rng_from(&[s as u64]);
@@ -50,10 +55,14 @@ async fn write_dataset(url: &str, sources: usize, rows: usize) -> anyhow::Result
             columns[FEATURES].push(y);
         }
         let key = format!("part-{s}");
-        let mut arrays: Vec<Arc<dyn Array>> =
-            columns.into_iter().map(|c| Arc::new(Float32Array::from(c)) as Arc<dyn Array>).collect();
+        let mut arrays: Vec<Arc<dyn Array>> = columns
+            .into_iter()
+            .map(|c| Arc::new(Float32Array::from(c)) as Arc<dyn Array>)
+            .collect();
         arrays.push(Arc::new(StringArray::from(vec![key.as_str(); rows])));
-        writer.write_source(&key, &RecordBatch::try_new(schema(), arrays)?).await?;
+        writer
+            .write_source(&key, &RecordBatch::try_new(schema(), arrays)?)
+            .await?;
     }
     writer.finish_and_commit().await?;
     Ok(())
@@ -69,7 +78,10 @@ struct Sample {
 /// augmentation); the same (row, seed) always gives the same sample.
 fn to_sample(row: RowRef<'_>, seed: u64) -> Result<Sample, TransformError> {
     let value = |name: &str| -> Result<f32, TransformError> {
-        let column = row.batch.column_by_name(name).ok_or_else(|| format!("no column {name}"))?;
+        let column = row
+            .batch
+            .column_by_name(name)
+            .ok_or_else(|| format!("no column {name}"))?;
         Ok(column.as_primitive::<Float32Type>().value(row.index))
     };
     let mut noise = rng::rng_from(&[seed]);
@@ -107,7 +119,10 @@ impl Linear {
     }
 }
 
-fn start_loader(source: &DatasetSource, resume: Option<LoaderState>) -> anyhow::Result<Loader<Sample>> {
+fn start_loader(
+    source: &DatasetSource,
+    resume: Option<LoaderState>,
+) -> anyhow::Result<Loader<Sample>> {
     let rows: Vec<u64> = source.row_groups().iter().map(|g| g.rows).collect();
     let plan = Plan::new(
         PlanConfig {
@@ -115,12 +130,24 @@ fn start_loader(source: &DatasetSource, resume: Option<LoaderState>) -> anyhow::
             rank: 0,
             world_size: 1,
             batch_size: 32,
-            sampling: Sampling::Shuffle { block_row_groups: 4 },
+            sampling: Sampling::Shuffle {
+                block_row_groups: 4,
+            },
         },
         &rows,
     )?;
-    let config = LoaderConfig { window: 4, epochs: Some(3), resume, ..LoaderConfig::default() };
-    Ok(Loader::new(Arc::new(source.clone()), plan, to_sample, config)?)
+    let config = LoaderConfig {
+        window: 4,
+        epochs: Some(3),
+        resume,
+        ..LoaderConfig::default()
+    };
+    Ok(Loader::new(
+        Arc::new(source.clone()),
+        plan,
+        to_sample,
+        config,
+    )?)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -130,18 +157,30 @@ fn main() -> anyhow::Result<()> {
         None => temp.path().join("numbers").display().to_string(),
     };
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(write_dataset(&url, 8, 2000)).context("writing the dataset")?;
-    let features: Vec<String> = (0..FEATURES).map(|i| format!("x{i}")).chain(["y".to_string()]).collect();
+    runtime
+        .block_on(write_dataset(&url, 8, 2000))
+        .context("writing the dataset")?;
+    let features: Vec<String> = (0..FEATURES)
+        .map(|i| format!("x{i}"))
+        .chain(["y".to_string()])
+        .collect();
     let source = runtime.block_on(DatasetSource::open(&url, Some(features)))?;
     println!("dataset {url}: {} row groups", source.row_groups().len());
 
-    let mut model = Linear { w: [0.0; FEATURES], b: 0.0 };
+    let mut model = Linear {
+        w: [0.0; FEATURES],
+        b: 0.0,
+    };
     let mut loader = start_loader(&source, None)?;
     let mut checkpoint = None;
     let mut epoch_loss = (0u64, 0.0f32, 0usize);
-    let mut report = |epoch: u64, loss: f32, steps: usize| println!("epoch {epoch}: mean batch MSE {:.6}", loss / steps as f32);
+    let report = |epoch: u64, loss: f32, steps: usize| {
+        println!("epoch {epoch}: mean batch MSE {:.6}", loss / steps as f32)
+    };
     loop {
-        let Some(batch) = loader.next_batch()? else { break };
+        let Some(batch) = loader.next_batch()? else {
+            break;
+        };
         if batch.epoch != epoch_loss.0 {
             report(epoch_loss.0, epoch_loss.1, epoch_loss.2);
             epoch_loss = (batch.epoch, 0.0, 0);
@@ -150,7 +189,10 @@ fn main() -> anyhow::Result<()> {
         epoch_loss.2 += 1;
         // Halfway through epoch 1, save the loader state (with the model, in a real
         // trainer) and continue from it with a fresh loader, as after a restart.
-        if checkpoint.is_none() && batch.epoch == 1 && batch.index == loader.plan().batches_per_epoch() / 2 {
+        if checkpoint.is_none()
+            && batch.epoch == 1
+            && batch.index == loader.plan().batches_per_epoch() / 2
+        {
             let state = serde_json::to_string(&loader.state())?;
             println!("checkpoint: {state}");
             drop(loader);
@@ -162,9 +204,22 @@ fn main() -> anyhow::Result<()> {
     let metrics = loader.metrics();
     println!(
         "learned w = {:?}, b = {:.3} (true {:?}, {TRUE_BIAS}); loader after resume: {} samples/s, waited {:.3} s in total, reorder histogram {:?}",
-        model.w, model.b, TRUE_WEIGHTS, metrics.samples_per_second as u64, metrics.wait_seconds_total, metrics.reorder_histogram
+        model.w,
+        model.b,
+        TRUE_WEIGHTS,
+        metrics.samples_per_second as u64,
+        metrics.wait_seconds_total,
+        metrics.reorder_histogram
     );
-    let error = model.w.iter().zip(TRUE_WEIGHTS).map(|(a, b)| (a - b).abs()).fold((model.b - TRUE_BIAS).abs(), f32::max);
-    anyhow::ensure!(error < 0.05, "the model did not converge (max parameter error {error})");
+    let error = model
+        .w
+        .iter()
+        .zip(TRUE_WEIGHTS)
+        .map(|(a, b)| (a - b).abs())
+        .fold((model.b - TRUE_BIAS).abs(), f32::max);
+    anyhow::ensure!(
+        error < 0.05,
+        "the model did not converge (max parameter error {error})"
+    );
     Ok(())
 }

@@ -12,8 +12,8 @@ use clap::Args;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 use scalefold_loader::{
-    DatasetSource, Loader, LoaderConfig, MemorySource, Plan, PlanConfig, RowGroupSource, RowRef, Sampling,
-    TransformError, rng,
+    DatasetSource, Loader, LoaderConfig, MemorySource, Plan, PlanConfig, RowGroupSource, RowRef,
+    Sampling, TransformError, rng,
 };
 use scalefold_storage::{Dataset, DatasetWriter, Location, WriterOptions};
 use serde::Serialize;
@@ -78,6 +78,8 @@ struct S3Result {
     bytes: u64,
     row_groups: usize,
     raw_get_gb_per_s: f64,
+    /// Row groups read and decoded by the storage crate alone, same concurrency, no loader.
+    storage_read_gb_per_s: f64,
     loader_gb_per_s: f64,
     loader_samples_per_s: f64,
     loader_vs_raw: f64,
@@ -114,7 +116,8 @@ fn numbers(rows: u64) -> MemorySource {
         .step_by(100)
         .map(|start| {
             let values: Vec<i64> = (start..(start + 100).min(rows)).map(|v| v as i64).collect();
-            RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(values))]).expect("one Int64 column")
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(values))])
+                .expect("one Int64 column")
         })
         .collect();
     MemorySource::new("bench", batches)
@@ -124,7 +127,15 @@ fn cost_loader(args: &BenchLoaderArgs, window: usize, rows: u64) -> anyhow::Resu
     let source = numbers(rows);
     let group_rows: Vec<u64> = source.row_groups().iter().map(|g| g.rows).collect();
     let plan = Plan::new(
-        PlanConfig { seed: 1, rank: 0, world_size: 1, batch_size: 1, sampling: Sampling::Shuffle { block_row_groups: 0 } },
+        PlanConfig {
+            seed: 1,
+            rank: 0,
+            world_size: 1,
+            batch_size: 1,
+            sampling: Sampling::Shuffle {
+                block_row_groups: 0,
+            },
+        },
         &group_rows,
     )?;
     let (median, sigma) = (args.median_ms, args.sigma);
@@ -133,7 +144,12 @@ fn cost_loader(args: &BenchLoaderArgs, window: usize, rows: u64) -> anyhow::Resu
         std::thread::sleep(cost(seed, median, sigma));
         Ok(())
     };
-    let config = LoaderConfig { window, workers: args.workers, epochs: None, ..LoaderConfig::default() };
+    let config = LoaderConfig {
+        window,
+        workers: args.workers,
+        epochs: None,
+        ..LoaderConfig::default()
+    };
     Ok(Loader::new(Arc::new(source), plan, transform, config)?)
 }
 
@@ -156,7 +172,11 @@ fn spin(duration: Duration) {
     }
 }
 
-fn window_run(args: &BenchLoaderArgs, window: usize, step: Duration) -> anyhow::Result<WindowResult> {
+fn window_run(
+    args: &BenchLoaderArgs,
+    window: usize,
+    step: Duration,
+) -> anyhow::Result<WindowResult> {
     let mut loader = cost_loader(args, window, args.samples)?;
     loader.next_batch()?.context("no batch")?;
     let (mut waited, mut stepped, mut max_wait) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
@@ -199,11 +219,12 @@ async fn write_payloads(url: &str, mib: u64) -> anyhow::Result<()> {
         let payloads: Vec<Vec<u8>> = (0..n)
             .map(|i| {
                 let mut state = rng::mix(&[source, i as u64]);
-                (0..8192).flat_map(|_| {
-                    state = rng::splitmix64(state);
-                    state.to_le_bytes()
-                })
-                .collect()
+                (0..8192)
+                    .flat_map(|_| {
+                        state = rng::splitmix64(state);
+                        state.to_le_bytes()
+                    })
+                    .collect()
             })
             .collect();
         let batch = RecordBatch::try_new(
@@ -247,19 +268,58 @@ async fn raw_gets(dataset: &Dataset, concurrency: usize) -> anyhow::Result<(u64,
     Ok((total, total as f64 / begin.elapsed().as_secs_f64()))
 }
 
+/// Every row group read and decoded through `Dataset::read_row_group`; returns bytes per second.
+async fn storage_reads(dataset: &Dataset, concurrency: usize) -> anyhow::Result<f64> {
+    let mut groups = Vec::new();
+    let mut bytes = 0;
+    for (shard, info) in dataset.shards().iter().enumerate() {
+        bytes += info.row_group_bytes.iter().sum::<u64>();
+        groups.extend((0..info.row_group_rows.len()).map(|g| (shard, g)));
+    }
+    let projection = vec!["payload".to_string()];
+    let begin = Instant::now();
+    futures::stream::iter(groups)
+        .map(|(shard, group)| {
+            let projection = &projection;
+            async move {
+                dataset
+                    .read_row_group(shard, group, Some(projection))
+                    .await
+                    .map(|b| b.num_rows())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(bytes as f64 / begin.elapsed().as_secs_f64())
+}
+
 fn s3_run(args: &BenchLoaderArgs, url: &str) -> anyhow::Result<S3Result> {
     let rt = runtime()?;
-    rt.block_on(write_payloads(url, args.s3_mib)).context("writing the benchmark dataset")?;
+    rt.block_on(write_payloads(url, args.s3_mib))
+        .context("writing the benchmark dataset")?;
     let (raw_bytes, raw_before) = rt.block_on(async {
         let dataset = Dataset::open(url).await?;
         raw_gets(&dataset, args.concurrency).await
+    })?;
+    let storage_rate = rt.block_on(async {
+        let dataset = Dataset::open(url).await?;
+        storage_reads(&dataset, args.concurrency).await
     })?;
     let start = Instant::now();
     let source = rt.block_on(DatasetSource::open(url, Some(vec!["payload".into()])))?;
     let group_rows: Vec<u64> = source.row_groups().iter().map(|g| g.rows).collect();
     let row_groups = group_rows.len();
     let plan = Plan::new(
-        PlanConfig { seed: 3, rank: 0, world_size: 1, batch_size: 1, sampling: Sampling::Shuffle { block_row_groups: 4 } },
+        PlanConfig {
+            seed: 3,
+            rank: 0,
+            world_size: 1,
+            batch_size: 1,
+            sampling: Sampling::Shuffle {
+                block_row_groups: 4,
+            },
+        },
         &group_rows,
     )?;
     let transform = |row: RowRef<'_>, _seed: u64| -> Result<usize, TransformError> {
@@ -289,7 +349,11 @@ fn s3_run(args: &BenchLoaderArgs, url: &str) -> anyhow::Result<S3Result> {
     let loader_rate = metrics.bytes_fetched as f64 / elapsed;
     rt.block_on(async {
         let location = Location::parse(url)?;
-        let objects: Vec<_> = location.store.list(Some(&location.prefix)).try_collect().await?;
+        let objects: Vec<_> = location
+            .store
+            .list(Some(&location.prefix))
+            .try_collect()
+            .await?;
         for object in objects {
             location.store.delete(&object.location).await?;
         }
@@ -300,6 +364,7 @@ fn s3_run(args: &BenchLoaderArgs, url: &str) -> anyhow::Result<S3Result> {
         bytes: raw_bytes,
         row_groups,
         raw_get_gb_per_s: raw / 1e9,
+        storage_read_gb_per_s: storage_rate / 1e9,
         loader_gb_per_s: loader_rate / 1e9,
         loader_samples_per_s: samples as f64 / elapsed,
         loader_vs_raw: loader_rate / raw,
@@ -316,11 +381,16 @@ pub fn run(args: BenchLoaderArgs) -> anyhow::Result<()> {
         .iter()
         .map(|&w| window_run(&args, w, step))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut costs: Vec<Duration> = (0..20_000u64).map(|s| cost(rng::splitmix64(s), args.median_ms, args.sigma)).collect();
+    let mut costs: Vec<Duration> = (0..20_000u64)
+        .map(|s| cost(rng::splitmix64(s), args.median_ms, args.sigma))
+        .collect();
     costs.sort();
-    let p99_over_p50 = costs[costs.len() * 99 / 100].as_secs_f64() / costs[costs.len() / 2].as_secs_f64();
+    let p99_over_p50 =
+        costs[costs.len() * 99 / 100].as_secs_f64() / costs[costs.len() / 2].as_secs_f64();
     let url = args.s3_url.clone().or_else(|| {
-        std::env::var("SCALEFOLD_TEST_S3_BUCKET").ok().map(|b| format!("s3://{b}/bench-loader-{}", std::process::id()))
+        std::env::var("SCALEFOLD_TEST_S3_BUCKET")
+            .ok()
+            .map(|b| format!("s3://{b}/bench-loader-{}", std::process::id()))
     });
     let s3 = match &url {
         Some(url) => Some(s3_run(&args, url)?),
@@ -345,7 +415,11 @@ pub fn run(args: BenchLoaderArgs) -> anyhow::Result<()> {
     }
     println!(
         "transform cost: log-normal, median {} ms, p99/p50 {:.1}; {} workers sustain {:.0} samples/s; step {:.3} ms",
-        report.median_cost_ms, report.p99_over_p50, report.workers, report.capacity_samples_per_s, report.step_ms
+        report.median_cost_ms,
+        report.p99_over_p50,
+        report.workers,
+        report.capacity_samples_per_s,
+        report.step_ms
     );
     for w in &report.windows {
         println!(
@@ -359,13 +433,14 @@ pub fn run(args: BenchLoaderArgs) -> anyhow::Result<()> {
     }
     if let Some(s3) = &report.s3 {
         println!(
-            "S3 {} ({} MB, {} row groups): loader {:.3} GB/s ({:.0} samples/s), raw GET {:.3} GB/s, ratio {:.2}; first sample after {:.3} s",
+            "S3 {} ({} MB, {} row groups): loader {:.3} GB/s ({:.0} samples/s), raw GET {:.3} GB/s, storage read+decode {:.3} GB/s, loader/raw {:.2}; first sample after {:.3} s",
             s3.url,
             s3.bytes / 1_000_000,
             s3.row_groups,
             s3.loader_gb_per_s,
             s3.loader_samples_per_s,
             s3.raw_get_gb_per_s,
+            s3.storage_read_gb_per_s,
             s3.loader_vs_raw,
             s3.time_to_first_sample_s
         );
@@ -379,7 +454,9 @@ mod tests {
 
     #[test]
     fn cost_is_heavy_tailed_with_the_requested_median() {
-        let mut costs: Vec<f64> = (0..20_000u64).map(|s| cost(rng::splitmix64(s), 2.0, 1.0).as_secs_f64()).collect();
+        let mut costs: Vec<f64> = (0..20_000u64)
+            .map(|s| cost(rng::splitmix64(s), 2.0, 1.0).as_secs_f64())
+            .collect();
         costs.sort_by(f64::total_cmp);
         let p50 = costs[10_000];
         let p99 = costs[19_800];
