@@ -44,7 +44,7 @@ async fn write_dataset(url: &str, sources: usize, rows: usize) -> anyhow::Result
     let mut writer = DatasetWriter::create(url, schema(), options).await?;
     for s in 0..sources {
         let mut draws = rng::rng_from(&[s as u64]);
-        let mut columns: Vec<Vec<f32>> = vec![Vec::with_capacity(rows); FEATURES + 1];
+        let mut columns: Vec<Vec<f32>> = (0..=FEATURES).map(|_| Vec::with_capacity(rows)).collect();
         for _ in 0..rows {
             let mut y = TRUE_BIAS + 0.01 * (rng::unit(&mut draws) as f32 - 0.5);
             for (i, column) in columns.iter_mut().take(FEATURES).enumerate() {
@@ -177,10 +177,7 @@ fn main() -> anyhow::Result<()> {
     let report = |epoch: u64, loss: f32, steps: usize| {
         println!("epoch {epoch}: mean batch MSE {:.6}", loss / steps as f32)
     };
-    loop {
-        let Some(batch) = loader.next_batch()? else {
-            break;
-        };
+    while let Some(batch) = loader.next_batch()? {
         if batch.epoch != epoch_loss.0 {
             report(epoch_loss.0, epoch_loss.1, epoch_loss.2);
             epoch_loss = (batch.epoch, 0.0, 0);
