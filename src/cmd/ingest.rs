@@ -61,6 +61,9 @@ pub struct IngestArgs {
     /// Most templates per chain.
     #[arg(long, default_value_t = 4)]
     pub max_templates: usize,
+    /// Parsed template structures kept in memory (bounds the cache's memory).
+    #[arg(long, default_value_t = 1024)]
+    pub template_cache: usize,
     /// CPU threads for parse + featurize (0: all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -108,6 +111,7 @@ impl IngestArgs {
                 max_unknown_fraction: self.max_unknown_fraction,
             },
             max_templates: self.max_templates,
+            template_cache_entries: self.template_cache,
             threads: self.threads,
             io_concurrency: self.io_concurrency,
             shard_bytes: self.shard_bytes,
