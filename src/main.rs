@@ -22,6 +22,8 @@ enum Command {
     Verify(cmd::dataset::VerifyArgs),
     /// Show what the parsers read from an mmCIF, PDB, a3m, Stockholm or hhr file.
     Parse(cmd::parse::ParseArgs),
+    /// The whole data path on a default: synthetic corpus → ingest → inspect (in data/demo).
+    Demo(cmd::demo::DemoArgs),
     /// Write a synthetic corpus (mmCIF, a3m, Stockholm, hhr, clusters) in the real formats.
     Synth(cmd::synth::SynthArgs),
     /// Build a dataset from structures and alignments (parallel, resumable, with a report).
@@ -56,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         Command::Inspect(args) => cmd::dataset::inspect(args),
         Command::Verify(args) => cmd::dataset::verify(args),
         Command::Parse(args) => cmd::parse::run(args),
+        Command::Demo(args) => cmd::demo::run(args),
         Command::Synth(args) => cmd::synth::run(args),
         Command::Ingest(args) => cmd::ingest::run(args),
         Command::Commit(args) => cmd::commit::run(args),

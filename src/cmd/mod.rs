@@ -8,6 +8,7 @@ pub mod bench_ingest;
 pub mod bench_storage;
 pub mod commit;
 pub mod dataset;
+pub mod demo;
 pub mod ingest;
 pub mod parse;
 pub mod synth;
