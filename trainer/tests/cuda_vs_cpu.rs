@@ -427,7 +427,12 @@ fn gpu_dense_ops_match_cpu() {
         c: MatRef::new(c, 96).batched(96 * 96),
     };
     p.both(Op::Gemm(gt));
-    p.compare("gemm batched, both transposed", c);
+    p.compare_view(
+        "gemm batched, both transposed",
+        View::dense(c, 96),
+        3 * 96,
+        96,
+    );
     p.random(wg, 1.0);
     let gw = Gemm {
         m: 256,
@@ -619,43 +624,54 @@ fn gpu_graph_replay_matches_eager() {
         }
         v
     };
+    let same = |a: &[f32], b: &[f32]| a.iter().zip(b).filter(|(x, y)| x == y).count();
     step(&mut gpu);
     let eager = snapshot(&mut gpu);
-    step(&mut gpu);
-    let eager2 = snapshot(&mut gpu);
+    let n_out = gpu.len(block.m_out) + gpu.len(block.z_out);
+    // Float atomics (LayerNorm and bias gradients, the attention bias reduction)
+    // make two eager runs differ in the last bits, and bf16 roundings downstream
+    // amplify that; replays must match eager as closely as eager matches itself.
+    let mut spread: f64 = 0.0;
+    for k in 0..3 {
+        step(&mut gpu);
+        let again = snapshot(&mut gpu);
+        let d = rel_err(&again, &eager);
+        println!(
+            "eager run {k} vs first: {} of {} values identical, relative difference {d:.2e}",
+            same(&again, &eager),
+            eager.len()
+        );
+        assert_eq!(
+            same(&again[..n_out], &eager[..n_out]),
+            n_out,
+            "eager forward outputs must be bit-identical run to run"
+        );
+        spread = spread.max(d);
+    }
     gpu.sync().unwrap();
     gpu.begin_capture().unwrap();
     step(&mut gpu);
     let graph = gpu.end_capture().unwrap();
-    gpu.fill(block.m_out, f32::NAN).unwrap();
-    gpu.fill(block.z_out, f32::NAN).unwrap();
-    table.fill_grads(&mut gpu, f32::NAN).unwrap();
-    gpu.replay(&graph).unwrap();
-    let replay = snapshot(&mut gpu);
-    let same = |a: &[f32], b: &[f32]| a.iter().zip(b).filter(|(x, y)| x == y).count();
-    // Float atomics (LayerNorm and bias gradients, the attention bias reduction)
-    // make two eager runs differ in the last bits, and bf16 roundings downstream
-    // amplify that; the replay must match eager as closely as eager matches itself.
-    let spread = rel_err(&eager2, &eager);
-    let e = rel_err(&replay, &eager);
-    println!(
-        "eager vs eager: {} of {} values identical, relative difference {spread:.2e}",
-        same(&eager2, &eager),
-        eager.len()
-    );
-    println!(
-        "graph replay vs eager: {} of {} values identical, relative difference {e:.2e}",
-        same(&replay, &eager),
-        eager.len()
-    );
-    let n_out = gpu.len(block.m_out) + gpu.len(block.z_out);
-    assert_eq!(
-        same(&replay[..n_out], &eager[..n_out]),
-        n_out,
-        "forward outputs must be bit-identical (the forward has no atomics)"
-    );
-    assert!(
-        e <= 4.0 * spread + 1e-6 && e < 1e-2,
-        "graph replay differs from eager by {e:.3e}, eager from itself by {spread:.3e}"
-    );
+    for k in 0..5 {
+        gpu.fill(block.m_out, f32::NAN).unwrap();
+        gpu.fill(block.z_out, f32::NAN).unwrap();
+        table.fill_grads(&mut gpu, f32::NAN).unwrap();
+        gpu.replay(&graph).unwrap();
+        let replay = snapshot(&mut gpu);
+        let e = rel_err(&replay, &eager);
+        println!(
+            "graph replay {k} vs eager: {} of {} values identical, relative difference {e:.2e}",
+            same(&replay, &eager),
+            eager.len()
+        );
+        assert_eq!(
+            same(&replay[..n_out], &eager[..n_out]),
+            n_out,
+            "replayed forward outputs must be bit-identical to eager"
+        );
+        assert!(
+            e <= 4.0 * spread + 1e-6 && e < 1e-2,
+            "graph replay differs from eager by {e:.3e}, eager from itself by {spread:.3e}"
+        );
+    }
 }
