@@ -245,7 +245,7 @@ pub async fn ingest(
                 let done_tx = done_tx.clone();
                 let context = context.clone();
                 pool.spawn(move || {
-                    let processed = process::process(&context, fetched);
+                    let processed = process::process_guarded(&context, fetched);
                     let _ = done_tx.blocking_send(processed);
                     drop(permit);
                 });

@@ -160,3 +160,42 @@ fn filters_drop_exactly_the_inputs_they_describe() {
     assert!(report.filtered() > 0);
     assert!(report.counts().keys().any(|k| k.starts_with("filtered:")));
 }
+
+/// An empty loop of two items (`_exptl` with no rows) once made the CIF column reader
+/// panic; whether the parser rejects such a file or panics on it, the job reports that
+/// one file as failed and writes everything else.
+#[test]
+fn a_file_that_upsets_the_parser_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = SynthConfig {
+        gzip_fraction: 0.0,
+        ..small_corpus(8, 2)
+    };
+    let config = corpus_and_config(dir.path(), &synth);
+    let all = entries(&synth);
+    let victim = dir.path().join("corpus").join(&all[0].files[0].path);
+    let text = std::fs::read_to_string(&victim).unwrap();
+    let start = text.find("_exptl.entry_id").unwrap();
+    let end = start + text[start..].find("#\n").unwrap();
+    let broken = format!(
+        "{}loop_\n_exptl.entry_id\n_exptl.method\n{}",
+        &text[..start],
+        &text[end..]
+    );
+    std::fs::write(&victim, broken).unwrap();
+    let report = run(&config);
+    let failed: Vec<_> = report
+        .lines
+        .iter()
+        .filter(|l| l.kind == LineKind::Failed)
+        .collect();
+    assert_eq!(failed.len(), 1, "{}", report.summary());
+    assert!(
+        failed[0]
+            .input
+            .ends_with(&*all[0].files[0].path.file_name().unwrap().to_string_lossy())
+    );
+    assert!(["parse", "internal"].contains(&failed[0].stage.as_str()));
+    let written: usize = all[1..].iter().map(|e| e.chains.len()).sum();
+    assert_eq!(rows(&config.out).len(), written);
+}

@@ -298,6 +298,38 @@ fn checksum_of(parts: &[&FileBytes]) -> u64 {
     h.digest()
 }
 
+/// [`process`], with a panic (a bug in a parser or in featurization, never expected on
+/// any input) turned into a failed-input line, so one bad file cannot stop the job.
+pub fn process_guarded(ctx: &Context, fetched: Fetched) -> Processed {
+    let source_key = fetched.source.key.clone();
+    let name = fetched.name.clone();
+    let bytes_read = fetched.bytes_read();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| process(ctx, fetched))).unwrap_or_else(
+        |panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_string());
+            Processed {
+                lines: vec![line(
+                    LineKind::Failed,
+                    &source_key,
+                    &name,
+                    "internal",
+                    format!(
+                        "processing panicked (a bug; please report it with this file): {message}"
+                    ),
+                )],
+                source_key,
+                batch: None,
+                chains: 0,
+                bytes_read,
+            }
+        },
+    )
+}
+
 /// Processes one fetched source: its rows already converted to a record batch, so the
 /// (serial) writer stage only encodes.
 pub fn process(ctx: &Context, fetched: Fetched) -> Processed {
