@@ -4,7 +4,9 @@
 //! the other axis is preceded by an all-to-all (a distributed transpose) and
 //! whole-tensor contractions by an all-gather. Data parallelism all-reduces the
 //! flat gradient block. [`LocalGroup`] is a single-process fake with the same
-//! semantics, for tests; a NCCL communicator implements the same trait on the GPU.
+//! semantics, for tests. The NCCL implementation of this trait (cudarc's `nccl`
+//! module, one process or thread per GPU, grouped send/recv for the all-to-all)
+//! is not built yet.
 
 use crate::backend::{Backend, TensorId};
 use crate::error::{Result, TrainerError};
