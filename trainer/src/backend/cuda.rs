@@ -224,6 +224,23 @@ fn compile_kernels(arch: &'static str) -> Result<Ptx> {
 impl CudaBackend {
     /// Opens GPU `ordinal`, compiles or loads the kernels, creates the cuBLASLt handle.
     pub fn new(ordinal: usize) -> Result<Self> {
+        // cudarc panics on first use of a library it cannot load: check first.
+        // SAFETY: these only try to dlopen the libraries and report success.
+        let present = unsafe {
+            [
+                ("the CUDA driver (libcuda)", dsys::is_culib_present()),
+                ("NVRTC", cudarc::nvrtc::sys::is_culib_present()),
+                ("cuBLASLt", ltsys::is_culib_present()),
+            ]
+        };
+        if let Some((lib, _)) = present.iter().find(|(_, ok)| !ok) {
+            return Err(TrainerError::Cuda {
+                context: "opening the GPU".into(),
+                detail: format!(
+                    "{lib} could not be loaded: no NVIDIA driver or CUDA toolkit on this machine (LD_LIBRARY_PATH?)"
+                ),
+            });
+        }
         let ctx = CudaContext::new(ordinal).map_err(cuda_err("opening the GPU"))?;
         let stream = ctx.new_stream().map_err(cuda_err("creating a stream"))?;
         let device = ctx.name().map_err(cuda_err("reading the device name"))?;

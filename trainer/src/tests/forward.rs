@@ -206,3 +206,17 @@ fn shape_errors_name_the_tensor() {
     let late = be.declare("late", 2, Class::Activation);
     assert!(be.read(late).unwrap_err().to_string().contains("late"));
 }
+
+/// Without a GPU (or without the CUDA libraries), opening the CUDA backend is an
+/// error, never a panic. Skips itself where a GPU is present.
+#[test]
+fn cuda_backend_without_gpu_is_an_error() {
+    if std::path::Path::new("/dev/nvidia0").exists() {
+        println!("a GPU is present: nothing to check");
+        return;
+    }
+    match crate::backend::cuda::CudaBackend::new(0) {
+        Ok(_) => panic!("opened a GPU on a machine without /dev/nvidia0"),
+        Err(e) => assert!(e.to_string().contains("CUDA"), "{e}"),
+    }
+}
