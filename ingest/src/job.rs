@@ -45,6 +45,10 @@ pub struct IngestConfig {
     pub out: String,
     /// Optional cluster file: one cluster per line, chain ids separated by spaces.
     pub clusters: Option<String>,
+    /// Optional duplicate-chain file (OpenProteinSet `duplicate_pdb_chains.txt`): one
+    /// group per line of chains with identical sequences; a chain without its own
+    /// alignment folder uses the folder of the first chain of its group that has one.
+    pub duplicate_chains: Option<String>,
     /// This worker's index, `0..workers`.
     pub worker: u32,
     /// Number of workers sharing the inputs.
@@ -81,6 +85,7 @@ impl Default for IngestConfig {
             alignments: String::new(),
             out: String::new(),
             clusters: None,
+            duplicate_chains: None,
             worker: 0,
             workers: 1,
             filters: Filters::default(),
@@ -179,7 +184,11 @@ pub async fn ingest(
             .map(|s| (s.entry_id.clone(), s.path.clone()))
             .collect(),
     );
-    let chain_dirs = Arc::new(fetch::list_chain_dirs(&alignments).await?);
+    let mut chain_dirs = fetch::list_chain_dirs(&alignments).await?;
+    if let Some(url) = &config.duplicate_chains {
+        fetch::add_duplicates(&mut chain_dirs, &fetch::read_duplicates(url).await?);
+    }
+    let chain_dirs = Arc::new(chain_dirs);
     let mine: Vec<fetch::Source> = sources
         .into_iter()
         .filter(|s| worker_of(&s.key, config.workers) == config.worker)

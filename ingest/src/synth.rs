@@ -13,7 +13,9 @@
 //!   with substitutions, deletions and insertions (lowercase in a3m, insert columns in
 //!   Stockholm) at depths of tens to thousands of rows, and template hits that point at
 //!   other synthetic entries of the same sequence family;
-//! - `clusters.txt`: one sequence family per line (chain ids separated by spaces).
+//! - `clusters.txt`: one sequence family per line (chain ids separated by spaces);
+//! - `duplicate_chains.txt`: the chains of each homomer (identical sequences), one group
+//!   per line, as OpenProteinSet's `duplicate_pdb_chains.txt`.
 //!
 //! Everything is a pure function of the [`SynthConfig`] (seed included): the corpus plan
 //! is drawn first from the seed, then each entry from its own seeded generator, so entries
@@ -100,6 +102,8 @@ pub const STRUCTURES_DIR: &str = "mmcif";
 pub const ALIGNMENTS_DIR: &str = "alignments";
 /// The cluster file inside a corpus.
 pub const CLUSTERS_FILE: &str = "clusters.txt";
+/// The duplicate-chain file inside a corpus (homomer chains, which share a sequence).
+pub const DUPLICATES_FILE: &str = "duplicate_chains.txt";
 
 /// Experimental methods drawn for entries, as `_exptl.method` writes them.
 const METHODS: [&str; 3] = ["X-RAY DIFFRACTION", "ELECTRON MICROSCOPY", "SOLUTION NMR"];
@@ -236,6 +240,23 @@ impl CorpusPlan {
         })
     }
 
+    /// Groups of chains with identical sequences (the chains of a homomer), for the
+    /// duplicate-chain file.
+    pub fn duplicates(&self) -> Vec<Vec<String>> {
+        let mut groups = Vec::new();
+        for entry in &self.entries {
+            let mut by_entity: std::collections::BTreeMap<usize, Vec<String>> = Default::default();
+            for chain in &entry.chains {
+                by_entity
+                    .entry(chain.entity)
+                    .or_default()
+                    .push(chain_key(entry, chain));
+            }
+            groups.extend(by_entity.into_values().filter(|g| g.len() > 1));
+        }
+        groups
+    }
+
     /// Number of entries (mmCIF files).
     pub fn entry_count(&self) -> usize {
         self.entries.len()
@@ -347,12 +368,18 @@ pub fn write_corpus(out: &Path, config: &SynthConfig) -> Result<CorpusSummary, I
         .map(|members| members.join(" ") + "\n")
         .collect();
     write_file(&out.join(CLUSTERS_FILE), clusters.as_bytes())?;
+    let duplicates: String = plan
+        .duplicates()
+        .iter()
+        .map(|group| group.join(" ") + "\n")
+        .collect();
+    write_file(&out.join(DUPLICATES_FILE), duplicates.as_bytes())?;
     let summary = CorpusSummary {
         config: config.clone(),
         entries: plan.entry_count(),
         chains: totals.0,
-        files: totals.1 + 1,
-        bytes: totals.2 + clusters.len() as u64,
+        files: totals.1 + 2,
+        bytes: totals.2 + (clusters.len() + duplicates.len()) as u64,
     };
     let json = serde_json::to_vec_pretty(&summary).expect("a summary serializes");
     write_file(&out.join("synth.json"), &json)?;

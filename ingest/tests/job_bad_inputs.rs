@@ -199,3 +199,38 @@ fn a_file_that_upsets_the_parser_fails_alone() {
     let written: usize = all[1..].iter().map(|e| e.chains.len()).sum();
     assert_eq!(rows(&config.out).len(), written);
 }
+
+/// A homomer chain without its own alignment folder fails, unless the duplicate-chain
+/// file names its group: then it gets the group's alignments.
+#[test]
+fn duplicate_chains_share_their_group_alignments() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = small_corpus(30, 13);
+    let config = corpus_and_config(dir.path(), &synth);
+    let plan = CorpusPlan::new(&synth).unwrap();
+    let group = plan
+        .duplicates()
+        .into_iter()
+        .next()
+        .expect("a homomer in the corpus");
+    let corpus = dir.path().join("corpus");
+    std::fs::remove_dir_all(corpus.join("alignments").join(&group[1])).unwrap();
+
+    let report = run(&config);
+    assert_eq!(report.failed(), 1);
+    assert!(report.lines[0].reason.contains("no alignment folder"));
+
+    let out = dir.path().join("with-duplicates").display().to_string();
+    let report = run(&IngestConfig {
+        out: out.clone(),
+        duplicate_chains: Some(corpus.join("duplicate_chains.txt").display().to_string()),
+        ..config
+    });
+    assert_eq!(report.failed(), 0, "{}", report.summary());
+    let rows = rows(&out);
+    let row = |key: &str| rows.iter().find(|r| r.record.chain_id == key).unwrap();
+    let (first, second) = (row(&group[0]), row(&group[1]));
+    assert_eq!(second.record.msa, first.record.msa);
+    assert_eq!(second.record.deletion_matrix, first.record.deletion_matrix);
+    assert_eq!(second.record.sequence, first.record.sequence);
+}

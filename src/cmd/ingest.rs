@@ -30,6 +30,10 @@ pub struct IngestArgs {
     /// Cluster file: one cluster per line, chain ids separated by spaces.
     #[arg(long)]
     pub clusters: Option<String>,
+    /// Duplicate-chain file (one group of identical chains per line): a chain without its
+    /// own alignment folder uses its group's.
+    #[arg(long)]
+    pub duplicate_chains: Option<String>,
     /// This worker's index (inputs are split deterministically over workers).
     #[arg(long, default_value_t = 0)]
     pub worker: u32,
@@ -99,6 +103,7 @@ impl IngestArgs {
             alignments: self.alignments.clone(),
             out: self.out.clone(),
             clusters: self.clusters.clone(),
+            duplicate_chains: self.duplicate_chains.clone(),
             worker: self.worker,
             workers: self.workers,
             writers: self.writers,

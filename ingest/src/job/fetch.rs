@@ -160,18 +160,45 @@ pub async fn list_chain_dirs(root: &Location) -> Result<ChainDirs, IngestError> 
     let mut dirs: ChainDirs = HashMap::new();
     for prefix in &listing.common_prefixes {
         let name = relative(&root.prefix, prefix);
-        if let Some((entry, _)) = name.split_once('_') {
-            dirs.entry(entry.to_ascii_lowercase())
-                .or_default()
-                .push(name);
+        if let Some(entry) = entry_of(&name) {
+            dirs.entry(entry).or_default().push((name.clone(), name));
         }
     }
     dirs.values_mut().for_each(|v| v.sort());
     Ok(dirs)
 }
 
-/// Chain alignment folders by entry id.
-pub type ChainDirs = HashMap<String, Vec<String>>;
+fn entry_of(chain_key: &str) -> Option<String> {
+    chain_key
+        .split_once('_')
+        .map(|(entry, _)| entry.to_ascii_lowercase())
+}
+
+/// Chain alignment folders by entry id: (chain key, folder holding its alignments).
+pub type ChainDirs = HashMap<String, Vec<(String, String)>>;
+
+/// Lets chains without their own alignment folder use the folder of the first chain of
+/// their duplicate group that has one (OpenProteinSet stores one copy per group).
+pub fn add_duplicates(dirs: &mut ChainDirs, groups: &[Vec<String>]) {
+    let have: std::collections::HashSet<String> = dirs
+        .values()
+        .flatten()
+        .map(|(key, _)| key.clone())
+        .collect();
+    for group in groups {
+        let Some(representative) = group.iter().find(|m| have.contains(*m)) else {
+            continue;
+        };
+        for member in group.iter().filter(|m| !have.contains(*m)) {
+            if let Some(entry) = entry_of(member) {
+                dirs.entry(entry)
+                    .or_default()
+                    .push((member.clone(), representative.clone()));
+            }
+        }
+    }
+    dirs.values_mut().for_each(|v| v.sort());
+}
 
 /// Merge order of alignment files: UniRef90, then BFD/Uniclust, then MGnify, then any
 /// other by name (the reference pipeline's order).
@@ -199,8 +226,12 @@ async fn get(store: &Arc<dyn ObjectStore>, path: &Path) -> FileBytes {
     }
 }
 
-async fn fetch_chain(root: &Location, key: String) -> Result<ChainFiles, IngestError> {
-    let dir = root.child(&key);
+async fn fetch_chain(
+    root: &Location,
+    key: String,
+    folder: &str,
+) -> Result<ChainFiles, IngestError> {
+    let dir = root.child(folder);
     let metas: Vec<_> = root
         .store
         .list(Some(&dir))
@@ -227,7 +258,7 @@ async fn fetch_chain(root: &Location, key: String) -> Result<ChainFiles, IngestE
         }))
     };
     Ok(ChainFiles {
-        dir: format!("{}/{key}", root.url.trim_end_matches('/')),
+        dir: format!("{}/{folder}", root.url.trim_end_matches('/')),
         alignments: read_all(alignment_paths).await,
         hhr: read_all(hhr_paths).await,
         key,
@@ -281,9 +312,11 @@ async fn fetch_one(
     let keys = chain_dirs
         .get(&source.entry_id)
         .map_or(&[][..], Vec::as_slice);
-    let chain_files =
-        futures::future::try_join_all(keys.iter().map(|k| fetch_chain(alignments, k.clone())))
-            .await?;
+    let chain_files = futures::future::try_join_all(
+        keys.iter()
+            .map(|(key, folder)| fetch_chain(alignments, key.clone(), folder)),
+    )
+    .await?;
     let hhr: Vec<(String, FileBytes)> = chain_files
         .iter()
         .flat_map(|c| c.hhr.iter().map(|(n, b)| (n.clone(), b.clone())))
@@ -349,9 +382,8 @@ pub async fn fetch_all(
     Ok(())
 }
 
-/// Reads a cluster file (local path or URL): line `i` is cluster `i`; returns, per chain
-/// id, (cluster id, cluster size).
-pub async fn read_clusters(url: &str) -> Result<HashMap<String, (i64, u32)>, IngestError> {
+/// Reads a small text file (local path or URL), gzip or not, as lines of words.
+async fn read_word_lines(url: &str) -> Result<Vec<Vec<String>>, IngestError> {
     let (dir, name) = url.rsplit_once('/').unwrap_or((".", url));
     let location = Location::parse(if dir.is_empty() { "/" } else { dir })?;
     let bytes = location
@@ -364,12 +396,29 @@ pub async fn read_clusters(url: &str) -> Result<HashMap<String, (i64, u32)>, Ing
         .map_err(|e| store_error(url, e))?;
     let bytes = decompress_if_gzip(url, bytes.to_vec())?;
     let text = crate::input::as_utf8(url, &bytes)?;
+    Ok(text
+        .lines()
+        .map(|line| line.split_whitespace().map(str::to_string).collect())
+        .collect())
+}
+
+/// Reads a cluster file: line `i` is cluster `i`; returns, per chain id, (cluster id,
+/// cluster size).
+pub async fn read_clusters(url: &str) -> Result<HashMap<String, (i64, u32)>, IngestError> {
     let mut clusters = HashMap::new();
-    for (i, line) in text.lines().enumerate() {
-        let members: Vec<&str> = line.split_whitespace().collect();
-        for member in &members {
-            clusters.insert(member.to_string(), (i as i64, members.len() as u32));
+    for (i, members) in read_word_lines(url).await?.iter().enumerate() {
+        for member in members {
+            clusters.insert(member.clone(), (i as i64, members.len() as u32));
         }
     }
     Ok(clusters)
+}
+
+/// Reads a duplicate-chain file: one group of chain ids sharing their alignments per line.
+pub async fn read_duplicates(url: &str) -> Result<Vec<Vec<String>>, IngestError> {
+    Ok(read_word_lines(url)
+        .await?
+        .into_iter()
+        .filter(|g| g.len() > 1)
+        .collect())
 }
