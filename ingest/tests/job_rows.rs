@@ -106,3 +106,45 @@ fn workers_split_the_inputs_and_commit_merges_them() {
         .unwrap();
     assert_eq!(content(&split_out), single);
 }
+
+/// A run stopped part-way (as a killed one would be: open shards lost) and run again
+/// gives the dataset of an uninterrupted run, and its report still lists the failures
+/// of sources finished before the stop.
+#[test]
+fn a_partial_run_resumes_to_the_same_dataset_and_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = small_corpus(24, 17);
+    let config = corpus_and_config(dir.path(), &synth);
+    let plan = CorpusPlan::new(&synth).unwrap();
+    let multi = (0..plan.entry_count())
+        .map(|e| generate_entry(&plan, e))
+        .find(|e| e.chains.len() > 1)
+        .expect("an entry with several chains");
+    let missing = &multi.chains[1].key;
+    std::fs::remove_dir_all(dir.path().join("corpus/alignments").join(missing)).unwrap();
+
+    let reference = run(&config);
+    let expected = content(&config.out);
+    let out = dir.path().join("resumed").display().to_string();
+    let partial = scalefold_ingest::job::IngestConfig {
+        out: out.clone(),
+        shard_bytes: 1,
+        writers: 1,
+        limit: Some(plan.entry_count() / 2),
+        ..config.clone()
+    };
+    let first = run(&partial);
+    assert!(!first.committed);
+    let resumed = run(&scalefold_ingest::job::IngestConfig {
+        limit: None,
+        ..partial
+    });
+    assert!(resumed.committed);
+    assert!(
+        resumed.already_done > 0,
+        "the second run skipped finished sources"
+    );
+    assert_eq!(content(&out), expected);
+    assert_eq!(resumed.lines, reference.lines);
+    assert!(resumed.lines.iter().any(|l| &l.input == missing));
+}
