@@ -164,6 +164,12 @@ pub async fn list_chain_dirs(root: &Location) -> Result<ChainDirs, IngestError> 
             dirs.entry(entry).or_default().push((name.clone(), name));
         }
     }
+    if dirs.is_empty() {
+        return Err(IngestError::InvalidArgument(format!(
+            "{}: no per-chain alignment folders (<entry>_<chain>/) found",
+            root.url
+        )));
+    }
     dirs.values_mut().for_each(|v| v.sort());
     Ok(dirs)
 }
