@@ -220,3 +220,126 @@ fn cuda_backend_without_gpu_is_an_error() {
         Err(e) => assert!(e.to_string().contains("CUDA"), "{e}"),
     }
 }
+
+mod properties {
+    use crate::backend::cpu::CpuBackend;
+    use crate::backend::{Backend, Class, Gemm, MatRef};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Swapping the middle axes twice is the identity, for any shape.
+        #[test]
+        fn transpose_twice_is_identity(a in 1usize..4, b in 1usize..40, c in 1usize..40, d in 1usize..5, seed in 0u64..1000) {
+            let n = a * b * c * d;
+            let mut be = CpuBackend::<f32>::new();
+            let x = be.declare("x", n, Class::Activation);
+            let y = be.declare("y", n, Class::Activation);
+            let z = be.declare("z", n, Class::Activation);
+            be.materialize().unwrap();
+            let v: Vec<f32> = (0..n).map(|i| (crate::backend::mix64(seed ^ i as u64) >> 40) as f32).collect();
+            be.write(x, &v).unwrap();
+            be.transpose([a, b, c, d], x, y, false).unwrap();
+            be.transpose([a, c, b, d], y, z, false).unwrap();
+            prop_assert_eq!(be.read(z).unwrap(), v);
+        }
+
+        /// A GEMM with transpose flags equals the plain GEMM on explicitly transposed operands.
+        #[test]
+        fn gemm_transpose_flags_match_explicit_transposes(m in 1usize..9, n in 1usize..9, k in 1usize..9, batch in 1usize..3,
+            ta in any::<bool>(), tb in any::<bool>(), seed in 0u64..1000) {
+            let mut be = CpuBackend::<f64>::new();
+            let a = be.declare("a", batch * m * k, Class::Activation);
+            let b = be.declare("b", batch * k * n, Class::Activation);
+            let at = be.declare("at", batch * m * k, Class::Activation);
+            let bt = be.declare("bt", batch * k * n, Class::Activation);
+            let c1 = be.declare("c1", batch * m * n, Class::Activation);
+            let c2 = be.declare("c2", batch * m * n, Class::Activation);
+            be.materialize().unwrap();
+            let rnd = |len: usize, s: u64| -> Vec<f32> { (0..len).map(|i| (crate::backend::mix64(s ^ (i as u64) << 8) >> 40) as f32 / 8_388_608.0 - 1.0).collect() };
+            be.write(a, &rnd(batch * m * k, seed)).unwrap();
+            be.write(b, &rnd(batch * k * n, seed + 1)).unwrap();
+            // Stored layouts: A is [m, k] (or [k, m] with ta), B is [k, n] (or [n, k] with tb).
+            let (ar, ac) = if ta { (k, m) } else { (m, k) };
+            let (br, bc) = if tb { (n, k) } else { (k, n) };
+            be.transpose([batch, ar, ac, 1], a, at, false).unwrap();
+            be.transpose([batch, br, bc, 1], b, bt, false).unwrap();
+            let g = Gemm { m, n, k, batch, trans_a: ta, trans_b: tb, alpha: 1.5, beta: 0.0,
+                a: MatRef::new(a, ac).batched(m * k), b: MatRef::new(b, bc).batched(k * n), c: MatRef::new(c1, n).batched(m * n) };
+            be.gemm(&g).unwrap();
+            let g2 = Gemm { trans_a: !ta, trans_b: !tb, a: MatRef::new(at, ar).batched(m * k), b: MatRef::new(bt, br).batched(k * n),
+                c: MatRef::new(c2, n).batched(m * n), ..g };
+            be.gemm(&g2).unwrap();
+            let (x, y) = (be.get(c1).unwrap().to_vec(), be.get(c2).unwrap().to_vec());
+            for (p, q) in x.iter().zip(&y) {
+                prop_assert!((p - q).abs() < 1e-9, "{} vs {}", p, q);
+            }
+        }
+    }
+}
+
+/// DAP readiness: row-wise ops applied to two row ranges (views) of a tensor give
+/// exactly the full op's result, so a rank can run them on its shard unchanged.
+#[test]
+fn row_wise_ops_on_row_range_views_match_the_whole_tensor() {
+    let (rows, cols) = (6, 5);
+    let s = AttnShape {
+        batch: 4,
+        len: 3,
+        heads: 2,
+        head_dim: 2,
+    };
+    let mut be = CpuBackend::<f32>::new();
+    let x = be.declare("x", rows * cols, Class::Activation);
+    let g = be.declare("g", cols, Class::Weight);
+    let b = be.declare("b", cols, Class::Weight);
+    let y = be.declare("y", rows * cols, Class::Activation);
+    let (mu, rs) = (
+        be.declare("mu", rows, Class::Stat),
+        be.declare("rs", rows, Class::Stat),
+    );
+    let p = be.declare("qkvg", s.rows() * 4 * s.width(), Class::Activation);
+    let (att, out, lse) = (
+        be.declare("attn", s.rows() * s.width(), Class::Activation),
+        be.declare("out", s.rows() * s.width(), Class::Activation),
+        be.declare("lse", s.batch * s.heads * s.len, Class::Stat),
+    );
+    be.materialize().unwrap();
+    let fill = |be: &mut CpuBackend<f32>, t, k: u64| {
+        let v: Vec<f32> = (0..be.len(t))
+            .map(|i| {
+                (crate::backend::mix64(k ^ ((i as u64) << 16)) >> 40) as f32 / 8_388_608.0 - 1.0
+            })
+            .collect();
+        be.write(t, &v).unwrap();
+    };
+    for (k, t) in [x, g, b, p].into_iter().enumerate() {
+        fill(&mut be, t, k as u64);
+    }
+    be.layer_norm_fwd(rows, cols, x, g, b, y, mu, rs).unwrap();
+    be.attention_fwd(s, p, None, att, out, lse).unwrap();
+    let (full_y, full_out) = (be.read(y).unwrap(), be.read(out).unwrap());
+    be.fill(y, 0.0).unwrap();
+    be.fill(out, 0.0).unwrap();
+    let half = AttnShape { batch: 2, ..s };
+    for r in 0..2 {
+        let v = |be: &mut CpuBackend<f32>, t, per: usize| be.view(t, r * per, per).unwrap();
+        let (xr, yr, mr, sr) = (
+            v(&mut be, x, 3 * cols),
+            v(&mut be, y, 3 * cols),
+            v(&mut be, mu, 3),
+            v(&mut be, rs, 3),
+        );
+        be.layer_norm_fwd(3, cols, xr, g, b, yr, mr, sr).unwrap();
+        let (pr, ar, or) = (
+            v(&mut be, p, half.rows() * 4 * half.width()),
+            v(&mut be, att, half.rows() * half.width()),
+            v(&mut be, out, half.rows() * half.width()),
+        );
+        let lr = v(&mut be, lse, half.batch * half.heads * half.len);
+        be.attention_fwd(half, pr, None, ar, or, lr).unwrap();
+    }
+    assert_eq!(be.read(y).unwrap(), full_y);
+    assert_eq!(be.read(out).unwrap(), full_out);
+}
