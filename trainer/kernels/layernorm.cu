@@ -73,11 +73,19 @@ __device__ void layer_norm_bwd(const bf16* x, const bf16* gamma, const float* me
             }
         }
     }
+    // Reduce dgamma/dbeta over the block's warps in shared memory first: one
+    // atomic per column and block instead of one per column and warp.
+    __shared__ float red_g[LN_MAXK * 32];
+    __shared__ float red_b[LN_MAXK * 32];
+    for (int e = threadIdx.x; e < LN_MAXK * 32; e += blockDim.x) { red_g[e] = 0.0f; red_b[e] = 0.0f; }
+    __syncthreads();
 #pragma unroll
     for (int k = 0; k < LN_MAXK; k++) {
         int c = lane + 32 * k;
-        if (c < cols) { atomicAdd(dgamma + c, dg[k]); atomicAdd(dbeta + c, db[k]); }
+        if (c < cols) { atomicAdd(red_g + c, dg[k]); atomicAdd(red_b + c, db[k]); }
     }
+    __syncthreads();
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) { atomicAdd(dgamma + c, red_g[c]); atomicAdd(dbeta + c, red_b[c]); }
 }
 
 // dx in bf16 (activation gradients) or f32 (the residual-stream gradients).

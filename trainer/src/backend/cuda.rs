@@ -866,7 +866,7 @@ impl Backend for CudaBackend {
             self.need("layer_norm_bwd", t, n)?;
             self.need_f32("layer_norm_bwd", t, f)?;
         }
-        let blocks = (rows.div_ceil(8)).min(self.sm_count as usize * 8).max(1) as u32;
+        let blocks = (rows.div_ceil(8)).min(self.sm_count as usize * 4).max(1) as u32;
         let a = vec![
             KArg::Ptr(self.ptr(x)?),
             KArg::Ptr(self.ptr(gamma)?),
