@@ -10,13 +10,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float32Array, Int64Array, ListArray, PrimitiveArray,
-    RecordBatch, StringArray, UInt32Array, UInt64Array,
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Float32Array, Int64Array, ListArray,
+    PrimitiveArray, RecordBatch, StringArray, UInt32Array, UInt64Array,
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{
     ArrowPrimitiveType, DataType, Field, Float32Type, Int8Type, Int32Type, Schema, SchemaRef,
-    UInt8Type, UInt16Type,
+    UInt8Type,
 };
 use scalefold_featurize::ChainRecord;
 use scalefold_featurize::residue_constants::RESIDUE_CONSTANTS_VERSION;
@@ -156,9 +156,10 @@ pub fn chain_schema() -> SchemaRef {
             Field::new("structure_method", DataType::Utf8, false),
             Field::new("is_distillation", DataType::Boolean, false),
             Field::new("num_alignments", DataType::UInt32, false),
-            // [m][n]
-            list_of("msa", DataType::UInt8),
-            list_of("deletion_matrix", DataType::UInt16),
+            // [m][n]: MSA ids as bytes, and deletions as little-endian u16 pairs (binary
+            // values: one value per row, so encoding costs nothing per element).
+            Field::new("msa", DataType::Binary, false),
+            Field::new("deletion_matrix", DataType::Binary, false),
             // [m]
             list_of("msa_species_ids", DataType::Utf8),
             Field::new("num_templates", DataType::UInt32, false),
@@ -250,8 +251,12 @@ pub fn rows_to_batch(rows: &[ChainRow]) -> Result<RecordBatch, IngestError> {
             rows.iter().map(|r| Some(r.record.is_distillation)),
         )),
         u32s(|r| r.record.num_alignments),
-        primitive_list::<UInt8Type, _>(rows, |r| &r.record.msa),
-        primitive_list::<UInt16Type, _>(rows, |r| &r.record.deletion_matrix),
+        Arc::new(BinaryArray::from_iter_values(
+            rows.iter().map(|r| r.record.msa.as_slice()),
+        )),
+        Arc::new(BinaryArray::from_iter_values(
+            rows.iter().map(|r| le_bytes(&r.record.deletion_matrix)),
+        )),
         string_list(rows, |r| &r.record.msa_species_ids),
         u32s(|r| r.record.templates.num_templates),
         primitive_list::<Int8Type, _>(rows, |r| &r.record.templates.aatype),
@@ -276,6 +281,23 @@ pub fn rows_to_batch(rows: &[ChainRow]) -> Result<RecordBatch, IngestError> {
             .map_or_else(String::new, |r| r.record.chain_id.clone()),
         reason: format!("cannot build the record batch: {e}"),
     })
+}
+
+/// Little-endian u16 pairs back to numbers.
+fn u16s(bytes: &[u8], chain: &str) -> Result<Vec<u16>, IngestError> {
+    if bytes.len() % 2 != 0 {
+        return Err(IngestError::Schema {
+            chain: chain.to_string(),
+            reason: format!(
+                "deletion_matrix has {} bytes, expected an even number (u16 pairs)",
+                bytes.len()
+            ),
+        });
+    }
+    Ok(bytes
+        .chunks_exact(2)
+        .map(|p| u16::from_le_bytes([p[0], p[1]]))
+        .collect())
 }
 
 /// Reads the rows of a batch of [`chain_schema`] back (checking each record's invariants).
@@ -359,14 +381,19 @@ pub fn batch_to_rows(batch: &RecordBatch) -> Result<Vec<ChainRow>, IngestError> 
     let source_checksum = source_checksum
         .as_primitive_opt::<arrow::datatypes::UInt64Type>()
         .ok_or_else(|| wrong("source_checksum"))?;
+    let binary = |name: &str| -> Result<&BinaryArray, IngestError> {
+        column(name)?
+            .as_binary_opt::<i32>()
+            .ok_or_else(|| wrong(name))
+    };
+    let msa = binary("msa")?;
+    let deletion_matrix = binary("deletion_matrix")?;
     let names = [
         "aatype",
         "residue_index",
         "between_segment_residues",
         "all_atom_positions",
         "all_atom_mask",
-        "msa",
-        "deletion_matrix",
         "msa_species_ids",
         "template_aatype",
         "template_all_atom_positions",
@@ -390,17 +417,17 @@ pub fn batch_to_rows(batch: &RecordBatch) -> Result<Vec<ChainRow>, IngestError> 
             release_date: release.is_valid(i).then(|| release.value(i).to_string()),
             structure_method: method.value(i).to_string(),
             is_distillation: distillation.value(i),
-            msa: values::<UInt8Type>(l[5], i, names[5])?,
-            deletion_matrix: values::<UInt16Type>(l[6], i, names[6])?,
+            msa: msa.value(i).to_vec(),
+            deletion_matrix: u16s(deletion_matrix.value(i), chain.value(i))?,
             num_alignments: num_alignments.value(i),
-            msa_species_ids: texts(l[7], i, names[7])?,
+            msa_species_ids: texts(l[5], i, names[5])?,
             templates: TemplateFeatures {
                 num_templates: num_templates.value(i),
-                aatype: values::<Int8Type>(l[8], i, names[8])?,
-                all_atom_positions: values::<Float32Type>(l[9], i, names[9])?,
-                all_atom_mask: values::<UInt8Type>(l[10], i, names[10])?,
-                sum_probs: values::<Float32Type>(l[11], i, names[11])?,
-                domain_names: texts(l[12], i, names[12])?,
+                aatype: values::<Int8Type>(l[6], i, names[6])?,
+                all_atom_positions: values::<Float32Type>(l[7], i, names[7])?,
+                all_atom_mask: values::<UInt8Type>(l[8], i, names[8])?,
+                sum_probs: values::<Float32Type>(l[9], i, names[9])?,
+                domain_names: texts(l[10], i, names[10])?,
             },
         };
         record.validate().map_err(|e| IngestError::Schema {
