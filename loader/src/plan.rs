@@ -502,4 +502,42 @@ mod tests {
             assert!((i as u64) < p.row_group_rows(g));
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// For any row-group sizes, world size and batch size: ranks get equal,
+        /// disjoint shares, and interleaving them step by step gives a prefix of the
+        /// single-rank global order.
+        #[test]
+        fn ranks_partition_a_prefix_of_the_global_order(
+            groups in proptest::collection::vec(0u64..20, 1..12),
+            world in 1usize..6,
+            batch in 1usize..4,
+            block in 0usize..4,
+            seed in 0u64..1000,
+            epoch in 0u64..5,
+        ) {
+            let total: u64 = groups.iter().sum();
+            proptest::prop_assume!(total >= (world * batch) as u64);
+            let make = |rank, world, batch| {
+                let sampling = Sampling::Shuffle { block_row_groups: block };
+                Plan::new(PlanConfig { seed, rank, world_size: world, batch_size: batch, sampling }, &groups).unwrap()
+            };
+            let global = make(0, 1, 1).rank_epoch(epoch);
+            let per_rank: Vec<Vec<PlanEntry>> = (0..world).map(|r| make(r, world, batch).rank_epoch(epoch)).collect();
+            let steps = per_rank[0].len() / batch;
+            proptest::prop_assert!(per_rank.iter().all(|e| e.len() == steps * batch));
+            proptest::prop_assert_eq!(steps as u64, total / (world * batch) as u64);
+            let mut interleaved = Vec::new();
+            for k in 0..steps {
+                for entries in &per_rank {
+                    interleaved.extend_from_slice(&entries[k * batch..(k + 1) * batch]);
+                }
+            }
+            proptest::prop_assert_eq!(&interleaved[..], &global[..interleaved.len()]);
+            let distinct: HashSet<u64> = interleaved.iter().map(|e| e.row).collect();
+            proptest::prop_assert_eq!(distinct.len(), interleaved.len());
+        }
+    }
 }
