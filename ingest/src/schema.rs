@@ -285,7 +285,7 @@ pub fn rows_to_batch(rows: &[ChainRow]) -> Result<RecordBatch, IngestError> {
 
 /// Little-endian u16 pairs back to numbers.
 fn u16s(bytes: &[u8], chain: &str) -> Result<Vec<u16>, IngestError> {
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return Err(IngestError::Schema {
             chain: chain.to_string(),
             reason: format!(
