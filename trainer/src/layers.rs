@@ -246,7 +246,7 @@ impl Linear {
         x: TensorId,
         y: TensorId,
     ) -> Result<()> {
-        be.gemm(&Gemm {
+        let g = Gemm {
             m: rows,
             n: self.d_out,
             k: self.d_in,
@@ -258,9 +258,12 @@ impl Linear {
             a: MatRef::new(x, self.d_in),
             b: MatRef::new(self.w.w, self.d_out),
             c: MatRef::new(y, self.d_out),
-        })?;
+        };
         match self.bias {
+            // A bias over every column fuses into the GEMM's epilogue.
+            Some((bp, 0, width)) if width == self.d_out => be.gemm_bias_act(&g, bp.w, self.act),
             Some((bp, off, width)) => {
+                be.gemm(&g)?;
                 be.bias_act_fwd(rows, width, View::cols(y, self.d_out, off), bp.w, self.act)
             }
             None => {
@@ -268,7 +271,7 @@ impl Linear {
                     self.act == Activation::None,
                     "activation without bias is not fused"
                 );
-                Ok(())
+                be.gemm(&g)
             }
         }
     }

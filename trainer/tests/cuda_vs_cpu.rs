@@ -50,6 +50,7 @@ struct Pair {
 #[derive(Clone, Copy)]
 enum Op {
     Gemm(Gemm),
+    GemmBias(Gemm, TensorId, Activation),
     Attn(
         AttnShape,
         TensorId,
@@ -84,6 +85,7 @@ enum Op {
 fn run<B: Backend>(be: &mut B, op: Op) {
     match op {
         Op::Gemm(g) => be.gemm(&g),
+        Op::GemmBias(g, b, act) => be.gemm_bias_act(&g, b, act),
         Op::Attn(s, p, b, a, o, l) => be.attention_fwd(s, p, b, a, o, l),
         Op::AttnBwd(s, p, b, a, l, d, dp, db) => be.attention_bwd(s, p, b, a, l, d, dp, db),
         Op::Ln(r, c, [x, g, b, y, m, s]) => be.layer_norm_fwd(r, c, x, g, b, y, m, s),
@@ -449,6 +451,30 @@ fn gpu_dense_ops_match_cpu() {
     };
     p.both(Op::Gemm(gw));
     p.compare("gemm into f32 with beta = 1", wg);
+    // Bias (+ ReLU) fused into the cuBLASLt epilogue.
+    for act in [Activation::None, Activation::Relu] {
+        p.poison(c);
+        let gb = Gemm {
+            m: 1000,
+            n: 96,
+            k: 256,
+            batch: 1,
+            trans_a: false,
+            trans_b: false,
+            alpha: 1.0,
+            beta: 0.0,
+            a: MatRef::new(x, 256),
+            b: MatRef::new(wt, 96),
+            c: MatRef::new(c, 96),
+        };
+        p.both(Op::GemmBias(gb, g, act));
+        p.compare_view(
+            &format!("gemm + bias epilogue {act:?}"),
+            View::dense(c, 96),
+            1000,
+            96,
+        );
+    }
 }
 
 /// Real AlphaFold2 channel widths and heads; MSA depth and residues small enough for the CPU reference.

@@ -122,6 +122,8 @@ struct GemmKey {
     stride: [usize; 3],
     c_f32: bool,
     align: [u32; 3],
+    /// cuBLASLt epilogue code (1 default, 4 bias, 6 ReLU + bias).
+    epilogue: u32,
 }
 
 struct GemmPlan {
@@ -473,6 +475,12 @@ impl CudaBackend {
             ltsys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSB,
             ta as i32,
         )?;
+        if key.epilogue != 1 {
+            set_desc(
+                ltsys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_EPILOGUE,
+                key.epilogue as i32,
+            )?;
+        }
         if batch > 1 {
             for (layout, stride) in layouts.iter().zip([sb, sa, sc]) {
                 let count = batch as i32;
@@ -532,6 +540,83 @@ fn alignment(ptr: u64) -> u32 {
         a /= 2;
     }
     a
+}
+
+impl CudaBackend {
+    /// One cuBLASLt matmul, optionally with a bias (+ ReLU) epilogue `(bias pointer, epilogue code)`.
+    fn gemm_impl(&mut self, g: &Gemm, epilogue: Option<(u64, u32)>) -> Result<()> {
+        if g.m == 0 || g.n == 0 || g.batch == 0 {
+            return Ok(());
+        }
+        let (ar, ac) = if g.trans_a { (g.k, g.m) } else { (g.m, g.k) };
+        let (br, bc) = if g.trans_b { (g.n, g.k) } else { (g.k, g.n) };
+        let ext = |m: &super::MatRef, r: usize, c: usize| {
+            m.off + (g.batch - 1) * m.stride + (r - 1) * m.ld + c
+        };
+        self.need_f32("gemm(A)", g.a.t, false)?;
+        self.need_f32("gemm(B)", g.b.t, false)?;
+        self.need("gemm(A)", g.a.t, ext(&g.a, ar, ac))?;
+        self.need("gemm(B)", g.b.t, ext(&g.b, br, bc))?;
+        self.need("gemm(C)", g.c.t, ext(&g.c, g.m, g.n))?;
+        let c_f32 = is_f32(self.class(g.c.t));
+        let pa = self.ptr(g.a.t)? + (g.a.off * 2) as u64;
+        let pb = self.ptr(g.b.t)? + (g.b.off * 2) as u64;
+        let pc = self.ptr(g.c.t)? + (g.c.off * if c_f32 { 4 } else { 2 }) as u64;
+        let key = GemmKey {
+            dims: [g.m, g.n, g.k, g.batch],
+            trans: (g.trans_a, g.trans_b),
+            ld: [g.a.ld, g.b.ld, g.c.ld],
+            stride: [g.a.stride, g.b.stride, g.c.stride],
+            c_f32,
+            align: [alignment(pa), alignment(pb), alignment(pc)],
+            epilogue: epilogue.map_or(1, |e| e.1),
+        };
+        let (alpha, beta) = (g.alpha, g.beta);
+        let (lt_handle, ws, stream) = (self.lt, self.workspace, self.stream.cu_stream());
+        let plan = self.gemm_plan(key)?;
+        if let Some((bias_ptr, _)) = epilogue {
+            // SAFETY: live descriptor; the attribute is a device pointer (8 bytes) to
+            // `n` bf16 values checked by the caller. Setting it is host-side only.
+            unsafe {
+                lt::set_matmul_desc_attribute(
+                    plan.desc,
+                    ltsys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                    &bias_ptr as *const u64 as *const c_void,
+                    8,
+                )
+            }
+            .map_err(lt_err("setting the GEMM bias pointer"))?;
+        }
+        // SAFETY: the plan's layouts describe exactly the extents checked above; the
+        // pointers are live arena memory; alpha/beta are host f32 scalars (scale type 32F).
+        unsafe {
+            lt::matmul(
+                lt_handle,
+                plan.desc,
+                &alpha as *const f32 as *const c_void,
+                &beta as *const f32 as *const c_void,
+                pb as *const c_void,
+                plan.layouts[0],
+                pa as *const c_void,
+                plan.layouts[1],
+                pc as *const c_void,
+                plan.layouts[2],
+                pc as *mut c_void,
+                plan.layouts[2],
+                &plan.algo,
+                ws as *mut c_void,
+                WORKSPACE_BYTES,
+                stream as _,
+            )
+        }
+        .map_err(|e| TrainerError::Cuda {
+            context: format!(
+                "cuBLASLt matmul m={} n={} k={} batch={}",
+                g.m, g.n, g.k, g.batch
+            ),
+            detail: format!("{e:?}"),
+        })
+    }
 }
 
 impl Drop for CudaBackend {
@@ -744,63 +829,27 @@ impl Backend for CudaBackend {
     }
 
     fn gemm(&mut self, g: &Gemm) -> Result<()> {
-        if g.m == 0 || g.n == 0 || g.batch == 0 {
-            return Ok(());
+        self.gemm_impl(g, None)
+    }
+
+    fn gemm_bias_act(&mut self, g: &Gemm, bias: TensorId, act: Activation) -> Result<()> {
+        let fusable = g.batch == 1
+            && g.beta == 0.0
+            && !is_f32(self.class(g.c.t))
+            && !is_f32(self.class(bias));
+        if !fusable {
+            self.gemm(g)?;
+            let y = View {
+                t: g.c.t,
+                off: g.c.off,
+                ld: g.c.ld,
+                row_div: 1,
+            };
+            return self.bias_act_fwd(g.m, g.n, y, bias, act);
         }
-        let (ar, ac) = if g.trans_a { (g.k, g.m) } else { (g.m, g.k) };
-        let (br, bc) = if g.trans_b { (g.n, g.k) } else { (g.k, g.n) };
-        let ext = |m: &super::MatRef, r: usize, c: usize| {
-            m.off + (g.batch - 1) * m.stride + (r - 1) * m.ld + c
-        };
-        self.need_f32("gemm(A)", g.a.t, false)?;
-        self.need_f32("gemm(B)", g.b.t, false)?;
-        self.need("gemm(A)", g.a.t, ext(&g.a, ar, ac))?;
-        self.need("gemm(B)", g.b.t, ext(&g.b, br, bc))?;
-        self.need("gemm(C)", g.c.t, ext(&g.c, g.m, g.n))?;
-        let c_f32 = is_f32(self.class(g.c.t));
-        let pa = self.ptr(g.a.t)? + (g.a.off * 2) as u64;
-        let pb = self.ptr(g.b.t)? + (g.b.off * 2) as u64;
-        let pc = self.ptr(g.c.t)? + (g.c.off * if c_f32 { 4 } else { 2 }) as u64;
-        let key = GemmKey {
-            dims: [g.m, g.n, g.k, g.batch],
-            trans: (g.trans_a, g.trans_b),
-            ld: [g.a.ld, g.b.ld, g.c.ld],
-            stride: [g.a.stride, g.b.stride, g.c.stride],
-            c_f32,
-            align: [alignment(pa), alignment(pb), alignment(pc)],
-        };
-        let (alpha, beta) = (g.alpha, g.beta);
-        let (lt_handle, ws, stream) = (self.lt, self.workspace, self.stream.cu_stream());
-        let plan = self.gemm_plan(key)?;
-        // SAFETY: the plan's layouts describe exactly the extents checked above; the
-        // pointers are live arena memory; alpha/beta are host f32 scalars (scale type 32F).
-        unsafe {
-            lt::matmul(
-                lt_handle,
-                plan.desc,
-                &alpha as *const f32 as *const c_void,
-                &beta as *const f32 as *const c_void,
-                pb as *const c_void,
-                plan.layouts[0],
-                pa as *const c_void,
-                plan.layouts[1],
-                pc as *const c_void,
-                plan.layouts[2],
-                pc as *mut c_void,
-                plan.layouts[2],
-                &plan.algo,
-                ws as *mut c_void,
-                WORKSPACE_BYTES,
-                stream as _,
-            )
-        }
-        .map_err(|e| TrainerError::Cuda {
-            context: format!(
-                "cuBLASLt matmul m={} n={} k={} batch={}",
-                g.m, g.n, g.k, g.batch
-            ),
-            detail: format!("{e:?}"),
-        })
+        self.need("gemm_bias_act(bias)", bias, g.n)?;
+        let epilogue = if act == Activation::Relu { 6 } else { 4 };
+        self.gemm_impl(g, Some((self.ptr(bias)?, epilogue)))
     }
 
     fn layer_norm_fwd(

@@ -290,6 +290,20 @@ pub trait Backend {
 
     /// Strided batched GEMM, see [`Gemm`].
     fn gemm(&mut self, g: &Gemm) -> Result<()>;
+    /// `C = act(A @ B + bias)`: a single GEMM (batch 1, beta 0) with the bias
+    /// (length `n`) broadcast over rows. The CUDA backend fuses bias and
+    /// activation into the cuBLASLt epilogue; the result equals
+    /// [`Backend::gemm`] followed by [`Backend::bias_act_fwd`].
+    fn gemm_bias_act(&mut self, g: &Gemm, bias: TensorId, act: Activation) -> Result<()> {
+        self.gemm(g)?;
+        let y = View {
+            t: g.c.t,
+            off: g.c.off,
+            ld: g.c.ld,
+            row_div: 1,
+        };
+        self.bias_act_fwd(g.m, g.n, y, bias, act)
+    }
     /// LayerNorm over the last axis of `x [rows, cols]` (eps 1e-5): writes `y`,
     /// and per row `mean` and `rstd` (Stat).
     #[allow(clippy::too_many_arguments)]

@@ -120,6 +120,13 @@ impl<B: Backend> Backend for Profiled<B> {
         };
         self.timed(name.into(), 2.0 * m * n * k * bt, bytes, |b| b.gemm(g))
     }
+    fn gemm_bias_act(&mut self, g: &Gemm, bias: TensorId, act: Activation) -> Result<()> {
+        let (m, n, k) = (g.m as f64, g.n as f64, g.k as f64);
+        let bytes = A * (m * k + k * n + m * n + n);
+        self.timed("gemm + bias epilogue".into(), 2.0 * m * n * k, bytes, |b| {
+            b.gemm_bias_act(g, bias, act)
+        })
+    }
     fn layer_norm_fwd(
         &mut self,
         rows: usize,
