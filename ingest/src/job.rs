@@ -8,9 +8,21 @@
 //!    and drop the sources the dataset already holds (resume);
 //! 2. fetch (async, `io_concurrency` requests in flight): the structure file, every
 //!    alignment file of its chains, and the mmCIF files of the best template hits;
-//! 3. parse + filter + featurize on the rayon pool (at most `2 × threads` entries at once);
-//! 4. write: all rows of one structure file in one `write_source` call (a file's rows
-//!    never straddle shards, so a killed run resumes without loss or duplicates).
+//! 3. parse + filter + featurize + build the record batch on the rayon pool (at most
+//!    `2 × threads` entries at once); templates are selected with the chain's own release
+//!    date as cutoff, from the structures of the best hhr hits (a bounded shared cache of
+//!    parsed entries);
+//! 4. write: `writers` dataset writers per worker (Parquet encoding and zstd are serial
+//!    per writer), each source to one writer by hash, all rows of one structure file in
+//!    one `write_source` call (a file's rows never straddle shards, so a killed run
+//!    resumes without loss or duplicates). The dataset has `workers × writers` parts;
+//!    with one worker the job commits the manifest itself, else `scalefold_storage::commit`
+//!    does once every worker finished.
+//!
+//! The source key is the structure file's path under the structures root; a chain's
+//! alignments are the folder `<entry>_<chain>` (or, with a duplicate-chain file, that of
+//! the first chain of its group that has one), merged UniRef90, BFD/Uniclust, MGnify,
+//! then others by name, duplicates removed.
 //!
 //! Stages are joined by bounded channels. Every input that fails or is filtered becomes
 //! a [`ReportLine`]; the job itself stops only on an [`IngestError`] (bad arguments,
