@@ -61,6 +61,11 @@ pub struct IngestConfig {
     /// group per line of chains with identical sequences; a chain without its own
     /// alignment folder uses the folder of the first chain of its group that has one.
     pub duplicate_chains: Option<String>,
+    /// Optional alignment index (the "alignment database" form): a JSON object mapping
+    /// each chain to `{"db": file, "files": [[name, start, length], ...]}`, the database
+    /// files relative to `alignments`. With it, `alignments` holds the database files
+    /// instead of one folder per chain.
+    pub alignment_index: Option<String>,
     /// This worker's index, `0..workers`.
     pub worker: u32,
     /// Number of workers sharing the inputs.
@@ -98,6 +103,7 @@ impl Default for IngestConfig {
             out: String::new(),
             clusters: None,
             duplicate_chains: None,
+            alignment_index: None,
             worker: 0,
             workers: 1,
             filters: Filters::default(),
@@ -196,7 +202,14 @@ pub async fn ingest(
             .map(|s| (s.entry_id.clone(), s.path.clone()))
             .collect(),
     );
-    let mut chain_dirs = fetch::list_chain_dirs(&alignments).await?;
+    let index = match &config.alignment_index {
+        Some(url) => Some(Arc::new(fetch::read_alignment_index(url).await?)),
+        None => None,
+    };
+    let mut chain_dirs = match &index {
+        Some(index) => fetch::index_chain_dirs(index),
+        None => fetch::list_chain_dirs(&alignments).await?,
+    };
     if let Some(url) = &config.duplicate_chains {
         fetch::add_duplicates(&mut chain_dirs, &fetch::read_duplicates(url).await?);
     }
@@ -249,6 +262,7 @@ pub async fn ingest(
         structures.clone(),
         alignments.clone(),
         chain_dirs,
+        index,
         entry_paths,
         context.clone(),
         config.io_concurrency,

@@ -148,3 +148,58 @@ fn a_partial_run_resumes_to_the_same_dataset_and_report() {
     assert_eq!(resumed.lines, reference.lines);
     assert!(resumed.lines.iter().any(|l| &l.input == missing));
 }
+
+/// The alignment-database form (a few concatenated files plus a JSON index of byte
+/// ranges) gives the same rows as the per-chain folders it was built from.
+#[test]
+fn an_alignment_database_gives_the_rows_of_the_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = corpus_and_config(dir.path(), &small_corpus(12, 23));
+    run(&config);
+    let expected = content(&config.out);
+
+    // Concatenate every chain folder's files into two database files, with an index.
+    let db_dir = dir.path().join("db");
+    std::fs::create_dir_all(&db_dir).unwrap();
+    let mut dbs = [Vec::new(), Vec::new()];
+    let mut index = serde_json::Map::new();
+    let mut chains: Vec<_> = std::fs::read_dir(dir.path().join("corpus/alignments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    chains.sort();
+    for (i, chain) in chains.iter().enumerate() {
+        let db = &mut dbs[i % 2];
+        let mut files = Vec::new();
+        for relative in [
+            "a3m/bfd_uniclust_hits.a3m",
+            "uniref90_hits.sto",
+            "hhr/pdb70_hits.hhr",
+        ] {
+            let bytes = std::fs::read(chain.join(relative)).unwrap();
+            let name = relative.rsplit('/').next().unwrap();
+            files.push(serde_json::json!([name, db.len(), bytes.len()]));
+            db.extend_from_slice(&bytes);
+        }
+        let key = chain.file_name().unwrap().to_string_lossy().to_string();
+        index.insert(
+            key,
+            serde_json::json!({"db": format!("alignment_db_{}.db", i % 2), "files": files}),
+        );
+    }
+    for (i, db) in dbs.iter().enumerate() {
+        std::fs::write(db_dir.join(format!("alignment_db_{i}.db")), db).unwrap();
+    }
+    let index_path = dir.path().join("alignment_db.index");
+    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+
+    let out = dir.path().join("from-db").display().to_string();
+    let report = run(&scalefold_ingest::job::IngestConfig {
+        alignments: db_dir.display().to_string(),
+        alignment_index: Some(index_path.display().to_string()),
+        out: out.clone(),
+        ..config
+    });
+    assert_eq!(report.failed(), 0, "{}", report.summary());
+    assert_eq!(content(&out), expected);
+}

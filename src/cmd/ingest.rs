@@ -34,6 +34,11 @@ pub struct IngestArgs {
     /// own alignment folder uses its group's.
     #[arg(long)]
     pub duplicate_chains: Option<String>,
+    /// Alignment index (the alignment-database form): JSON mapping each chain to
+    /// {"db": file, "files": [[name, start, length], ...]}; --alignments then holds the
+    /// database files.
+    #[arg(long)]
+    pub alignment_index: Option<String>,
     /// This worker's index (inputs are split deterministically over workers).
     #[arg(long, default_value_t = 0)]
     pub worker: u32,
@@ -104,6 +109,7 @@ impl IngestArgs {
             out: self.out.clone(),
             clusters: self.clusters.clone(),
             duplicate_chains: self.duplicate_chains.clone(),
+            alignment_index: self.alignment_index.clone(),
             worker: self.worker,
             workers: self.workers,
             writers: self.writers,

@@ -180,8 +180,47 @@ fn entry_of(chain_key: &str) -> Option<String> {
         .map(|(entry, _)| entry.to_ascii_lowercase())
 }
 
-/// Chain alignment folders by entry id: (chain key, folder holding its alignments).
+/// Chain alignment folders by entry id: (chain key, folder holding its alignments; with an
+/// alignment index, the index key holding them).
 pub type ChainDirs = HashMap<String, Vec<(String, String)>>;
+
+/// One chain of an alignment index: the database file and its files' (name, byte offset,
+/// byte length) in it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct IndexEntry {
+    /// Database file, relative to the alignments root.
+    pub db: String,
+    /// (file name, start, length) of each alignment file inside `db`.
+    pub files: Vec<(String, u64, u64)>,
+}
+
+/// The "alignment database" form: a JSON object mapping each chain key to its
+/// [`IndexEntry`]; the alignment files are byte ranges of a few large files.
+pub type AlignmentIndex = HashMap<String, IndexEntry>;
+
+/// Reads an alignment index (local path or URL, gzip or not).
+pub async fn read_alignment_index(url: &str) -> Result<AlignmentIndex, IngestError> {
+    let bytes = read_bytes(url).await?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        IngestError::InvalidArgument(format!(
+            "{url}: expected an alignment index (a JSON object of chain -> {{\"db\": file, \"files\": [[name, start, length], ...]}}): {e}"
+        ))
+    })
+}
+
+/// The chains of an alignment index, grouped by entry id.
+pub fn index_chain_dirs(index: &AlignmentIndex) -> ChainDirs {
+    let mut dirs: ChainDirs = HashMap::new();
+    for key in index.keys() {
+        if let Some(entry) = entry_of(key) {
+            dirs.entry(entry)
+                .or_default()
+                .push((key.clone(), key.clone()));
+        }
+    }
+    dirs.values_mut().for_each(|v| v.sort());
+    dirs
+}
 
 /// Lets chains without their own alignment folder use the folder of the first chain of
 /// their duplicate group that has one (OpenProteinSet stores one copy per group).
@@ -232,11 +271,71 @@ async fn get(store: &Arc<dyn ObjectStore>, path: &Path) -> FileBytes {
     }
 }
 
+/// One chain's files from an alignment index: byte ranges of its database file.
+async fn fetch_indexed_chain(
+    root: &Location,
+    key: String,
+    index_key: &str,
+    entry: &IndexEntry,
+) -> ChainFiles {
+    let db = root.child(&entry.db);
+    let base = format!(
+        "{}/{}:{index_key}",
+        root.url.trim_end_matches('/'),
+        entry.db
+    );
+    let mut files: Vec<(String, u64, u64)> = entry.files.clone();
+    files.sort_by_key(|(name, _, _)| merge_rank(name));
+    let mut out = ChainFiles {
+        dir: base.clone(),
+        alignments: Vec::new(),
+        hhr: Vec::new(),
+        key,
+    };
+    for (name, start, length) in files {
+        let plain = name.strip_suffix(".gz").unwrap_or(&name);
+        let is_hhr = plain.ends_with(".hhr");
+        if !is_hhr && AlignmentFormat::from_file_name(&name).is_none() {
+            continue;
+        }
+        let bytes = root
+            .store
+            .get_range(&db, start..start + length)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot read bytes {start}..{} of {}: {e}",
+                    start + length,
+                    entry.db
+                )
+            });
+        let display = format!("{base}/{name}");
+        if is_hhr {
+            out.hhr.push((display, bytes));
+        } else {
+            out.alignments.push((display, bytes));
+        }
+    }
+    out
+}
+
 async fn fetch_chain(
     root: &Location,
     key: String,
     folder: &str,
+    index: Option<&AlignmentIndex>,
 ) -> Result<ChainFiles, IngestError> {
+    if let Some(index) = index {
+        return match index.get(folder) {
+            Some(entry) => Ok(fetch_indexed_chain(root, key, folder, entry).await),
+            None => Ok(ChainFiles {
+                dir: format!("{}:{folder}", root.url),
+                alignments: Vec::new(),
+                hhr: Vec::new(),
+                key,
+            }),
+        };
+    }
     let dir = root.child(folder);
     let metas: Vec<_> = root
         .store
@@ -311,6 +410,7 @@ async fn fetch_one(
     structures: &Location,
     alignments: &Location,
     chain_dirs: &ChainDirs,
+    index: Option<&AlignmentIndex>,
     entry_paths: &HashMap<String, Path>,
     context: &Context,
 ) -> Result<Fetched, IngestError> {
@@ -320,7 +420,7 @@ async fn fetch_one(
         .map_or(&[][..], Vec::as_slice);
     let chain_files = futures::future::try_join_all(
         keys.iter()
-            .map(|(key, folder)| fetch_chain(alignments, key.clone(), folder)),
+            .map(|(key, folder)| fetch_chain(alignments, key.clone(), folder, index)),
     )
     .await?;
     let hhr: Vec<(String, FileBytes)> = chain_files
@@ -363,6 +463,7 @@ pub async fn fetch_all(
     structures: Location,
     alignments: Location,
     chain_dirs: Arc<ChainDirs>,
+    index: Option<Arc<AlignmentIndex>>,
     entry_paths: Arc<HashMap<String, Path>>,
     context: Arc<Context>,
     concurrency: usize,
@@ -375,6 +476,7 @@ pub async fn fetch_all(
                 &structures,
                 &alignments,
                 &chain_dirs,
+                index.as_deref(),
                 &entry_paths,
                 &context,
             )
@@ -388,8 +490,8 @@ pub async fn fetch_all(
     Ok(())
 }
 
-/// Reads a small text file (local path or URL), gzip or not, as lines of words.
-async fn read_word_lines(url: &str) -> Result<Vec<Vec<String>>, IngestError> {
+/// Reads a whole file (local path or URL), decompressing gzip.
+async fn read_bytes(url: &str) -> Result<Vec<u8>, IngestError> {
     let (dir, name) = url.rsplit_once('/').unwrap_or((".", url));
     let location = Location::parse(if dir.is_empty() { "/" } else { dir })?;
     let bytes = location
@@ -400,7 +502,12 @@ async fn read_word_lines(url: &str) -> Result<Vec<Vec<String>>, IngestError> {
         .bytes()
         .await
         .map_err(|e| store_error(url, e))?;
-    let bytes = decompress_if_gzip(url, bytes.to_vec())?;
+    Ok(decompress_if_gzip(url, bytes.to_vec())?)
+}
+
+/// Reads a small text file (local path or URL), gzip or not, as lines of words.
+async fn read_word_lines(url: &str) -> Result<Vec<Vec<String>>, IngestError> {
+    let bytes = read_bytes(url).await?;
     let text = crate::input::as_utf8(url, &bytes)?;
     Ok(text
         .lines()
