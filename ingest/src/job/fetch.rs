@@ -298,17 +298,16 @@ async fn fetch_indexed_chain(
         if !is_hhr && AlignmentFormat::from_file_name(&name).is_none() {
             continue;
         }
-        let bytes = root
-            .store
-            .get_range(&db, start..start + length)
-            .await
-            .map_err(|e| {
-                format!(
-                    "cannot read bytes {start}..{} of {}: {e}",
-                    start + length,
-                    entry.db
-                )
-            });
+        let bytes = match start.checked_add(length) {
+            Some(end) => root
+                .store
+                .get_range(&db, start..end)
+                .await
+                .map_err(|e| format!("cannot read bytes {start}..{end} of {}: {e}", entry.db)),
+            None => Err(format!(
+                "index entry {name}: start {start} + length {length} overflows"
+            )),
+        };
         let display = format!("{base}/{name}");
         if is_hhr {
             out.hhr.push((display, bytes));
