@@ -27,9 +27,12 @@ pub struct BenchStorageArgs {
     /// Logical (uncompressed) data to write, in MiB.
     #[arg(long, default_value_t = 1536)]
     pub size_mib: u64,
-    /// Concurrent writers (workers) and concurrent shard reads.
+    /// Concurrent writers (workers).
     #[arg(long, default_value_t = 2)]
     pub concurrency: usize,
+    /// Requests in flight when reading: row groups for Parquet, whole objects for raw GET.
+    #[arg(long, default_value_t = 8)]
+    pub read_concurrency: usize,
     /// Target shard size in MiB.
     #[arg(long, default_value_t = 256)]
     pub shard_mib: u64,
@@ -173,21 +176,22 @@ async fn bench(args: BenchStorageArgs) -> anyhow::Result<()> {
         bytes: manifest.total_bytes(),
     };
 
-    // 2. Parquet read: every shard streamed and decoded, `concurrency` shards at a time.
+    // 2. Parquet read: every row group fetched by byte ranges and decoded, as a loader
+    //    reads, `read_concurrency` row groups in flight.
     let dataset = Dataset::open(&ds_url).await?;
+    let groups: Vec<(usize, usize)> = dataset
+        .shards()
+        .iter()
+        .enumerate()
+        .flat_map(|(s, shard)| (0..shard.row_group_rows.len()).map(move |g| (s, g)))
+        .collect();
     let start = Instant::now();
-    let rows: usize = futures::stream::iter(0..dataset.shards().len())
-        .map(|shard| {
+    let rows: usize = futures::stream::iter(groups)
+        .map(|(shard, group)| {
             let dataset = dataset.clone();
-            async move {
-                let mut rows = 0;
-                for group in 0..dataset.shards()[shard].row_group_rows.len() {
-                    rows += dataset.read_row_group(shard, group, None).await?.num_rows();
-                }
-                anyhow::Ok(rows)
-            }
+            async move { anyhow::Ok(dataset.read_row_group(shard, group, None).await?.num_rows()) }
         })
-        .buffer_unordered(args.concurrency.max(1))
+        .buffer_unordered(args.read_concurrency.max(1))
         .try_fold(0, |a, b| async move { Ok(a + b) })
         .await?;
     anyhow::ensure!(rows as u64 == manifest.total_rows(), "read {rows} rows");
@@ -239,7 +243,7 @@ async fn bench(args: BenchStorageArgs) -> anyhow::Result<()> {
             let store = raw.store.clone();
             async move { anyhow::Ok(store.get(&path).await?.bytes().await?.len() as u64) }
         })
-        .buffer_unordered(args.concurrency.max(1))
+        .buffer_unordered(args.read_concurrency.max(1))
         .try_fold(0, |a, b| async move { Ok(a + b) })
         .await?;
     anyhow::ensure!(
@@ -268,6 +272,7 @@ async fn bench(args: BenchStorageArgs) -> anyhow::Result<()> {
         "shards": manifest.shards.len(),
         "row_groups": manifest.shards.iter().map(|s| s.row_group_rows.len()).sum::<usize>(),
         "concurrency": args.concurrency,
+        "read_concurrency": args.read_concurrency,
         "parquet_write_mb_s": parquet_write.mb_per_s(),
         "raw_put_mb_s": raw_put.mb_per_s(),
         "write_ratio": write_ratio,

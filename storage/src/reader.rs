@@ -264,11 +264,14 @@ impl Dataset {
             Some(p) => p.schema,
             None => self.schema(),
         };
-        let batches: Vec<RecordBatch> = self
+        let mut batches: Vec<RecordBatch> = self
             .shard_stream(shard, Some(vec![row_group]), projection)
             .await?
             .try_collect()
             .await?;
+        if batches.len() == 1 {
+            return Ok(batches.pop().expect("one batch"));
+        }
         arrow::compute::concat_batches(&schema, &batches).map_err(|e| {
             StorageError::SchemaMismatch {
                 url: self.url().to_string(),
