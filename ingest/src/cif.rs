@@ -106,7 +106,7 @@ impl<'c, 'a> Column<'c, 'a> {
 
     /// Number of rows.
     pub fn len(&self) -> usize {
-        self.values.len() / self.stride
+        self.values.len().checked_div(self.stride).unwrap_or(0)
     }
 
     /// True when the column has no rows.
@@ -116,9 +116,12 @@ impl<'c, 'a> Column<'c, 'a> {
 
     /// The values, top to bottom.
     pub fn iter(&self) -> impl Iterator<Item = Value<'a>> + 'c {
-        self.values[self.index..]
+        // An empty loop (items but no rows) has fewer values than `index`.
+        self.values
+            .get(self.index..)
+            .unwrap_or_default()
             .iter()
-            .step_by(self.stride)
+            .step_by(self.stride.max(1))
             .copied()
     }
 }
