@@ -36,6 +36,9 @@ pub struct BenchStorageArgs {
     /// Target shard size in MiB.
     #[arg(long, default_value_t = 256)]
     pub shard_mib: u64,
+    /// zstd level of the shards.
+    #[arg(long, default_value_t = WriterOptions::default().zstd_level)]
+    pub zstd_level: i32,
     /// Keep the written objects instead of deleting them at the end.
     #[arg(long)]
     pub keep: bool,
@@ -155,6 +158,7 @@ async fn bench(args: BenchStorageArgs) -> anyhow::Result<()> {
             worker: worker as u32,
             workers,
             shard_bytes: args.shard_mib << 20,
+            zstd_level: args.zstd_level,
             length_column: Some("length".into()),
             source_key_column: Some("id".into()),
             ..WriterOptions::default()
@@ -271,6 +275,7 @@ async fn bench(args: BenchStorageArgs) -> anyhow::Result<()> {
         "stored_bytes": manifest.total_bytes(),
         "shards": manifest.shards.len(),
         "row_groups": manifest.shards.iter().map(|s| s.row_group_rows.len()).sum::<usize>(),
+        "zstd_level": args.zstd_level,
         "concurrency": args.concurrency,
         "read_concurrency": args.read_concurrency,
         "parquet_write_mb_s": parquet_write.mb_per_s(),
