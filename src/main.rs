@@ -27,7 +27,7 @@ enum Command {
     /// Write a synthetic corpus (mmCIF, a3m, Stockholm, hhr, clusters) in the real formats.
     Synth(cmd::synth::SynthArgs),
     /// Build a dataset from structures and alignments (parallel, resumable, with a report).
-    Ingest(cmd::ingest::IngestArgs),
+    Ingest(Box<cmd::ingest::IngestArgs>),
     /// Merge the parts written by several ingest workers into the dataset's manifest.
     Commit(cmd::commit::CommitArgs),
     /// Benchmarks; each prints its figures (one JSON line with --json).
@@ -60,7 +60,7 @@ fn main() -> anyhow::Result<()> {
         Command::Parse(args) => cmd::parse::run(args),
         Command::Demo(args) => cmd::demo::run(args),
         Command::Synth(args) => cmd::synth::run(args),
-        Command::Ingest(args) => cmd::ingest::run(args),
+        Command::Ingest(args) => cmd::ingest::run(*args),
         Command::Commit(args) => cmd::commit::run(args),
         Command::Bench(bench) => match bench {
             Bench::Parse(args) => cmd::bench_parse::run(args),
