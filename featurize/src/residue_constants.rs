@@ -63,18 +63,38 @@ pub fn restype_index_of_name(three_letter: &str) -> Option<u8> {
 /// ambiguity codes B→D, Z→E, U→C, J and O→X; `-` is the gap; lowercase is not accepted
 /// (insertions are removed before this point). Returns `None` for other bytes.
 pub fn msa_id(c: u8) -> Option<u8> {
-    let mapped = match c {
-        b'B' => b'D',
-        b'Z' => b'E',
-        b'U' => b'C',
-        b'J' | b'O' => b'X',
-        other => other,
-    };
-    MSA_ALPHABET
-        .iter()
-        .position(|&a| a == mapped)
-        .map(|i| i as u8)
+    match MSA_ID_TABLE[c as usize] {
+        NO_MSA_ID => None,
+        id => Some(id),
+    }
 }
+
+/// Marks bytes with no MSA id in [`MSA_ID_TABLE`].
+const NO_MSA_ID: u8 = u8::MAX;
+
+/// [`msa_id`] for every byte, built at compile time (one load per character: MSA parsing
+/// calls this for every aligned character of every row).
+const MSA_ID_TABLE: [u8; 256] = {
+    let mut table = [NO_MSA_ID; 256];
+    let mut i = 0;
+    while i < MSA_ALPHABET.len() {
+        table[MSA_ALPHABET[i] as usize] = i as u8;
+        i += 1;
+    }
+    let aliases: [(u8, u8); 5] = [
+        (b'B', b'D'),
+        (b'Z', b'E'),
+        (b'U', b'C'),
+        (b'J', b'X'),
+        (b'O', b'X'),
+    ];
+    let mut a = 0;
+    while a < aliases.len() {
+        table[aliases[a].0 as usize] = table[aliases[a].1 as usize];
+        a += 1;
+    }
+    table
+};
 
 /// Three-letter name of a residue type index (0..=19), `UNK` for anything else.
 pub fn restype_name(restype: usize) -> &'static str {
@@ -1072,6 +1092,26 @@ mod tests {
             assert_eq!(restype_index(RESTYPES[i]), i as u8);
         }
         assert_eq!(restype_index(b'X'), UNKNOWN_RESTYPE);
+    }
+
+    /// The table agrees, for every byte, with the definition: ambiguity codes mapped, then
+    /// the position in the alphabet.
+    #[test]
+    fn msa_id_table_matches_the_definition_for_every_byte() {
+        for c in 0..=255u8 {
+            let mapped = match c {
+                b'B' => b'D',
+                b'Z' => b'E',
+                b'U' => b'C',
+                b'J' | b'O' => b'X',
+                other => other,
+            };
+            let expected = MSA_ALPHABET
+                .iter()
+                .position(|&a| a == mapped)
+                .map(|i| i as u8);
+            assert_eq!(msa_id(c), expected, "byte {c}");
+        }
     }
 
     #[test]
