@@ -19,7 +19,10 @@ fn write_dataset(path: &std::path::Path) {
                     "id",
                     Arc::new(StringArray::from(vec![format!("k{i}")])) as ArrayRef,
                 ),
-                ("length", Arc::new(Int32Array::from(vec![10 + i])) as ArrayRef),
+                (
+                    "length",
+                    Arc::new(Int32Array::from(vec![10 + i])) as ArrayRef,
+                ),
             ])
             .unwrap()
         };
@@ -28,12 +31,14 @@ fn write_dataset(path: &std::path::Path) {
             length_column: Some("length".into()),
             ..WriterOptions::default()
         };
-        let mut writer =
-            DatasetWriter::create(path.to_str().unwrap(), batch(0).schema(), options)
+        let mut writer = DatasetWriter::create(path.to_str().unwrap(), batch(0).schema(), options)
+            .await
+            .unwrap();
+        for i in 0..5 {
+            writer
+                .write_source(&format!("k{i}"), &batch(i))
                 .await
                 .unwrap();
-        for i in 0..5 {
-            writer.write_source(&format!("k{i}"), &batch(i)).await.unwrap();
         }
         writer.finish_and_commit().await.unwrap();
     });
@@ -45,8 +50,16 @@ fn inspect_and_verify_a_dataset() {
     let ds = dir.path().join("ds");
     write_dataset(&ds);
 
-    let out = scalefold().args(["inspect", "--json"]).arg(&ds).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = scalefold()
+        .args(["inspect", "--json"])
+        .arg(&ds)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["rows"], 5);
     assert_eq!(json["shards"], 5);
