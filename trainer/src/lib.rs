@@ -23,6 +23,7 @@ pub mod config;
 pub mod dist;
 pub mod error;
 pub mod layers;
+pub mod structure;
 
 pub use backend::{Backend, Class, TensorId};
 pub use block::EvoformerBlock;
