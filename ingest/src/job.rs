@@ -114,7 +114,7 @@ impl Default for IngestConfig {
             io_concurrency: 32,
             shard_bytes: 256 << 20,
             row_group_bytes: 4 << 20,
-            zstd_level: 3,
+            zstd_level: scalefold_storage::WriterOptions::default().zstd_level,
             limit: None,
         }
     }

@@ -31,8 +31,8 @@ pub struct BenchIngestArgs {
     /// Also ingest into this dataset URL (e.g. an S3 prefix) with all cores.
     #[arg(long)]
     pub remote_out: Option<String>,
-    /// zstd level of the shards.
-    #[arg(long, default_value_t = 3)]
+    /// zstd level of the shards (default: the storage crate's).
+    #[arg(long, default_value_t = scalefold_storage::WriterOptions::default().zstd_level)]
     pub zstd_level: i32,
     /// Print one JSON line instead of text.
     #[arg(long)]

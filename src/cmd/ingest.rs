@@ -85,8 +85,8 @@ pub struct IngestArgs {
     /// Close row groups at about this many bytes.
     #[arg(long, default_value_t = 4 << 20)]
     pub row_group_bytes: usize,
-    /// zstd level of the shards (1 is about twice as fast to write as 3, a little larger).
-    #[arg(long, default_value_t = 3)]
+    /// zstd level of the shards (default: the storage crate's).
+    #[arg(long, default_value_t = scalefold_storage::WriterOptions::default().zstd_level)]
     pub zstd_level: i32,
     /// Also write the JSON report to this local file (it is always saved in the dataset
     /// under `_reports/`).
