@@ -17,6 +17,7 @@
 //! [`torsion`] (torsion-angle loss with pi-periodic alternatives and the
 //! angle-norm penalty).
 
+pub mod fape;
 pub mod rigid;
 
 #[cfg(test)]
