@@ -14,7 +14,7 @@
 //! Gradients flow to the predicted frames and the predicted positions only;
 //! the truth and masks are constants.
 
-use super::rigid::{Rigid, Vec3, dot, scale, sub};
+use super::rigid::{Rigid, Vec3, add, dot, scale, sub};
 use crate::error::{Result, ensure};
 
 /// The constants of one FAPE term.
@@ -154,7 +154,7 @@ fn fape_core(input: &FapeInput, cfg: &FapeConfig, mut grad: Option<(&mut FapeGra
                 let (g_frame, g_x) = pred_frame.invert_apply_backward(pred_x, &g_local);
                 g.frames[i].accumulate(&g_frame);
                 let p = &mut g.positions[j];
-                *p = super::rigid::add(p, &g_x);
+                *p = add(p, &g_x);
             }
         }
     }
@@ -192,7 +192,7 @@ pub fn backbone_fape_backward(
         positions,
     } = fape_backward(&input, cfg, grad_loss)?;
     for (frame, g_ca) in frames.iter_mut().zip(&positions) {
-        frame.trans = super::rigid::add(&frame.trans, g_ca);
+        frame.trans = add(&frame.trans, g_ca);
     }
     Ok(frames)
 }

@@ -19,6 +19,7 @@
 
 pub mod fape;
 pub mod rigid;
+pub mod torsion;
 
 #[cfg(test)]
 pub(crate) mod fd {

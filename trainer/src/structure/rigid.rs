@@ -22,12 +22,12 @@ pub(crate) fn dot<const N: usize>(a: &[f64; N], b: &[f64; N]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-pub(crate) fn add(a: &Vec3, b: &Vec3) -> Vec3 {
-    [a[0] + b[0], a[1] + b[1], a[2] + b[2]]
+pub(crate) fn add<const N: usize>(a: &[f64; N], b: &[f64; N]) -> [f64; N] {
+    std::array::from_fn(|i| a[i] + b[i])
 }
 
-pub(crate) fn sub(a: &Vec3, b: &Vec3) -> Vec3 {
-    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
+pub(crate) fn sub<const N: usize>(a: &[f64; N], b: &[f64; N]) -> [f64; N] {
+    std::array::from_fn(|i| a[i] - b[i])
 }
 
 pub(crate) fn scale<const N: usize>(a: &[f64; N], s: f64) -> [f64; N] {
