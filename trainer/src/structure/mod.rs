@@ -15,9 +15,11 @@
 //! from a 6-vector, frames from three atoms), [`fape`] (frame-aligned point
 //! error, the shared core of the backbone and side-chain variants),
 //! [`torsion`] (torsion-angle loss with pi-periodic alternatives and the
-//! angle-norm penalty).
+//! angle-norm penalty), [`ipa`] (invariant point attention at small sizes:
+//! the CPU reference and gradient oracle for a backend implementation).
 
 pub mod fape;
+pub mod ipa;
 pub mod rigid;
 pub mod torsion;
 

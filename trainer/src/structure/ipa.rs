@@ -1,0 +1,752 @@
+//! Invariant point attention (AF2 supplement Alg. 22) on the CPU in f64,
+//! forward and backward, for gradient checks and tiny models.
+//!
+//! Per head `h`, residue `i` attends to residue `j` with logit
+//! `w_L (qᵢ·kⱼ/√C + bᵢⱼ − γ_h w_C/2 Σ_p |Tᵢ q̃ᵢₚ − Tⱼ k̃ⱼₚ|²)`, with
+//! `w_L = √(1/3)`, `w_C = √(2/(9 P_q))` and `γ_h = softplus(head_weight_h)`;
+//! the bias `b` is a linear map of the pair representation. The output is a
+//! linear map of, per head, the attended values, the attended value points
+//! brought back into frame `i` (`Tᵢ⁻¹ Σⱼ aᵢⱼ Tⱼ ṽⱼₚ`), their norms
+//! (`sqrt(|·|² + ε)`, ε = [`NORM_EPSILON`]) and the attended pair rows.
+//! Points are laid out per residue as `[head][point][xyz]` in the residue's
+//! local frame. Keys whose mask is 0 get no attention; a query with no valid
+//! key attends to nothing (zero outputs before the final linear map).
+//!
+//! [`Ipa::forward`] returns the output and an [`IpaCache`] of intermediates;
+//! [`Ipa::backward`] takes both and returns gradients with respect to every
+//! parameter (an [`IpaParams`] of the same layout), the single and pair
+//! representations and the frames.
+
+use super::rigid::{NORM_EPSILON, Rigid, Vec3, add, dot, scale, sub};
+use crate::error::{Result, ensure};
+
+/// Sizes of one IPA layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpaDims {
+    /// Channels of the single representation.
+    pub c_s: usize,
+    /// Channels of the pair representation.
+    pub c_z: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Channels per head of queries, keys and values.
+    pub head_dim: usize,
+    /// Query (and key) points per head.
+    pub query_points: usize,
+    /// Value points per head.
+    pub value_points: usize,
+}
+
+impl IpaDims {
+    /// Width of the concatenated per-residue features fed to the output map.
+    fn feature_width(&self) -> usize {
+        self.heads * (self.head_dim + 4 * self.value_points + self.c_z)
+    }
+}
+
+/// A dense affine map `y = x W + b`, `W` row-major `[inputs][outputs]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dense {
+    /// Input width.
+    pub inputs: usize,
+    /// Output width.
+    pub outputs: usize,
+    /// Weights, `inputs × outputs`.
+    pub weight: Vec<f64>,
+    /// Bias, `outputs`.
+    pub bias: Vec<f64>,
+}
+
+impl Dense {
+    /// A map with all weights and biases zero.
+    pub fn zeros(inputs: usize, outputs: usize) -> Dense {
+        Dense {
+            inputs,
+            outputs,
+            weight: vec![0.0; inputs * outputs],
+            bias: vec![0.0; outputs],
+        }
+    }
+
+    /// Applies the map to `x` (rows × inputs).
+    fn forward(&self, x: &[f64]) -> Vec<f64> {
+        let rows = x.len() / self.inputs;
+        let mut y = Vec::with_capacity(rows * self.outputs);
+        for r in 0..rows {
+            let xr = &x[r * self.inputs..(r + 1) * self.inputs];
+            y.extend((0..self.outputs).map(|o| {
+                self.bias[o]
+                    + xr.iter()
+                        .enumerate()
+                        .map(|(i, v)| v * self.weight[i * self.outputs + o])
+                        .sum::<f64>()
+            }));
+        }
+        y
+    }
+
+    /// Adds dL/dW, dL/db into `grad` and dL/dx into `grad_x`.
+    fn backward(&self, x: &[f64], grad_y: &[f64], grad: &mut Dense, grad_x: &mut [f64]) {
+        let rows = x.len() / self.inputs;
+        for r in 0..rows {
+            let xr = &x[r * self.inputs..(r + 1) * self.inputs];
+            let gy = &grad_y[r * self.outputs..(r + 1) * self.outputs];
+            for (o, g) in gy.iter().enumerate() {
+                grad.bias[o] += g;
+            }
+            for i in 0..self.inputs {
+                let row = &self.weight[i * self.outputs..(i + 1) * self.outputs];
+                grad_x[r * self.inputs + i] += dot_slices(row, gy);
+                for (o, g) in gy.iter().enumerate() {
+                    grad.weight[i * self.outputs + o] += xr[i] * g;
+                }
+            }
+        }
+    }
+}
+
+fn dot_slices(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// The parameters of one IPA layer (also the layout of their gradient).
+#[derive(Clone, Debug, PartialEq)]
+pub struct IpaParams {
+    /// Single → queries, `heads · head_dim`.
+    pub query: Dense,
+    /// Single → keys.
+    pub key: Dense,
+    /// Single → values.
+    pub value: Dense,
+    /// Single → local query points, `heads · query_points · 3`.
+    pub query_points: Dense,
+    /// Single → local key points.
+    pub key_points: Dense,
+    /// Single → local value points, `heads · value_points · 3`.
+    pub value_points: Dense,
+    /// Pair → per-head attention bias.
+    pub pair_bias: Dense,
+    /// Per-head point weights before softplus.
+    pub head_weights: Vec<f64>,
+    /// Concatenated features → single.
+    pub output: Dense,
+}
+
+impl IpaParams {
+    /// All-zero parameters of the given sizes.
+    pub fn zeros(d: &IpaDims) -> IpaParams {
+        let hc = d.heads * d.head_dim;
+        IpaParams {
+            query: Dense::zeros(d.c_s, hc),
+            key: Dense::zeros(d.c_s, hc),
+            value: Dense::zeros(d.c_s, hc),
+            query_points: Dense::zeros(d.c_s, d.heads * d.query_points * 3),
+            key_points: Dense::zeros(d.c_s, d.heads * d.query_points * 3),
+            value_points: Dense::zeros(d.c_s, d.heads * d.value_points * 3),
+            pair_bias: Dense::zeros(d.c_z, d.heads),
+            head_weights: vec![0.0; d.heads],
+            output: Dense::zeros(d.feature_width(), d.c_s),
+        }
+    }
+
+    /// Every parameter tensor with its name (`map.weight`, `map.bias`,
+    /// `head_weights`), in a fixed order.
+    pub fn tensors_mut(&mut self) -> Vec<(&'static str, &mut Vec<f64>)> {
+        let mut out: Vec<(&'static str, &mut Vec<f64>)> = Vec::new();
+        for (weight, bias, dense) in [
+            ("query.weight", "query.bias", &mut self.query),
+            ("key.weight", "key.bias", &mut self.key),
+            ("value.weight", "value.bias", &mut self.value),
+            (
+                "query_points.weight",
+                "query_points.bias",
+                &mut self.query_points,
+            ),
+            ("key_points.weight", "key_points.bias", &mut self.key_points),
+            (
+                "value_points.weight",
+                "value_points.bias",
+                &mut self.value_points,
+            ),
+            ("pair_bias.weight", "pair_bias.bias", &mut self.pair_bias),
+            ("output.weight", "output.bias", &mut self.output),
+        ] {
+            out.push((weight, &mut dense.weight));
+            out.push((bias, &mut dense.bias));
+        }
+        out.push(("head_weights", &mut self.head_weights));
+        out
+    }
+}
+
+/// The inputs of one IPA evaluation.
+#[derive(Clone, Copy, Debug)]
+pub struct IpaInput<'a> {
+    /// Single representation, `residues × c_s`.
+    pub single: &'a [f64],
+    /// Pair representation, `residues × residues × c_z`.
+    pub pair: &'a [f64],
+    /// One frame per residue.
+    pub frames: &'a [Rigid],
+    /// One weight per residue: 0 excludes it as a key.
+    pub mask: &'a [f64],
+}
+
+/// Intermediates of a forward pass, consumed by [`Ipa::backward`].
+#[derive(Clone, Debug)]
+pub struct IpaCache {
+    q: Vec<f64>,
+    k: Vec<f64>,
+    v: Vec<f64>,
+    q_local: Vec<f64>,
+    k_local: Vec<f64>,
+    v_local: Vec<f64>,
+    /// Points in global coordinates: `[residue][head][point] → xyz`.
+    q_global: Vec<Vec3>,
+    k_global: Vec<Vec3>,
+    v_global: Vec<Vec3>,
+    /// Attention weights `[head][i][j]`.
+    attn: Vec<f64>,
+    /// Attended value points, global, `[i][head][point]`.
+    out_points_global: Vec<Vec3>,
+    /// Concatenated features, `residues × feature_width`.
+    features: Vec<f64>,
+}
+
+/// Gradients of one IPA evaluation.
+#[derive(Clone, Debug)]
+pub struct IpaGrad {
+    /// dL/d(parameters).
+    pub params: IpaParams,
+    /// dL/d(single).
+    pub single: Vec<f64>,
+    /// dL/d(pair).
+    pub pair: Vec<f64>,
+    /// dL/d(frames), [`Rigid`]-shaped.
+    pub frames: Vec<Rigid>,
+}
+
+/// One IPA layer: its sizes and parameters.
+#[derive(Clone, Debug)]
+pub struct Ipa {
+    /// Sizes.
+    pub dims: IpaDims,
+    /// Parameters.
+    pub params: IpaParams,
+}
+
+fn softplus(x: f64) -> f64 {
+    if x > 30.0 { x } else { x.exp().ln_1p() }
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+fn to_points(flat: &[f64]) -> Vec<Vec3> {
+    flat.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect()
+}
+
+impl Ipa {
+    fn residues(&self, input: &IpaInput) -> Result<usize> {
+        let d = &self.dims;
+        let n = input.frames.len();
+        ensure(
+            input.single.len() == n * d.c_s
+                && input.pair.len() == n * n * d.c_z
+                && input.mask.len() == n,
+            "ipa",
+            || {
+                format!(
+                    "{n} frames need single of {} (got {}), pair of {} (got {}) and mask of {n} (got {})",
+                    n * d.c_s,
+                    input.single.len(),
+                    n * n * d.c_z,
+                    input.pair.len(),
+                    input.mask.len()
+                )
+            },
+        )?;
+        Ok(n)
+    }
+
+    /// Brings each residue's local points (`[residue][head][point]`) into
+    /// global coordinates with that residue's frame.
+    fn globalize(&self, local: &[f64], frames: &[Rigid], per_residue: usize) -> Vec<Vec3> {
+        to_points(local)
+            .iter()
+            .enumerate()
+            .map(|(k, x)| frames[k / per_residue].apply(x))
+            .collect()
+    }
+
+    fn weights(&self) -> (f64, f64) {
+        let w_l = (1.0f64 / 3.0).sqrt();
+        let w_c = (2.0 / (9.0 * self.dims.query_points as f64)).sqrt();
+        (w_l, w_c)
+    }
+
+    /// The layer's output, `residues × c_s`, and the intermediates for backward.
+    pub fn forward(&self, input: &IpaInput) -> Result<(Vec<f64>, IpaCache)> {
+        let n = self.residues(input)?;
+        let d = self.dims;
+        let p = &self.params;
+        let (h_n, c, pq, pv) = (d.heads, d.head_dim, d.query_points, d.value_points);
+        let (q, k, v) = (
+            p.query.forward(input.single),
+            p.key.forward(input.single),
+            p.value.forward(input.single),
+        );
+        let q_local = p.query_points.forward(input.single);
+        let k_local = p.key_points.forward(input.single);
+        let v_local = p.value_points.forward(input.single);
+        let q_global = self.globalize(&q_local, input.frames, h_n * pq);
+        let k_global = self.globalize(&k_local, input.frames, h_n * pq);
+        let v_global = self.globalize(&v_local, input.frames, h_n * pv);
+        let bias = p.pair_bias.forward(input.pair);
+        let (w_l, w_c) = self.weights();
+        let inv_sqrt_c = 1.0 / (c as f64).sqrt();
+        let mut attn = vec![0.0; h_n * n * n];
+        let mut logits = vec![0.0; n];
+        for h in 0..h_n {
+            let gamma = softplus(p.head_weights[h]);
+            for i in 0..n {
+                let qi = &q[(i * h_n + h) * c..(i * h_n + h + 1) * c];
+                for j in 0..n {
+                    let kj = &k[(j * h_n + h) * c..(j * h_n + h + 1) * c];
+                    let dist2: f64 = (0..pq)
+                        .map(|pt| {
+                            let diff = sub(
+                                &q_global[(i * h_n + h) * pq + pt],
+                                &k_global[(j * h_n + h) * pq + pt],
+                            );
+                            dot(&diff, &diff)
+                        })
+                        .sum();
+                    logits[j] = w_l
+                        * (dot_slices(qi, kj) * inv_sqrt_c + bias[(i * n + j) * h_n + h]
+                            - 0.5 * gamma * w_c * dist2);
+                }
+                let row = &mut attn[(h * n + i) * n..(h * n + i + 1) * n];
+                softmax_masked(&logits, input.mask, row);
+            }
+        }
+        let width = d.feature_width();
+        let mut features = vec![0.0; n * width];
+        let mut out_points_global = vec![[0.0; 3]; n * h_n * pv];
+        for i in 0..n {
+            let f = &mut features[i * width..(i + 1) * width];
+            let (f_values, rest) = f.split_at_mut(h_n * c);
+            let (f_points, rest) = rest.split_at_mut(h_n * pv * 3);
+            let (f_norms, f_pair) = rest.split_at_mut(h_n * pv);
+            for h in 0..h_n {
+                for j in 0..n {
+                    let a = attn[(h * n + i) * n + j];
+                    if a == 0.0 {
+                        continue;
+                    }
+                    for ch in 0..c {
+                        f_values[h * c + ch] += a * v[(j * h_n + h) * c + ch];
+                    }
+                    for pt in 0..pv {
+                        let o = &mut out_points_global[(i * h_n + h) * pv + pt];
+                        *o = add(o, &scale(&v_global[(j * h_n + h) * pv + pt], a));
+                    }
+                    let zij = &input.pair[(i * n + j) * d.c_z..(i * n + j + 1) * d.c_z];
+                    for ch in 0..d.c_z {
+                        f_pair[h * d.c_z + ch] += a * zij[ch];
+                    }
+                }
+                for pt in 0..pv {
+                    let slot = h * pv + pt;
+                    let local =
+                        input.frames[i].invert_apply(&out_points_global[(i * h_n + h) * pv + pt]);
+                    f_points[3 * slot..3 * slot + 3].copy_from_slice(&local);
+                    f_norms[slot] = (dot(&local, &local) + NORM_EPSILON).sqrt();
+                }
+            }
+        }
+        let out = p.output.forward(&features);
+        Ok((
+            out,
+            IpaCache {
+                q,
+                k,
+                v,
+                q_local,
+                k_local,
+                v_local,
+                q_global,
+                k_global,
+                v_global,
+                attn,
+                out_points_global,
+                features,
+            },
+        ))
+    }
+
+    /// Gradients of `Σ grad_out ⊙ output` with respect to everything.
+    pub fn backward(
+        &self,
+        input: &IpaInput,
+        cache: &IpaCache,
+        grad_out: &[f64],
+    ) -> Result<IpaGrad> {
+        let n = self.residues(input)?;
+        let d = self.dims;
+        ensure(grad_out.len() == n * d.c_s, "ipa backward", || {
+            format!(
+                "grad_out has {} values, expected {}",
+                grad_out.len(),
+                n * d.c_s
+            )
+        })?;
+        let p = &self.params;
+        let (h_n, c, pq, pv) = (d.heads, d.head_dim, d.query_points, d.value_points);
+        let mut g = IpaGrad {
+            params: IpaParams::zeros(&d),
+            single: vec![0.0; n * d.c_s],
+            pair: vec![0.0; n * n * d.c_z],
+            frames: vec![Rigid::ZERO; n],
+        };
+        let width = d.feature_width();
+        let mut g_features = vec![0.0; n * width];
+        p.output.backward(
+            &cache.features,
+            grad_out,
+            &mut g.params.output,
+            &mut g_features,
+        );
+
+        // Back through the per-residue feature assembly to the attention
+        // weights and the attended quantities.
+        let mut g_attn = vec![0.0; h_n * n * n];
+        let mut g_v = vec![0.0; cache.v.len()];
+        let mut g_v_global = vec![[0.0; 3]; cache.v_global.len()];
+        for i in 0..n {
+            let gf = &g_features[i * width..(i + 1) * width];
+            let f = &cache.features[i * width..(i + 1) * width];
+            let (g_values, rest) = gf.split_at(h_n * c);
+            let (g_points, rest) = rest.split_at(h_n * pv * 3);
+            let (g_norms, g_pair) = rest.split_at(h_n * pv);
+            let f_points = &f[h_n * c..h_n * c + h_n * pv * 3];
+            let f_norms = &f[h_n * c + h_n * pv * 3..h_n * c + h_n * pv * 4];
+            for h in 0..h_n {
+                let mut g_out_global: Vec<Vec3> = Vec::with_capacity(pv);
+                for pt in 0..pv {
+                    let slot = h * pv + pt;
+                    let local: Vec3 = f_points[3 * slot..3 * slot + 3].try_into().unwrap();
+                    let g_local = add(
+                        &g_points[3 * slot..3 * slot + 3].try_into().unwrap(),
+                        &scale(&local, g_norms[slot] / f_norms[slot]),
+                    );
+                    let (g_frame, g_global) = input.frames[i].invert_apply_backward(
+                        &cache.out_points_global[(i * h_n + h) * pv + pt],
+                        &g_local,
+                    );
+                    g.frames[i].accumulate(&g_frame);
+                    g_out_global.push(g_global);
+                }
+                for j in 0..n {
+                    let a = cache.attn[(h * n + i) * n + j];
+                    let vj = &cache.v[(j * h_n + h) * c..(j * h_n + h + 1) * c];
+                    let zij = &input.pair[(i * n + j) * d.c_z..(i * n + j + 1) * d.c_z];
+                    let gv_h = &g_values[h * c..(h + 1) * c];
+                    let gz_h = &g_pair[h * d.c_z..(h + 1) * d.c_z];
+                    let mut ga = dot_slices(gv_h, vj) + dot_slices(gz_h, zij);
+                    for ch in 0..c {
+                        g_v[(j * h_n + h) * c + ch] += a * gv_h[ch];
+                    }
+                    for ch in 0..d.c_z {
+                        g.pair[(i * n + j) * d.c_z + ch] += a * gz_h[ch];
+                    }
+                    for (pt, g_o) in g_out_global.iter().enumerate() {
+                        let slot = (j * h_n + h) * pv + pt;
+                        ga += dot(g_o, &cache.v_global[slot]);
+                        g_v_global[slot] = add(&g_v_global[slot], &scale(g_o, a));
+                    }
+                    g_attn[(h * n + i) * n + j] = ga;
+                }
+            }
+        }
+
+        // Back through the softmax and the logits.
+        let (w_l, w_c) = self.weights();
+        let inv_sqrt_c = 1.0 / (c as f64).sqrt();
+        let mut g_q = vec![0.0; cache.q.len()];
+        let mut g_k = vec![0.0; cache.k.len()];
+        let mut g_q_global = vec![[0.0; 3]; cache.q_global.len()];
+        let mut g_k_global = vec![[0.0; 3]; cache.k_global.len()];
+        let mut g_bias = vec![0.0; n * n * h_n];
+        for h in 0..h_n {
+            let gamma = softplus(p.head_weights[h]);
+            let mut g_gamma = 0.0;
+            for i in 0..n {
+                let a_row = &cache.attn[(h * n + i) * n..(h * n + i + 1) * n];
+                let ga_row = &g_attn[(h * n + i) * n..(h * n + i + 1) * n];
+                let mean = dot_slices(a_row, ga_row);
+                for j in 0..n {
+                    let g_logit = w_l * a_row[j] * (ga_row[j] - mean);
+                    if g_logit == 0.0 {
+                        continue;
+                    }
+                    g_bias[(i * n + j) * h_n + h] += g_logit;
+                    for ch in 0..c {
+                        let (qi, kj) = ((i * h_n + h) * c + ch, (j * h_n + h) * c + ch);
+                        g_q[qi] += g_logit * inv_sqrt_c * cache.k[kj];
+                        g_k[kj] += g_logit * inv_sqrt_c * cache.q[qi];
+                    }
+                    for pt in 0..pq {
+                        let (qi, kj) = ((i * h_n + h) * pq + pt, (j * h_n + h) * pq + pt);
+                        let diff = sub(&cache.q_global[qi], &cache.k_global[kj]);
+                        g_gamma -= 0.5 * w_c * g_logit * dot(&diff, &diff);
+                        let g_diff = scale(&diff, -gamma * w_c * g_logit);
+                        g_q_global[qi] = add(&g_q_global[qi], &g_diff);
+                        g_k_global[kj] = sub(&g_k_global[kj], &g_diff);
+                    }
+                }
+            }
+            g.params.head_weights[h] = g_gamma * sigmoid(p.head_weights[h]);
+        }
+        p.pair_bias
+            .backward(input.pair, &g_bias, &mut g.params.pair_bias, &mut g.pair);
+
+        // Back through the frames to the local points, then the projections.
+        let g_q_local = self.localize_backward(
+            &cache.q_local,
+            input.frames,
+            h_n * pq,
+            &g_q_global,
+            &mut g.frames,
+        );
+        let g_k_local = self.localize_backward(
+            &cache.k_local,
+            input.frames,
+            h_n * pq,
+            &g_k_global,
+            &mut g.frames,
+        );
+        let g_v_local = self.localize_backward(
+            &cache.v_local,
+            input.frames,
+            h_n * pv,
+            &g_v_global,
+            &mut g.frames,
+        );
+        let s = input.single;
+        p.query
+            .backward(s, &g_q, &mut g.params.query, &mut g.single);
+        p.key.backward(s, &g_k, &mut g.params.key, &mut g.single);
+        p.value
+            .backward(s, &g_v, &mut g.params.value, &mut g.single);
+        p.query_points
+            .backward(s, &g_q_local, &mut g.params.query_points, &mut g.single);
+        p.key_points
+            .backward(s, &g_k_local, &mut g.params.key_points, &mut g.single);
+        p.value_points
+            .backward(s, &g_v_local, &mut g.params.value_points, &mut g.single);
+        Ok(g)
+    }
+
+    /// Backward of [`Ipa::globalize`]: accumulates frame gradients and returns
+    /// the gradient of the flat local points.
+    fn localize_backward(
+        &self,
+        local: &[f64],
+        frames: &[Rigid],
+        per_residue: usize,
+        grad_global: &[Vec3],
+        grad_frames: &mut [Rigid],
+    ) -> Vec<f64> {
+        let mut out = Vec::with_capacity(local.len());
+        for (k, (x, gx)) in to_points(local).iter().zip(grad_global).enumerate() {
+            let r = k / per_residue;
+            let (g_frame, g_local) = frames[r].apply_backward(x, gx);
+            grad_frames[r].accumulate(&g_frame);
+            out.extend_from_slice(&g_local);
+        }
+        out
+    }
+}
+
+/// Softmax of `logits` over the entries whose `mask` is non-zero, written to
+/// `out` (masked entries 0; all 0 when nothing is unmasked).
+fn softmax_masked(logits: &[f64], mask: &[f64], out: &mut [f64]) {
+    let max = logits
+        .iter()
+        .zip(mask)
+        .filter(|(_, m)| **m != 0.0)
+        .map(|(l, _)| *l)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let mut total = 0.0;
+    for ((o, l), m) in out.iter_mut().zip(logits).zip(mask) {
+        *o = if *m != 0.0 { (l - max).exp() } else { 0.0 };
+        total += *o;
+    }
+    if total > 0.0 {
+        out.iter_mut().for_each(|o| *o /= total);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::structure::fd::{check_gradient, random};
+    use crate::structure::rigid::rigid_from_update;
+
+    const DIMS: IpaDims = IpaDims {
+        c_s: 4,
+        c_z: 3,
+        heads: 2,
+        head_dim: 2,
+        query_points: 2,
+        value_points: 2,
+    };
+
+    fn random_layer(seed: u64) -> Ipa {
+        let mut params = IpaParams::zeros(&DIMS);
+        for (k, (_, t)) in params.tensors_mut().into_iter().enumerate() {
+            let v = random(seed * 100 + k as u64, t.len());
+            t.copy_from_slice(&v);
+        }
+        Ipa { dims: DIMS, params }
+    }
+
+    fn random_frames(seed: u64, n: usize) -> Vec<Rigid> {
+        let u = random(seed, 6 * n);
+        (0..n)
+            .map(|k| rigid_from_update(&std::array::from_fn(|i| 2.0 * u[6 * k + i])))
+            .collect()
+    }
+
+    #[test]
+    fn output_is_invariant_under_a_global_rigid_transform() {
+        let n = 4;
+        let layer = random_layer(1);
+        let single = random(2, n * DIMS.c_s);
+        let pair = random(3, n * n * DIMS.c_z);
+        let frames = random_frames(4, n);
+        let mask = [1.0, 1.0, 0.0, 1.0];
+        let input = IpaInput {
+            single: &single,
+            pair: &pair,
+            frames: &frames,
+            mask: &mask,
+        };
+        let (out, _) = layer.forward(&input).unwrap();
+        let g = random_frames(5, 1)[0];
+        let moved: Vec<Rigid> = frames.iter().map(|f| g.compose(f)).collect();
+        let (out_moved, _) = layer
+            .forward(&IpaInput {
+                frames: &moved,
+                ..input
+            })
+            .unwrap();
+        for (a, b) in out.iter().zip(&out_moved) {
+            assert!((a - b).abs() < 1e-10, "{a} vs {b}");
+        }
+        // The masked residue is ignored as a key: changing its single row
+        // changes only its own output row.
+        let mut single2 = single.clone();
+        single2[2 * DIMS.c_s] += 0.5;
+        let (out2, _) = layer
+            .forward(&IpaInput {
+                single: &single2,
+                ..input
+            })
+            .unwrap();
+        for r in [0, 1, 3] {
+            for ch in 0..DIMS.c_s {
+                let k = r * DIMS.c_s + ch;
+                assert!((out[k] - out2[k]).abs() < 1e-12);
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_sizes_are_a_shape_error() {
+        let layer = random_layer(1);
+        let frames = random_frames(1, 2);
+        let single = vec![0.0; 2 * DIMS.c_s];
+        let err = layer
+            .forward(&IpaInput {
+                single: &single,
+                pair: &[0.0; 5],
+                frames: &frames,
+                mask: &[1.0, 1.0],
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pair of 12 (got 5)"), "{err}");
+    }
+
+    #[test]
+    fn gradcheck_ipa() {
+        let n = 3;
+        let layer = random_layer(6);
+        let single = random(7, n * DIMS.c_s);
+        let pair = random(8, n * n * DIMS.c_z);
+        let frames = random_frames(9, n);
+        let mask = [1.0, 0.0, 1.0];
+        let weights = random(10, n * DIMS.c_s);
+        let input = IpaInput {
+            single: &single,
+            pair: &pair,
+            frames: &frames,
+            mask: &mask,
+        };
+        let (_, cache) = layer.forward(&input).unwrap();
+        let mut grad = layer.backward(&input, &cache, &weights).unwrap();
+        let loss =
+            |layer: &Ipa, input: &IpaInput| dot_slices(&layer.forward(input).unwrap().0, &weights);
+
+        // Parameters, one tensor at a time.
+        // The key bias and the pair-bias bias shift every logit of a query
+        // row equally, so the softmax cancels them: their gradients are zero.
+        let analytic: Vec<(&str, Vec<f64>)> = grad
+            .params
+            .tensors_mut()
+            .into_iter()
+            .map(|(name, t)| (name, t.clone()))
+            .collect();
+        let shift_invariant = [3, 13];
+        for (t, (name, analytic)) in analytic.iter().enumerate() {
+            let x = layer.params.clone().tensors_mut().swap_remove(t).1.clone();
+            let f = |v: &[f64]| {
+                let mut l = layer.clone();
+                l.params.tensors_mut().swap_remove(t).1.copy_from_slice(v);
+                loss(&l, &input)
+            };
+            let nonzero = analytic.iter().any(|g| g.abs() > 1e-4);
+            assert_eq!(
+                nonzero,
+                !shift_invariant.contains(&t),
+                "tensor {t} ({name})"
+            );
+            check_gradient(&f, &x, analytic);
+        }
+        // Single and pair representations.
+        let f = |v: &[f64]| loss(&layer, &IpaInput { single: v, ..input });
+        check_gradient(&f, &single, &grad.single);
+        let f = |v: &[f64]| loss(&layer, &IpaInput { pair: v, ..input });
+        check_gradient(&f, &pair, &grad.pair);
+        // Frames, all twelve numbers of each.
+        let flat: Vec<f64> = frames.iter().flat_map(|f| f.to_array()).collect();
+        let f = |v: &[f64]| {
+            let fr: Vec<Rigid> = v
+                .chunks(12)
+                .map(|c| Rigid::from_array(c.try_into().unwrap()))
+                .collect();
+            loss(
+                &layer,
+                &IpaInput {
+                    frames: &fr,
+                    ..input
+                },
+            )
+        };
+        let analytic: Vec<f64> = grad.frames.iter().flat_map(|f| f.to_array()).collect();
+        check_gradient(&f, &flat, &analytic);
+    }
+}
