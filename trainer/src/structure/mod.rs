@@ -60,3 +60,6 @@ pub(crate) mod fd {
         (0..n).map(|_| r.random_range(-1.0..1.0)).collect()
     }
 }
+
+#[cfg(test)]
+mod real_backbone;
