@@ -485,4 +485,42 @@ mod tests {
         let analytic = rigid_from_three_points_backward(&a, &b, &c, &rigid_at(&w)).concat();
         check_gradient(&f, &p, &analytic);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn rigid() -> impl Strategy<Value = Rigid> {
+            (
+                prop::array::uniform3(-4.0..4.0f64),
+                prop::array::uniform3(-20.0..20.0f64),
+            )
+                .prop_map(|(q, t)| rigid_from_update(&[q[0], q[1], q[2], t[0], t[1], t[2]]))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+            #[test]
+            fn group_laws_hold(a in rigid(), b in rigid(), c in rigid(), x in prop::array::uniform3(-30.0..30.0f64)) {
+                let left = a.compose(&b).compose(&c).to_array();
+                let right = a.compose(&b.compose(&c)).to_array();
+                for (l, r) in left.iter().zip(&right) {
+                    prop_assert!((l - r).abs() < 1e-9);
+                }
+                let back = a.invert_apply(&a.apply(&x));
+                for (l, r) in back.iter().zip(&x) {
+                    prop_assert!((l - r).abs() < 1e-9);
+                }
+                // A frame built from three transformed points is the transform
+                // of the frame built from the originals.
+                let pts = [[-0.5, 1.4, 0.1], [0.0, 0.0, 0.0], [1.5, 0.0, -0.2]];
+                let base = rigid_from_three_points(&pts[0], &pts[1], &pts[2]);
+                let moved = rigid_from_three_points(&a.apply(&pts[0]), &a.apply(&pts[1]), &a.apply(&pts[2]));
+                for (l, r) in moved.to_array().iter().zip(&a.compose(&base).to_array()) {
+                    prop_assert!((l - r).abs() < 1e-7);
+                }
+            }
+        }
+    }
 }
