@@ -321,20 +321,21 @@ impl Dataset {
             .get(&path)
             .await
             .map_err(|e| StorageError::from_store(path.as_ref(), e))?;
+        // Stream the object through the checksum: memory stays bounded by one chunk.
         let mut chunks = result.into_stream();
         let mut crc = 0u32;
-        let mut buffer = Vec::with_capacity(info.bytes as usize);
+        let mut size = 0u64;
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk.map_err(|e| StorageError::from_store(path.as_ref(), e))?;
             crc = crc32c::crc32c_append(crc, &chunk);
-            buffer.extend_from_slice(&chunk);
+            size += chunk.len() as u64;
         }
-        if buffer.len() as u64 != info.bytes {
+        if size != info.bytes {
             return Err(StorageError::ShardMismatch {
                 path: path.to_string(),
                 what: "bytes",
                 expected: info.bytes,
-                actual: buffer.len() as u64,
+                actual: size,
             });
         }
         let actual = format_checksum(crc);
@@ -345,8 +346,12 @@ impl Dataset {
                 actual,
             });
         }
+        // The footer, fetched afresh (not from the cache) by byte range.
+        let mut reader = ShardReader::new(self.store(), path.clone());
         let metadata = ParquetMetaDataReader::new()
-            .parse_and_finish(&Bytes::from(buffer))
+            .with_prefetch_hint(Some(FOOTER_PREFETCH))
+            .load_and_finish(&mut reader, size)
+            .await
             .map_err(|e| StorageError::from_parquet(path.as_ref(), e))?;
         let rows = metadata.file_metadata().num_rows() as u64;
         if rows != info.rows {

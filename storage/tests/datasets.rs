@@ -353,9 +353,25 @@ async fn verify_catches_corrupted_and_truncated_shards() {
             .await
             .unwrap();
 
+        // A manifest that disagrees with a sound shard's row count is caught too.
+        let mut manifest = dataset.manifest().clone();
+        manifest.shards[2].rows += 1;
+        let location = scalefold_storage::Location::parse(&url).unwrap();
+        store
+            .put(
+                &location.child("manifest.json"),
+                PutPayload::from(manifest.to_json()),
+            )
+            .await
+            .unwrap();
+
         let report = Dataset::open(&url).await.unwrap().verify().await;
         let bad = report.bad_shards();
-        assert_eq!(bad.len(), 2, "{url}: {report:?}");
+        assert_eq!(bad.len(), 3, "{url}: {report:?}");
+        assert!(
+            bad[2].error.as_ref().unwrap().contains("rows"),
+            "{url}: {report:?}"
+        );
         assert!(bad[0].error.as_ref().unwrap().contains("checksum mismatch"));
         assert!(bad[1].error.as_ref().unwrap().contains("bytes"));
         assert!(bad[0].error.as_ref().unwrap().contains(&bad[0].name));
