@@ -100,3 +100,32 @@ fn inspect_of_a_missing_dataset_fails_clearly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("manifest.json"), "{stderr}");
 }
+
+/// A store that cannot be reached: retried (briefly, here), then an error naming the object.
+#[test]
+fn unreachable_store_is_an_error_naming_the_object() {
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port(); // the listener is dropped: nothing listens there
+    let start = std::time::Instant::now();
+    let out = scalefold()
+        .args(["inspect", "s3://nowhere/some/dataset"])
+        .env(
+            "AWS_ENDPOINT_URL",
+            format!("http://127.0.0.1:{closed_port}"),
+        )
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "x")
+        .env("AWS_REGION", "us-east-1")
+        .env("SCALEFOLD_MAX_RETRIES", "2")
+        .env("SCALEFOLD_RETRY_TIMEOUT_S", "5")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("some/dataset/manifest.json"), "{stderr}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(30));
+}
