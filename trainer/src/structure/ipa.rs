@@ -69,7 +69,7 @@ impl Dense {
     }
 
     /// Applies the map to `x` (rows × inputs).
-    fn forward(&self, x: &[f64]) -> Vec<f64> {
+    pub(crate) fn forward(&self, x: &[f64]) -> Vec<f64> {
         let rows = x.len() / self.inputs;
         let mut y = Vec::with_capacity(rows * self.outputs);
         for r in 0..rows {
@@ -86,7 +86,7 @@ impl Dense {
     }
 
     /// Adds dL/dW, dL/db into `grad` and dL/dx into `grad_x`.
-    fn backward(&self, x: &[f64], grad_y: &[f64], grad: &mut Dense, grad_x: &mut [f64]) {
+    pub(crate) fn backward(&self, x: &[f64], grad_y: &[f64], grad: &mut Dense, grad_x: &mut [f64]) {
         let rows = x.len() / self.inputs;
         for r in 0..rows {
             let xr = &x[r * self.inputs..(r + 1) * self.inputs];

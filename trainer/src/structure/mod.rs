@@ -20,6 +20,7 @@
 
 pub mod fape;
 pub mod ipa;
+pub mod nn;
 pub mod rigid;
 pub mod torsion;
 
