@@ -1,14 +1,15 @@
 // Fused gated attention with an additive bias shared over the batch.
 // Layout: qkvg [B, L, 4, H, D] (q | k | v | g per position), bias [H, L, L],
 // attn/out [B, L, H, D], lse [B, H, L] (f32). Online softmax: the L x L logits
-// never reach device memory. One thread per query (forward, dq) or key (dk, dv);
+// never reach device memory. An optional key mask [B, L] (f32, 0 = masked)
+// drops keys from the softmax; a query with every key masked gets zeros and lse 0. One thread per query (forward, dq) or key (dk, dv);
 // key/value or query tiles are staged in shared memory as f32.
 
 #define FWD_Q 64
 #define FWD_K 64
 
 template <int D>
-__device__ void attn_fwd(const bf16* __restrict__ qkvg, const bf16* __restrict__ bias, bf16* attn, bf16* out,
+__device__ void attn_fwd(const bf16* __restrict__ qkvg, const bf16* __restrict__ bias, const float* __restrict__ mask, bf16* attn, bf16* out,
                          float* lse, int L, int H, float scale) {
     __shared__ float ks[FWD_K][D];
     __shared__ float vs[FWD_K][D];
@@ -39,6 +40,7 @@ __device__ void attn_fwd(const bf16* __restrict__ qkvg, const bf16* __restrict__
         if (active) {
             int jn = min(FWD_K, L - j0);
             for (int jj = 0; jj < jn; jj++) {
+                if (mask && mask[(long)b * L + j0 + jj] == 0.0f) continue;
                 float p4[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
                 for (int c = 0; c < D; c++) p4[c % 4] += q[c] * ks[jj][c];
@@ -60,14 +62,14 @@ __device__ void attn_fwd(const bf16* __restrict__ qkvg, const bf16* __restrict__
     }
     if (!active) return;
     const long orow = ((long)b * L + i) * W + h * D;
-    const float inv = 1.0f / l;
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
 #pragma unroll
     for (int c = 0; c < D; c++) {
         float a = o[c] * inv;
         st(attn, orow + c, a);
         st(out, orow + c, a * sigmoidf_(ld(base, i * RW + 3 * W + h * D + c)));
     }
-    lse[((long)b * H + h) * L + i] = m + __logf(l);
+    lse[((long)b * H + h) * L + i] = l > 0.0f ? m + __logf(l) : 0.0f;
 }
 
 // dq, dg, and the bias gradient. A block holds 32 queries and BWD_W warps; each
@@ -82,7 +84,7 @@ __device__ void attn_fwd(const bf16* __restrict__ qkvg, const bf16* __restrict__
 #define BIAS_MAX_L 256
 
 template <int D>
-__device__ void attn_bwd_q(const bf16* __restrict__ qkvg, const bf16* __restrict__ bias, const bf16* __restrict__ attn,
+__device__ void attn_bwd_q(const bf16* __restrict__ qkvg, const bf16* __restrict__ bias, const float* __restrict__ mask, const bf16* __restrict__ attn,
                            const float* __restrict__ lse, const bf16* __restrict__ dout, bf16* dqkvg, float* dbias,
                            int B, int L, int H, float scale) {
     __shared__ bf16 ks[BWD_W][BWD_KT][D];
@@ -133,6 +135,7 @@ __device__ void attn_bwd_q(const bf16* __restrict__ qkvg, const bf16* __restrict
             if (active) {
                 int jn = min(BWD_KT, L - j0);
                 for (int jj = 0; jj < jn; jj++) {
+                    if (mask && mask[(long)b * L + j0 + jj] == 0.0f) continue;
                     float s4[4] = {0.0f, 0.0f, 0.0f, 0.0f}, d4[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
                     for (int c = 0; c < D; c++) {
@@ -170,7 +173,7 @@ __device__ void attn_bwd_q(const bf16* __restrict__ qkvg, const bf16* __restrict
 #define KV_Q 64
 
 template <int D>
-__device__ void attn_bwd_kv(const bf16* __restrict__ qkvg, const bf16* __restrict__ bias, const bf16* __restrict__ attn,
+__device__ void attn_bwd_kv(const bf16* __restrict__ qkvg, const bf16* __restrict__ bias, const float* __restrict__ mask, const bf16* __restrict__ attn,
                             const float* __restrict__ lse, const bf16* __restrict__ dout, bf16* dqkvg,
                             int L, int H, float scale) {
     __shared__ float qs[KV_Q][D];
@@ -181,6 +184,8 @@ __device__ void attn_bwd_kv(const bf16* __restrict__ qkvg, const bf16* __restric
     const long W = (long)H * D, RW = 4 * W;
     const bf16* base = qkvg + (long)b * L * RW;
     const bool active = j < L;
+    // A masked key gets no weight: its dk and dv are zero.
+    const bool live = active && (!mask || mask[(long)b * L + j] != 0.0f);
     float k[D], v[D], dk[D], dv[D];
 #pragma unroll
     for (int c = 0; c < D; c++) {
@@ -208,7 +213,7 @@ __device__ void attn_bwd_kv(const bf16* __restrict__ qkvg, const bf16* __restric
             }
         }
         __syncthreads();
-        if (active) {
+        if (live) {
             int in = min(KV_Q, L - i0);
             for (int ii = 0; ii < in; ii++) {
                 float s4[4] = {0.0f, 0.0f, 0.0f, 0.0f}, d4[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -234,12 +239,12 @@ __device__ void attn_bwd_kv(const bf16* __restrict__ qkvg, const bf16* __restric
 }
 
 #define ATTN_KERNELS(D) \
-    extern "C" __global__ void __launch_bounds__(FWD_Q) attn_fwd_d##D(const bf16* qkvg, const bf16* bias, bf16* attn, bf16* out, float* lse, int L, int H, float scale) \
-        { attn_fwd<D>(qkvg, bias, attn, out, lse, L, H, scale); } \
-    extern "C" __global__ void __launch_bounds__(BWD_Q * BWD_W) attn_bwd_q_d##D(const bf16* qkvg, const bf16* bias, const bf16* attn, const float* lse, const bf16* dout, bf16* dqkvg, float* dbias, int B, int L, int H, float scale) \
-        { attn_bwd_q<D>(qkvg, bias, attn, lse, dout, dqkvg, dbias, B, L, H, scale); } \
-    extern "C" __global__ void __launch_bounds__(KV_K) attn_bwd_kv_d##D(const bf16* qkvg, const bf16* bias, const bf16* attn, const float* lse, const bf16* dout, bf16* dqkvg, int L, int H, float scale) \
-        { attn_bwd_kv<D>(qkvg, bias, attn, lse, dout, dqkvg, L, H, scale); }
+    extern "C" __global__ void __launch_bounds__(FWD_Q) attn_fwd_d##D(const bf16* qkvg, const bf16* bias, const float* mask, bf16* attn, bf16* out, float* lse, int L, int H, float scale) \
+        { attn_fwd<D>(qkvg, bias, mask, attn, out, lse, L, H, scale); } \
+    extern "C" __global__ void __launch_bounds__(BWD_Q * BWD_W) attn_bwd_q_d##D(const bf16* qkvg, const bf16* bias, const float* mask, const bf16* attn, const float* lse, const bf16* dout, bf16* dqkvg, float* dbias, int B, int L, int H, float scale) \
+        { attn_bwd_q<D>(qkvg, bias, mask, attn, lse, dout, dqkvg, dbias, B, L, H, scale); } \
+    extern "C" __global__ void __launch_bounds__(KV_K) attn_bwd_kv_d##D(const bf16* qkvg, const bf16* bias, const float* mask, const bf16* attn, const float* lse, const bf16* dout, bf16* dqkvg, int L, int H, float scale) \
+        { attn_bwd_kv<D>(qkvg, bias, mask, attn, lse, dout, dqkvg, L, H, scale); }
 ATTN_KERNELS(8)
 ATTN_KERNELS(16)
 ATTN_KERNELS(32)

@@ -46,6 +46,15 @@ pub struct EvoformerBlock {
     pub d_z: TensorId,
     /// Seed of this step's dropout masks; training mode when `Some`.
     pub dropout_seed: Option<u64>,
+    /// MSA mask `[n_seq, n_res]` (Stat, 1 = real, 0 = padding): the keys of the
+    /// row and column attentions. All ones after [`EvoformerBlock::init_constants`];
+    /// the caller writes the real mask after that.
+    pub msa_mask: TensorId,
+    /// Pair mask `[n_res, n_res]` (Stat): the keys of both triangle attentions.
+    /// All ones after [`EvoformerBlock::init_constants`].
+    pub pair_mask: TensorId,
+    t_msa_mask: TensorId,
+    t_pair_mask: TensorId,
     row_attn: GatedAttention,
     col_attn: ColumnAttention,
     msa_trans: Transition,
@@ -124,6 +133,10 @@ impl EvoformerBlock {
                 d_m: b.stat("d_m", msa_n),
                 d_z: b.stat("d_z", pair_n),
                 dropout_seed: None,
+                msa_mask: b.stat("msa_mask", s * r),
+                pair_mask: b.stat("pair_mask", r * r),
+                t_msa_mask: b.stat("t_msa_mask", s * r),
+                t_pair_mask: b.stat("t_pair_mask", r * r),
                 row_attn,
                 col_attn,
                 msa_trans: Transition::new(b, "msa_transition", s * r, cm, c.transition_factor),
@@ -176,8 +189,10 @@ impl EvoformerBlock {
         }))
     }
 
-    /// Writes constants; call once after `materialize`.
+    /// Writes constants and sets both masks to all ones; call once after `materialize`.
     pub fn init_constants<B: Backend>(&self, be: &mut B) -> Result<()> {
+        be.fill(self.msa_mask, 1.0)?;
+        be.fill(self.pair_mask, 1.0)?;
         match &self.col_attn {
             ColumnAttention::Global(g) => g.init_constants(be),
             ColumnAttention::Full(_) => Ok(()),
@@ -229,13 +244,23 @@ impl EvoformerBlock {
         let (ms, ps) = (Dropout::off(s * r * cm), Dropout::off(r * r * cz));
         let [m1, m2] = self.m;
         let [z1, z2, z3, z4, z5] = self.z;
+        // The masks as keys of the column-wise attentions.
+        be.transpose([1, s, r, 1], self.msa_mask, self.t_msa_mask, false)?;
+        be.transpose([1, r, r, 1], self.pair_mask, self.t_pair_mask, false)?;
         // MSA stack.
-        self.row_attn
-            .forward(be, self.m_in, Some(self.z_in), self.proj_m)?;
+        self.row_attn.forward(
+            be,
+            self.m_in,
+            Some(self.z_in),
+            Some(self.msa_mask),
+            self.proj_m,
+        )?;
         be.residual_dropout_fwd(&dm_row, self.m_in, self.proj_m, m1)?;
         be.transpose([1, s, r, cm], m1, self.t_m, false)?;
         match &self.col_attn {
-            ColumnAttention::Full(a) => a.forward(be, self.t_m, None, self.t_proj_m)?,
+            ColumnAttention::Full(a) => {
+                a.forward(be, self.t_m, None, Some(self.t_msa_mask), self.t_proj_m)?
+            }
             ColumnAttention::Global(a) => a.forward(be, self.t_m, self.t_proj_m)?,
         }
         be.transpose([1, r, s, cm], self.t_proj_m, self.proj_m, false)?;
@@ -250,10 +275,12 @@ impl EvoformerBlock {
         be.residual_dropout_fwd(&dz_out, z1, self.proj_z, z2)?;
         self.tri_in.forward(be, z2, self.proj_z)?;
         be.residual_dropout_fwd(&dz_in, z2, self.proj_z, z3)?;
-        self.tri_start.forward(be, z3, None, self.proj_z)?;
+        self.tri_start
+            .forward(be, z3, None, Some(self.pair_mask), self.proj_z)?;
         be.residual_dropout_fwd(&dz_start, z3, self.proj_z, z4)?;
         be.transpose([1, r, r, cz], z4, self.t_z, false)?;
-        self.tri_end.forward(be, self.t_z, None, self.t_proj_z)?;
+        self.tri_end
+            .forward(be, self.t_z, None, Some(self.t_pair_mask), self.t_proj_z)?;
         be.transpose([1, r, r, cz], self.t_proj_z, self.proj_z, false)?;
         be.residual_dropout_fwd(&dz_end, z4, self.proj_z, z5)?;
         self.pair_trans.forward(be, z5, self.proj_z)?;
@@ -281,6 +308,7 @@ impl EvoformerBlock {
             be,
             self.t_z,
             None,
+            Some(self.t_pair_mask),
             self.t_proj_z,
             self.d_t_z,
             self.d_proj_z,
@@ -289,8 +317,17 @@ impl EvoformerBlock {
         )?;
         be.transpose([1, r, r, cz], self.d_proj_z, dz, true)?;
         be.dropout_bwd(&dz_start, dz, self.d_proj_z)?;
-        self.tri_start
-            .backward(be, z3, None, self.proj_z, self.d_proj_z, dz, true, None)?;
+        self.tri_start.backward(
+            be,
+            z3,
+            None,
+            Some(self.pair_mask),
+            self.proj_z,
+            self.d_proj_z,
+            dz,
+            true,
+            None,
+        )?;
         be.dropout_bwd(&dz_in, dz, self.d_proj_z)?;
         self.tri_in.backward(be, z2, self.d_proj_z, dz)?;
         be.dropout_bwd(&dz_out, dz, self.d_proj_z)?;
@@ -309,6 +346,7 @@ impl EvoformerBlock {
                 be,
                 self.t_m,
                 None,
+                Some(self.t_msa_mask),
                 self.t_proj_m,
                 self.d_proj_m,
                 self.d_t_m,
@@ -325,6 +363,7 @@ impl EvoformerBlock {
             be,
             self.m_in,
             Some(self.z_in),
+            Some(self.msa_mask),
             self.proj_m,
             self.d_proj_m,
             dm,

@@ -515,12 +515,14 @@ impl GatedAttention {
         })
     }
 
-    /// `proj = attention(LN(x))`, `x [batch*len, c_in]`, `pair [len*len, c_z]` for a pair bias.
+    /// `proj = attention(LN(x))`, `x [batch*len, c_in]`, `pair [len*len, c_z]` for a pair bias,
+    /// `key_mask [batch, len]` (Stat, 0 = masked key) for masked attention.
     pub fn forward<B: Backend>(
         &self,
         be: &mut B,
         x: TensorId,
         pair: Option<TensorId>,
+        key_mask: Option<TensorId>,
         proj: TensorId,
     ) -> Result<()> {
         let (rows, l, h) = (self.shape.rows(), self.shape.len, self.shape.heads);
@@ -549,18 +551,19 @@ impl GatedAttention {
             _ => {}
         }
         be.attention_fwd(
-            self.shape, self.qkvg, self.bias, self.attn, self.out, self.lse,
+            self.shape, self.qkvg, self.bias, key_mask, self.attn, self.out, self.lse,
         )?;
         self.lin_o.forward(be, rows, self.out, proj)
     }
 
     /// Backward from `d_proj` (read only): writes or accumulates `dx`, and adds
-    /// the pair tensor's gradient into `d_pair`.
+    /// the pair tensor's gradient into `d_pair`. `key_mask` as in the forward.
     pub fn backward<B: Backend>(
         &self,
         be: &mut B,
         x: TensorId,
         pair: Option<TensorId>,
+        key_mask: Option<TensorId>,
         proj: TensorId,
         d_proj: TensorId,
         dx: TensorId,
@@ -577,6 +580,7 @@ impl GatedAttention {
             self.shape,
             self.qkvg,
             self.bias,
+            key_mask,
             self.attn,
             self.lse,
             self.d_out,

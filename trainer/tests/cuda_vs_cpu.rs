@@ -55,6 +55,7 @@ enum Op {
         AttnShape,
         TensorId,
         Option<TensorId>,
+        Option<TensorId>,
         TensorId,
         TensorId,
         TensorId,
@@ -62,6 +63,7 @@ enum Op {
     AttnBwd(
         AttnShape,
         TensorId,
+        Option<TensorId>,
         Option<TensorId>,
         TensorId,
         TensorId,
@@ -86,8 +88,8 @@ fn run<B: Backend>(be: &mut B, op: Op) {
     match op {
         Op::Gemm(g) => be.gemm(&g),
         Op::GemmBias(g, b, act) => be.gemm_bias_act(&g, b, act),
-        Op::Attn(s, p, b, a, o, l) => be.attention_fwd(s, p, b, a, o, l),
-        Op::AttnBwd(s, p, b, a, l, d, dp, db) => be.attention_bwd(s, p, b, a, l, d, dp, db),
+        Op::Attn(s, p, b, m, a, o, l) => be.attention_fwd(s, p, b, m, a, o, l),
+        Op::AttnBwd(s, p, b, m, a, l, d, dp, db) => be.attention_bwd(s, p, b, m, a, l, d, dp, db),
         Op::Ln(r, c, [x, g, b, y, m, s]) => be.layer_norm_fwd(r, c, x, g, b, y, m, s),
         Op::LnBwd(r, c, [x, g, m, s, dy, dx, dg, db]) => {
             be.layer_norm_bwd(r, c, x, g, m, s, dy, dx, false, dg, db)
@@ -175,8 +177,10 @@ impl Pair {
     }
 }
 
-fn attention_case(p: &mut Pair, s: AttnShape, with_bias: bool) {
-    println!("attention {s:?} bias={with_bias}");
+/// One attention forward + backward on both backends. With `masked`, a random
+/// quarter of the keys is masked and batch entry 0 has every key masked.
+fn attention_case_masked(p: &mut Pair, s: AttnShape, with_bias: bool, masked: bool) {
+    println!("attention {s:?} bias={with_bias} masked={masked}");
     let (rows, w, l, h) = (s.rows(), s.width(), s.len, s.heads);
     let qkvg = p.declare("qkvg", rows * 4 * w, Class::Activation);
     let bias = p.declare("bias", h * l * l, Class::Activation);
@@ -186,7 +190,19 @@ fn attention_case(p: &mut Pair, s: AttnShape, with_bias: bool) {
     let dout = p.declare("dout", rows * w, Class::Activation);
     let dq = p.declare("dqkvg", rows * 4 * w, Class::Activation);
     let db = p.declare("dbias", h * l * l, Class::Stat);
+    let mask = p.declare("key_mask", s.batch * l, Class::Stat);
     p.materialize();
+    let km = masked.then(|| {
+        let v: Vec<f32> = (0..s.batch * l)
+            .map(|k| {
+                let keep = k >= l && p.rng.random::<f32>() >= 0.25;
+                if keep { 1.0 } else { 0.0 }
+            })
+            .collect();
+        p.cpu.write(mask, &v).unwrap();
+        p.gpu.write(mask, &v).unwrap();
+        mask
+    });
     p.random(qkvg, 2.0);
     p.random(bias, 2.0);
     p.random(dout, 1.0);
@@ -195,13 +211,14 @@ fn attention_case(p: &mut Pair, s: AttnShape, with_bias: bool) {
     }
     p.zero(db);
     let b = with_bias.then_some(bias);
-    p.both(Op::Attn(s, qkvg, b, attn, out, lse));
+    p.both(Op::Attn(s, qkvg, b, km, attn, out, lse));
     p.compare("attention out", out);
     p.compare("attention lse", lse);
     p.both(Op::AttnBwd(
         s,
         qkvg,
         b,
+        km,
         attn,
         lse,
         dout,
@@ -211,6 +228,49 @@ fn attention_case(p: &mut Pair, s: AttnShape, with_bias: bool) {
     p.compare("attention d_qkvg", dq);
     if with_bias {
         p.compare("attention d_bias", db);
+    }
+}
+
+fn attention_case(p: &mut Pair, s: AttnShape, with_bias: bool) {
+    attention_case_masked(p, s, with_bias, false);
+}
+
+#[test]
+#[ignore]
+fn gpu_masked_attention_matches_cpu() {
+    for (seed, s, bias) in [
+        (
+            31,
+            AttnShape {
+                batch: 3,
+                len: 37,
+                heads: 2,
+                head_dim: 8,
+            },
+            true,
+        ),
+        (
+            32,
+            AttnShape {
+                batch: 4,
+                len: 70,
+                heads: 3,
+                head_dim: 16,
+            },
+            false,
+        ),
+        (
+            33,
+            AttnShape {
+                batch: 6,
+                len: 256,
+                heads: 4,
+                head_dim: 32,
+            },
+            true,
+        ),
+    ] {
+        attention_case_masked(&mut Pair::new(seed), s, bias, true);
     }
 }
 
@@ -505,6 +565,18 @@ fn small(global: bool) -> BlockConfig {
     }
 }
 
+/// Writes a block's masks on either backend.
+trait MaskWrite {
+    fn write_masks(&mut self, blk: &EvoformerBlock, msa: &[f32], pair: &[f32]);
+}
+
+impl<B: Backend> MaskWrite for B {
+    fn write_masks(&mut self, blk: &EvoformerBlock, msa: &[f32], pair: &[f32]) {
+        self.write(blk.msa_mask, msa).unwrap();
+        self.write(blk.pair_mask, pair).unwrap();
+    }
+}
+
 /// Runs one block on both backends; returns (what, relative error) for outputs,
 /// input gradients and the parameter gradients.
 fn block_case(cfg: &BlockConfig, seed: u64) -> Vec<(String, f64)> {
@@ -520,6 +592,18 @@ fn block_case(cfg: &BlockConfig, seed: u64) -> Vec<(String, f64)> {
     gpu.materialize().unwrap();
     bc.init_constants(&mut cpu).unwrap();
     bg.init_constants(&mut gpu).unwrap();
+    // Masks: the last two residues are padding (MSA columns, pair rows and
+    // columns, so triangle-attention rows with every key masked occur), and one
+    // MSA row pads one more residue.
+    let (ns, nr) = (cfg.n_seq, cfg.n_res);
+    let res = |j: usize| if j + 2 < nr { 1.0 } else { 0.0 };
+    let msa: Vec<f32> = (0..ns * nr)
+        .map(|k| if k == 2 * nr - 3 { 0.0 } else { res(k % nr) })
+        .collect();
+    let pair: Vec<f32> = (0..nr * nr).map(|k| res(k / nr) * res(k % nr)).collect();
+    for (be, blk) in [(&mut cpu as &mut dyn MaskWrite, &bc), (&mut gpu, &bg)] {
+        be.write_masks(blk, &msa, &pair);
+    }
     // Parameters rounded to bf16 on both sides.
     tg.init(&mut gpu, seed, true).unwrap();
     for (ec, eg) in tc.entries.iter().zip(&tg.entries) {

@@ -174,6 +174,27 @@ impl<T: Real> CpuBackend<T> {
     }
 }
 
+impl<T: Real> CpuBackend<T> {
+    /// The key mask of an attention as a predicate `keep(batch, key)`; every key is
+    /// kept without a mask.
+    fn key_keep(
+        &self,
+        op: &'static str,
+        key_mask: Option<TensorId>,
+        s: AttnShape,
+    ) -> Result<impl Fn(usize, usize) -> bool + use<T>> {
+        let mask = match key_mask {
+            Some(m) => {
+                self.check_len(op, m, s.batch * s.len)?;
+                Some(self.rd(m)?)
+            }
+            None => None,
+        };
+        let l = s.len;
+        Ok(move |b: usize, j: usize| mask.as_ref().is_none_or(|m| m[b * l + j] != T::zero()))
+    }
+}
+
 fn gemm_extent(m: &MatRef, rows: usize, cols: usize, batch: usize) -> usize {
     m.off + (batch - 1) * m.stride + (rows - 1) * m.ld + cols
 }
@@ -562,6 +583,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         s: AttnShape,
         qkvg: TensorId,
         bias: Option<TensorId>,
+        key_mask: Option<TensorId>,
         attn: TensorId,
         out: TensorId,
         lse: TensorId,
@@ -579,6 +601,7 @@ impl<T: Real> Backend for CpuBackend<T> {
             Some(b) => Some(self.rd(b)?),
             None => None,
         };
+        let keep = self.key_keep("attention_fwd(key_mask)", key_mask, s)?;
         let scale = T::from_f64(1.0 / (d as f64).sqrt());
         let mut av = self.rd(attn)?;
         let mut ov = self.rd(out)?;
@@ -589,30 +612,46 @@ impl<T: Real> Backend for CpuBackend<T> {
         for b in 0..s.batch {
             for h in 0..s.heads {
                 for i in 0..l {
-                    let logits: Vec<T> = (0..l)
+                    // Logits of the kept keys only; masked keys have weight 0.
+                    let logits: Vec<Option<T>> = (0..l)
                         .map(|j| {
+                            if !keep(b, j) {
+                                return None;
+                            }
                             let mut dot = T::zero();
                             for c in 0..d {
                                 dot += p[at(b, i, 0, h, c)] * p[at(b, j, 1, h, c)];
                             }
                             let bias_ij =
                                 bv.as_ref().map_or(T::zero(), |bv| bv[(h * l + i) * l + j]);
-                            dot * scale + bias_ij
+                            Some(dot * scale + bias_ij)
                         })
                         .collect();
                     let mx = logits
                         .iter()
+                        .flatten()
                         .copied()
-                        .fold(logits[0], |a, x| if x > a { x } else { a });
-                    let e: Vec<T> = logits.iter().map(|&x| (x - mx).exp()).collect();
+                        .reduce(|a, x| if x > a { x } else { a });
+                    let e: Vec<T> = logits
+                        .iter()
+                        .map(|&x| match (x, mx) {
+                            (Some(x), Some(mx)) => (x - mx).exp(),
+                            _ => T::zero(),
+                        })
+                        .collect();
                     let sum = e.iter().fold(T::zero(), |a, &x| a + x);
-                    lv[(b * s.heads + h) * l + i] = mx + sum.ln();
+                    // A fully masked row: zero output, lse 0.
+                    let (lse_i, inv) = match mx {
+                        Some(mx) => (mx + sum.ln(), T::one() / sum),
+                        None => (T::zero(), T::zero()),
+                    };
+                    lv[(b * s.heads + h) * l + i] = lse_i;
                     for c in 0..d {
                         let mut acc = T::zero();
                         for j in 0..l {
                             acc += e[j] * p[at(b, j, 2, h, c)];
                         }
-                        let o = acc / sum;
+                        let o = acc * inv;
                         let oi = (b * l + i) * w + h * d + c;
                         av[oi] = o;
                         ov[oi] = o * p[at(b, i, 3, h, c)].sigmoid();
@@ -630,6 +669,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         s: AttnShape,
         qkvg: TensorId,
         bias: Option<TensorId>,
+        key_mask: Option<TensorId>,
         attn: TensorId,
         lse: TensorId,
         dout: TensorId,
@@ -656,6 +696,7 @@ impl<T: Real> Backend for CpuBackend<T> {
             Some(b) => Some(self.rd(b)?),
             None => None,
         };
+        let keep = self.key_keep("attention_bwd(key_mask)", key_mask, s)?;
         let mut dp = vec![T::zero(); s.rows() * 4 * w];
         let scale = T::from_f64(1.0 / (d as f64).sqrt());
         let at = |b: usize, i: usize, part: usize, h: usize, c: usize| {
@@ -676,7 +717,7 @@ impl<T: Real> Backend for CpuBackend<T> {
                         delta += da[c] * av[oi(c)];
                     }
                     let lse_i = lv[(b * s.heads + h) * l + i];
-                    for j in 0..l {
+                    for j in (0..l).filter(|&j| keep(b, j)) {
                         let mut dot = T::zero();
                         let mut dpj = T::zero();
                         for c in 0..d {

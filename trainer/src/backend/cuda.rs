@@ -366,6 +366,24 @@ impl CudaBackend {
         })
     }
 
+    /// Checks an attention key mask (`[batch, len]`, f32) and returns its device
+    /// pointer, 0 for none.
+    fn key_mask_ptr(
+        &self,
+        op: &'static str,
+        key_mask: Option<TensorId>,
+        s: AttnShape,
+    ) -> Result<u64> {
+        match key_mask {
+            Some(m) => {
+                self.need(op, m, s.batch * s.len)?;
+                self.need_f32(op, m, true)?;
+                self.ptr(m)
+            }
+            None => Ok(0),
+        }
+    }
+
     fn need_view(&self, op: &'static str, v: &View, rows: usize, cols: usize) -> Result<()> {
         self.need_f32(op, v.t, false)?;
         if rows == 0 || cols == 0 {
@@ -1044,6 +1062,7 @@ impl Backend for CudaBackend {
         s: AttnShape,
         qkvg: TensorId,
         bias: Option<TensorId>,
+        key_mask: Option<TensorId>,
         attn: TensorId,
         out: TensorId,
         lse: TensorId,
@@ -1073,9 +1092,11 @@ impl Backend for CudaBackend {
             self.need("attention_fwd(bias)", b, s.heads * s.len * s.len)?;
             self.need_f32("attention_fwd(bias)", b, false)?;
         }
+        let mask_ptr = self.key_mask_ptr("attention_fwd(key_mask)", key_mask, s)?;
         let a = [
             KArg::Ptr(self.ptr(qkvg)?),
             KArg::Ptr(bias.map(|b| self.ptr(b)).transpose()?.unwrap_or(0)),
+            KArg::Ptr(mask_ptr),
             KArg::Ptr(self.ptr(attn)?),
             KArg::Ptr(self.ptr(out)?),
             KArg::Ptr(self.ptr(lse)?),
@@ -1096,6 +1117,7 @@ impl Backend for CudaBackend {
         s: AttnShape,
         qkvg: TensorId,
         bias: Option<TensorId>,
+        key_mask: Option<TensorId>,
         attn: TensorId,
         lse: TensorId,
         dout: TensorId,
@@ -1139,11 +1161,13 @@ impl Backend for CudaBackend {
             self.need_f32("attention_bwd(dbias)", db, true)?;
         }
         let bias_ptr = bias.map(|b| self.ptr(b)).transpose()?.unwrap_or(0);
+        let mask_ptr = self.key_mask_ptr("attention_bwd(key_mask)", key_mask, s)?;
         let scale = 1.0 / (s.head_dim as f32).sqrt();
-        let common = |me: &Self| -> Result<[KArg; 5]> {
+        let common = |me: &Self| -> Result<[KArg; 6]> {
             Ok([
                 KArg::Ptr(me.ptr(qkvg)?),
                 KArg::Ptr(bias_ptr),
+                KArg::Ptr(mask_ptr),
                 KArg::Ptr(me.ptr(attn)?),
                 KArg::Ptr(me.ptr(lse)?),
                 KArg::Ptr(me.ptr(dout)?),

@@ -380,24 +380,30 @@ pub trait Backend {
     /// Fused gated attention with optional additive bias `[heads, len, len]` shared
     /// over the batch: `attn = softmax(q k^T / sqrt(d) + bias) v`, `out = attn * sigmoid(g)`,
     /// `lse [batch, heads, len]` (Stat) saved for the backward.
+    ///
+    /// `key_mask [batch, len]` (Stat, f32; 0 = masked) removes keys from the softmax, as
+    /// a bias of −∞ would. A query whose keys are all masked gets `attn = out = 0` and
+    /// `lse = 0` (never NaN), and its gradients are zero.
     #[allow(clippy::too_many_arguments)]
     fn attention_fwd(
         &mut self,
         s: AttnShape,
         qkvg: TensorId,
         bias: Option<TensorId>,
+        key_mask: Option<TensorId>,
         attn: TensorId,
         out: TensorId,
         lse: TensorId,
     ) -> Result<()>;
     /// Attention backward: writes `dqkvg` (packed like `qkvg`), adds the bias
-    /// gradient into `dbias` (Stat, summed over the batch).
+    /// gradient into `dbias` (Stat, summed over the batch). `key_mask` as in the forward.
     #[allow(clippy::too_many_arguments)]
     fn attention_bwd(
         &mut self,
         s: AttnShape,
         qkvg: TensorId,
         bias: Option<TensorId>,
+        key_mask: Option<TensorId>,
         attn: TensorId,
         lse: TensorId,
         dout: TensorId,

@@ -226,6 +226,7 @@ impl<B: Backend> Backend for Profiled<B> {
         s: AttnShape,
         qkvg: TensorId,
         bias: Option<TensorId>,
+        key_mask: Option<TensorId>,
         attn: TensorId,
         out: TensorId,
         lse: TensorId,
@@ -237,7 +238,7 @@ impl<B: Backend> Backend for Profiled<B> {
             format!("attention_fwd L={} d={}", s.len, s.head_dim),
             4.0 * bh * l * l * d,
             bytes,
-            |b| b.attention_fwd(s, qkvg, bias, attn, out, lse),
+            |b| b.attention_fwd(s, qkvg, bias, key_mask, attn, out, lse),
         )
     }
     fn attention_bwd(
@@ -245,6 +246,7 @@ impl<B: Backend> Backend for Profiled<B> {
         s: AttnShape,
         qkvg: TensorId,
         bias: Option<TensorId>,
+        key_mask: Option<TensorId>,
         attn: TensorId,
         lse: TensorId,
         dout: TensorId,
@@ -259,7 +261,7 @@ impl<B: Backend> Backend for Profiled<B> {
             format!("attention_bwd L={} d={}", s.len, s.head_dim),
             10.0 * bh * l * l * d,
             bytes,
-            |b| b.attention_bwd(s, qkvg, bias, attn, lse, dout, dqkvg, dbias),
+            |b| b.attention_bwd(s, qkvg, bias, key_mask, attn, lse, dout, dqkvg, dbias),
         )
     }
     fn softmax_fwd(&mut self, rows: usize, cols: usize, x: TensorId, y: TensorId) -> Result<()> {

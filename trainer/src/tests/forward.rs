@@ -94,7 +94,8 @@ fn attention_matches_formula_with_bias_and_gate() {
     be.write(p, &[1.0, 2.0, 10.0, 0.0, -1.0, 0.5, 20.0, 100.0])
         .unwrap();
     be.write(bias, &[0.0, 1.0, -1.0, 0.0]).unwrap();
-    be.attention_fwd(s, p, Some(bias), attn, out, lse).unwrap();
+    be.attention_fwd(s, p, Some(bias), None, attn, out, lse)
+        .unwrap();
     // Query 0: logits [1*2 + 0, 1*0.5 + 1] = [2, 1.5]; query 1: [-2 - 1, -0.5 + 0] = [-3, -0.5].
     let sm = |a: f32, b: f32| {
         let (ea, eb) = (a.exp(), b.exp());
@@ -111,6 +112,72 @@ fn attention_matches_formula_with_bias_and_gate() {
         1e-4,
     );
     close(&be.read(lse).unwrap(), &[l0, l1], 1e-5);
+}
+
+/// A masked key drops out of the softmax exactly (as a bias of −∞ would); a query
+/// whose keys are all masked yields zeros, lse 0 and zero gradients, never NaN.
+#[test]
+fn attention_key_mask_drops_keys_and_zeroes_fully_masked_rows() {
+    // Two batch entries of three positions, one head of width 1.
+    let s = AttnShape {
+        batch: 2,
+        len: 3,
+        heads: 1,
+        head_dim: 1,
+    };
+    let mut be = CpuBackend::<f32>::new();
+    let p = be.declare("qkvg", 24, Class::Activation);
+    let mask = be.declare("mask", 6, Class::Stat);
+    let attn = be.declare("attn", 6, Class::Activation);
+    let out = be.declare("out", 6, Class::Activation);
+    let lse = be.declare("lse", 6, Class::Stat);
+    let dout = be.declare("dout", 6, Class::Activation);
+    let dp = be.declare("dqkvg", 24, Class::Activation);
+    be.materialize().unwrap();
+    // rows [q k v g]; the gate is large so out = attn.
+    let rows: [[f32; 4]; 6] = [
+        [1.0, 2.0, 10.0, 50.0],
+        [0.5, -1.0, 20.0, 50.0],
+        [-1.0, 3.0, 1000.0, 50.0],
+        [1.0, 1.0, 1.0, 50.0],
+        [2.0, 2.0, 2.0, 50.0],
+        [3.0, 3.0, 3.0, 50.0],
+    ];
+    be.write(p, rows.as_flattened()).unwrap();
+    // Batch 0: key 2 masked; batch 1: every key masked.
+    be.write(mask, &[1.0, 1.0, 0.0, 0.0, 0.0, 0.0]).unwrap();
+    be.attention_fwd(s, p, None, Some(mask), attn, out, lse)
+        .unwrap();
+    let a = be.read(attn).unwrap();
+    let (mut want, mut want_lse) = (Vec::new(), Vec::new());
+    for r in &rows[..3] {
+        // Logits over keys 0 and 1 only (key 2's value 1000 must not leak in).
+        let (x0, x1) = (r[0] * 2.0, -r[0]);
+        let z = x0.exp() + x1.exp();
+        want.push((x0.exp() * 10.0 + x1.exp() * 20.0) / z);
+        want_lse.push(z.ln());
+    }
+    want.extend([0.0; 3]);
+    want_lse.extend([0.0; 3]);
+    close(&a, &want, 1e-4);
+    close(&be.read(lse).unwrap(), &want_lse, 1e-5);
+    be.fill(dout, 1.0).unwrap();
+    be.attention_bwd(s, p, None, Some(mask), attn, lse, dout, dp, None)
+        .unwrap();
+    let g = be.read(dp).unwrap();
+    assert!(g.iter().all(|x| x.is_finite()));
+    // Masked key 2 of batch 0 gets no k or v gradient; batch 1 gets none at all.
+    assert_eq!(&g[2 * 4 + 1..2 * 4 + 3], &[0.0, 0.0]);
+    assert!(g[12..].iter().all(|&x| x == 0.0), "{:?}", &g[12..]);
+    // The value gradient of a kept key is the sum of its attention weights.
+    let w1: f32 = rows[..3]
+        .iter()
+        .map(|r| {
+            let (x0, x1) = (r[0] * 2.0, -r[0]);
+            x1.exp() / (x0.exp() + x1.exp())
+        })
+        .sum();
+    close(&[g[4 + 2]], &[w1], 1e-4);
 }
 
 #[test]
@@ -318,7 +385,7 @@ fn row_wise_ops_on_row_range_views_match_the_whole_tensor() {
         fill(&mut be, t, k as u64);
     }
     be.layer_norm_fwd(rows, cols, x, g, b, y, mu, rs).unwrap();
-    be.attention_fwd(s, p, None, att, out, lse).unwrap();
+    be.attention_fwd(s, p, None, None, att, out, lse).unwrap();
     let (full_y, full_out) = (be.read(y).unwrap(), be.read(out).unwrap());
     be.fill(y, 0.0).unwrap();
     be.fill(out, 0.0).unwrap();
@@ -338,7 +405,7 @@ fn row_wise_ops_on_row_range_views_match_the_whole_tensor() {
             v(&mut be, out, half.rows() * half.width()),
         );
         let lr = v(&mut be, lse, half.batch * half.heads * half.len);
-        be.attention_fwd(half, pr, None, ar, or, lr).unwrap();
+        be.attention_fwd(half, pr, None, None, ar, or, lr).unwrap();
     }
     assert_eq!(be.read(y).unwrap(), full_y);
     assert_eq!(be.read(out).unwrap(), full_out);

@@ -186,7 +186,9 @@ fn gradcheck_layer_norm() {
     );
 }
 
-fn attention_case(with_bias: bool) -> Case {
+/// The attention op as a gradient-check case; `mask` is an optional key mask
+/// `[2, 4]` (0 = masked).
+fn attention_case(with_bias: bool, mask: Option<[f32; 8]>) -> Case {
     let s = AttnShape {
         batch: 2,
         len: 4,
@@ -200,12 +202,17 @@ fn attention_case(with_bias: bool) -> Case {
     let attn = be.declare("attn", s.rows() * s.width(), Class::Activation);
     let (out, dout) = act(&mut be, "out", s.rows() * s.width());
     let lse = be.declare("lse", s.batch * s.heads * s.len, Class::Stat);
+    let key_mask = be.declare("key_mask", s.batch * s.len, Class::Stat);
     be.materialize().unwrap();
+    let km = mask.map(|m| {
+        be.write(key_mask, &m).unwrap();
+        key_mask
+    });
     let b = with_bias.then_some(bias);
-    let fwd: Pass = Box::new(move |be| be.attention_fwd(s, p, b, attn, out, lse));
+    let fwd: Pass = Box::new(move |be| be.attention_fwd(s, p, b, km, attn, out, lse));
     let bwd: Pass = Box::new(move |be| {
         be.fill(dbias, 0.0)?;
-        be.attention_bwd(s, p, b, attn, lse, dout, dp, with_bias.then_some(dbias))?;
+        be.attention_bwd(s, p, b, km, attn, lse, dout, dp, with_bias.then_some(dbias))?;
         let v = be.get(dbias)?.to_vec();
         be.write_exact(dbias_act, &v)
     });
@@ -224,8 +231,17 @@ fn attention_case(with_bias: bool) -> Case {
 
 #[test]
 fn gradcheck_attention_with_and_without_bias() {
-    check(attention_case(true), 3, 60);
-    check(attention_case(false), 4, 60);
+    check(attention_case(true, None), 3, 60);
+    check(attention_case(false, None), 4, 60);
+}
+
+/// Key masks: batch 0 keeps keys 0, 1, 3; batch 1 has every key masked (its rows
+/// give zero output, so its gradients must be exactly the zeros FD sees).
+#[test]
+fn gradcheck_attention_with_key_mask() {
+    let mask = [1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0];
+    check(attention_case(true, Some(mask)), 5, 60);
+    check(attention_case(false, Some(mask)), 6, 60);
 }
 
 #[test]
@@ -354,8 +370,8 @@ fn gradcheck_gated_attention_modules() {
         s.rows() * c,
         s.rows() * c,
         Some(s.len * s.len * cz),
-        |m, be, x, p, y| m.forward(be, x, p, y),
-        |m, be, x, p, y, dy, dx, dp| m.backward(be, x, p, y, dy, dx, false, dp),
+        |m, be, x, p, y| m.forward(be, x, p, None, y),
+        |m, be, x, p, y, dy, dx, dp| m.backward(be, x, p, None, y, dy, dx, false, dp),
     );
     check(pair, 6, 12);
     let tri = AttnShape {
@@ -369,8 +385,8 @@ fn gradcheck_gated_attention_modules() {
         tri.rows() * c,
         tri.rows() * c,
         None,
-        |m, be, x, _, y| m.forward(be, x, None, y),
-        |m, be, x, _, y, dy, dx, _| m.backward(be, x, None, y, dy, dx, false, None),
+        |m, be, x, _, y| m.forward(be, x, None, None, y),
+        |m, be, x, _, y, dy, dx, _| m.backward(be, x, None, None, y, dy, dx, false, None),
     );
     check(own, 7, 12);
 }
@@ -441,7 +457,10 @@ fn gradcheck_global_column_attention() {
     check(case, 12, 12);
 }
 
-fn block_case(global: bool) -> Case {
+/// A tiny block as a gradient-check case; with `masked`, the last residue is
+/// padding (masked in the MSA and in its pair row and column, so one triangle
+/// attention row is fully masked) and one MSA row has a second padded residue.
+fn block_case(global: bool, masked: bool) -> Case {
     let cfg = BlockConfig::tiny(global);
     let mut be = Be::new();
     let mut table = ParamTable::default();
@@ -449,6 +468,16 @@ fn block_case(global: bool) -> Case {
     block.dropout_seed = Some(42);
     be.materialize().unwrap();
     block.init_constants(&mut be).unwrap();
+    if masked {
+        let (s, r) = (cfg.n_seq, cfg.n_res);
+        let res = |j: usize| if j + 1 < r { 1.0 } else { 0.0 };
+        let msa: Vec<f32> = (0..s * r)
+            .map(|k| if k == r + r - 2 { 0.0 } else { res(k % r) })
+            .collect();
+        let pair: Vec<f32> = (0..r * r).map(|k| res(k / r) * res(k % r)).collect();
+        be.write(block.msa_mask, &msa).unwrap();
+        be.write(block.pair_mask, &pair).unwrap();
+    }
     let mut inputs = params_as_inputs(&table);
     inputs.push((block.m_in, block.d_m));
     inputs.push((block.z_in, block.d_z));
@@ -466,7 +495,7 @@ fn block_case(global: bool) -> Case {
 
 #[test]
 fn gradcheck_evoformer_block() {
-    let mut case = block_case(false);
+    let mut case = block_case(false, false);
     // Gradient seeds share tensors with the input gradients: the harness zeroes
     // input gradients first and then writes seeds, which is what we need, but
     // parameters named "ones" must stay constant (none in this block).
@@ -475,8 +504,13 @@ fn gradcheck_evoformer_block() {
 }
 
 #[test]
+fn gradcheck_evoformer_block_with_masks() {
+    check(block_case(false, true), 15, 4);
+}
+
+#[test]
 fn gradcheck_extra_msa_block() {
-    let mut case = block_case(true);
+    let mut case = block_case(true, false);
     let ones = (0..case.be.metas_len())
         .map(TensorId)
         .find(|&t| case.be.tensor_name(t).ends_with(".ones"))
