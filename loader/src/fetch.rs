@@ -96,8 +96,10 @@ struct State {
 }
 
 /// Row groups fetched (or being fetched) ahead of the transforms, within a byte
-/// budget. A row group stays while planned samples need it; once idle it is kept
-/// for reuse until its bytes are needed (least recently idle goes first).
+/// budget. A row group stays while planned samples need it. Once idle it is kept
+/// for reuse until its bytes are needed (least recently idle goes first) only when
+/// the store was built with `retain_idle`; otherwise it is dropped at once, which
+/// frees its memory while it is still hot in the allocator (see [`Self::new`]).
 ///
 /// Invariant: `used` is the sum of `bytes` over entries, and stays ≤ budget
 /// except when a single batch alone needs more than the budget (then it is
@@ -106,14 +108,28 @@ pub(crate) struct PrefetchStore {
     state: Mutex<State>,
     released: tokio::sync::Notify,
     budget: u64,
+    retain_idle: bool,
 }
 
 impl PrefetchStore {
+    /// A store that keeps idle row groups for reuse (least recently idle evicted first).
+    #[cfg(test)]
     pub(crate) fn new(budget: u64) -> Self {
+        Self::with_retention(budget, true)
+    }
+
+    /// A store that keeps idle row groups only if `retain_idle`. Keeping them pays
+    /// when the source's row groups all fit in the budget (later epochs then read
+    /// from memory). When they do not, an epoch reads them in a cycle, and keeping
+    /// the least recently idle ones never hits: it only holds up to `budget` bytes
+    /// of dead batches, so every new row group lands on freshly faulted pages
+    /// (measured: `loader/BENCHMARKS.md`, section 2).
+    pub(crate) fn with_retention(budget: u64, retain_idle: bool) -> Self {
         Self {
             state: Mutex::new(State::default()),
             released: tokio::sync::Notify::new(),
             budget,
+            retain_idle,
         }
     }
 
@@ -197,7 +213,16 @@ impl PrefetchStore {
             entry.active = entry.active.saturating_sub(1);
             if entry.active == 0 {
                 entry.idle_since = clock;
+                let dropped = if self.retain_idle {
+                    None
+                } else {
+                    let entry = state.entries.remove(&group).expect("just updated");
+                    state.used -= entry.bytes;
+                    Some(entry)
+                };
                 drop(state);
+                // The batch itself is freed here, outside the lock.
+                drop(dropped);
                 self.released.notify_one();
             }
         }
@@ -336,6 +361,41 @@ mod tests {
         store.release(1);
         assert_eq!(waiter.await.unwrap(), 1);
         assert_eq!(store.used_bytes(), 60);
+    }
+
+    #[tokio::test]
+    async fn without_retention_idle_groups_leave_at_once() {
+        let reads = std::sync::atomic::AtomicUsize::new(0);
+        let counted = |n| {
+            reads.fetch_add(1, Ordering::SeqCst);
+            ready(n)
+        };
+        let store = PrefetchStore::with_retention(100, false);
+        let fetches = store.admit(&[(0, 60, 2)], counted).await;
+        let data = fetches[0].clone().await.unwrap();
+        drop(fetches);
+        store.release(0);
+        assert_eq!(store.used_bytes(), 60, "one use remains");
+        assert_eq!(
+            Arc::strong_count(&data),
+            2,
+            "the store still holds the batch"
+        );
+        store.release(0);
+        assert_eq!(store.used_bytes(), 0);
+        assert_eq!(
+            Arc::strong_count(&data),
+            1,
+            "the store holds the batch no more"
+        );
+        // Admitting the group again starts a new read; with retention it would not.
+        store.admit(&[(0, 60, 1)], counted).await;
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+        let kept = PrefetchStore::new(100);
+        kept.admit(&[(0, 60, 1)], counted).await;
+        kept.release(0);
+        kept.admit(&[(0, 60, 1)], counted).await;
+        assert_eq!(reads.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]

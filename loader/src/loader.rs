@@ -41,7 +41,9 @@ pub struct LoaderConfig {
     /// Batches planned but not yet delivered, at most; 0 means
     /// `window + 2·⌈workers / batch_size⌉`. Always raised to at least `window`.
     pub in_flight_batches: usize,
-    /// Bytes of row groups held ahead of the transforms (on-store bytes).
+    /// Bytes of row groups held ahead of the transforms (on-store bytes). When the
+    /// whole source fits, row groups stay in memory once read (later epochs reuse
+    /// them); otherwise each is dropped as soon as no planned sample needs it.
     pub prefetch_bytes: u64,
     /// Row-group reads at once.
     pub fetch_concurrency: usize,
@@ -469,7 +471,11 @@ impl<T: Send + 'static> Loader<T> {
         let plan = Arc::new(plan);
         let (sender, results) = mpsc::channel();
         let pool = Arc::new(PoolShared::new(workers));
-        let prefetch = Arc::new(PrefetchStore::new(config.prefetch_bytes));
+        let source_bytes: u64 = source.row_groups().iter().map(|g| g.bytes).sum();
+        let prefetch = Arc::new(PrefetchStore::with_retention(
+            config.prefetch_bytes,
+            source_bytes <= config.prefetch_bytes,
+        ));
         let in_flight = Arc::new(Semaphore::new(in_flight_batches));
         let counters = Arc::new(Counters::default());
         let transform: Arc<crate::pool::TransformFn<T>> = Arc::new(transform);

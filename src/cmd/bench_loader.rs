@@ -51,6 +51,29 @@ pub struct BenchLoaderArgs {
     /// Concurrent row-group reads (loader) and GETs (raw).
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// Measure the time to the first sample on this existing dataset (any URL the
+    /// storage crate opens), with fresh loaders: open, plan, first batch.
+    #[arg(long)]
+    pub first_sample_url: Option<String>,
+    /// With `--first-sample-url`: if no dataset opens there, first write one of this many MiB
+    /// (64 KiB incompressible payloads, as the S3 part) and keep it.
+    #[arg(long)]
+    pub first_sample_mib: Option<u64>,
+    /// With `--first-sample-url`: fresh loaders measured one after another.
+    #[arg(long, default_value_t = 3)]
+    pub first_sample_runs: usize,
+    /// Skip the window comparison (e.g. to measure only the S3 or first-sample parts).
+    #[arg(long)]
+    pub skip_windows: bool,
+    /// `LoaderConfig::in_flight_batches` of the S3 and first-sample loaders (0: the loader's default).
+    #[arg(long, default_value_t = 0)]
+    pub in_flight: usize,
+    /// `LoaderConfig::io_threads` of the S3 and first-sample loaders (0: the loader's default).
+    #[arg(long, default_value_t = 0)]
+    pub io_threads: usize,
+    /// Prefetch budget of the S3 and first-sample loaders, in MiB.
+    #[arg(long, default_value_t = 512)]
+    pub prefetch_mib: u64,
     /// Print one JSON line.
     #[arg(long)]
     pub json: bool,
@@ -83,7 +106,34 @@ struct S3Result {
     loader_gb_per_s: f64,
     loader_samples_per_s: f64,
     loader_vs_raw: f64,
+    /// `DatasetSource::open` (manifest read), not part of the throughput figures.
+    open_s: f64,
+    /// From before `DatasetSource::open` to the first sample.
     time_to_first_sample_s: f64,
+}
+
+/// One fresh loader's start on a large dataset, in seconds since the start.
+#[derive(Serialize)]
+struct FirstSampleRun {
+    /// `DatasetSource::open`: the manifest (and the schema).
+    open_s: f64,
+    /// `Plan::new` and `Loader::new` (runtime and threads started, reads begun).
+    start_s: f64,
+    /// The first batch delivered (`Loader::new` + `next_batch`): the epoch's order,
+    /// one footer, one row group, one transform.
+    first_sample_s: f64,
+}
+
+/// Time to the first sample on an existing dataset.
+#[derive(Serialize)]
+struct FirstSampleResult {
+    url: String,
+    bytes: u64,
+    rows: u64,
+    row_groups: usize,
+    /// Seconds spent writing the dataset first (0 when it already existed).
+    write_s: f64,
+    runs: Vec<FirstSampleRun>,
 }
 
 #[derive(Serialize)]
@@ -96,6 +146,7 @@ struct Report {
     step_ms: f64,
     windows: Vec<WindowResult>,
     s3: Option<S3Result>,
+    first_sample: Option<FirstSampleResult>,
 }
 
 /// A standard normal draw from the seed (Box-Muller).
@@ -294,22 +345,10 @@ async fn storage_reads(dataset: &Dataset, concurrency: usize) -> anyhow::Result<
     Ok(bytes as f64 / begin.elapsed().as_secs_f64())
 }
 
-fn s3_run(args: &BenchLoaderArgs, url: &str) -> anyhow::Result<S3Result> {
-    let rt = runtime()?;
-    rt.block_on(write_payloads(url, args.s3_mib))
-        .context("writing the benchmark dataset")?;
-    let (raw_bytes, raw_before) = rt.block_on(async {
-        let dataset = Dataset::open(url).await?;
-        raw_gets(&dataset, args.concurrency).await
-    })?;
-    let storage_rate = rt.block_on(async {
-        let dataset = Dataset::open(url).await?;
-        storage_reads(&dataset, args.concurrency).await
-    })?;
-    let start = Instant::now();
-    let source = rt.block_on(DatasetSource::open(url, Some(vec!["payload".into()])))?;
+/// The loader both the S3 and the first-sample parts measure: a block shuffle of
+/// 4 row groups, W = 8, a transform that reads the payload's length.
+fn payload_loader(source: DatasetSource, args: &BenchLoaderArgs) -> anyhow::Result<Loader<usize>> {
     let group_rows: Vec<u64> = source.row_groups().iter().map(|g| g.rows).collect();
-    let row_groups = group_rows.len();
     let plan = Plan::new(
         PlanConfig {
             seed: 3,
@@ -329,16 +368,91 @@ fn s3_run(args: &BenchLoaderArgs, url: &str) -> anyhow::Result<S3Result> {
     let config = LoaderConfig {
         window: 8,
         fetch_concurrency: args.concurrency,
-        prefetch_bytes: 512 << 20,
+        in_flight_batches: args.in_flight,
+        prefetch_bytes: args.prefetch_mib << 20,
         ..LoaderConfig::default()
     };
-    let mut loader = Loader::new(Arc::new(source), plan, transform, config)?;
+    let config = LoaderConfig {
+        io_threads: if args.io_threads == 0 {
+            config.io_threads
+        } else {
+            args.io_threads
+        },
+        ..config
+    };
+    Ok(Loader::new(Arc::new(source), plan, transform, config)?)
+}
+
+/// Opens (writing it first if asked and absent) the dataset at `url` and times
+/// fresh loaders up to their first sample.
+fn first_sample_run(args: &BenchLoaderArgs, url: &str) -> anyhow::Result<FirstSampleResult> {
+    let rt = runtime()?;
+    let mut write_s = 0.0;
+    if let (Err(open_error), Some(mib)) = (rt.block_on(Dataset::open(url)), args.first_sample_mib) {
+        eprintln!("no dataset at {url} ({open_error}); writing {mib} MiB there");
+        let start = Instant::now();
+        rt.block_on(write_payloads(url, mib))
+            .with_context(|| format!("writing the first-sample dataset at {url}"))?;
+        write_s = start.elapsed().as_secs_f64();
+    }
+    let mut runs = Vec::new();
+    let mut shape = (0, 0, 0);
+    for _ in 0..args.first_sample_runs.max(1) {
+        let start = Instant::now();
+        let source = rt
+            .block_on(DatasetSource::open(url, Some(vec!["payload".into()])))
+            .with_context(|| format!("opening {url}"))?;
+        let open_s = start.elapsed().as_secs_f64();
+        let shards = source.dataset().shards();
+        shape = (
+            shards.iter().map(|s| s.bytes).sum(),
+            shards.iter().map(|s| s.rows).sum(),
+            source.row_groups().len(),
+        );
+        let mut loader = payload_loader(source, args)?;
+        let start_s = start.elapsed().as_secs_f64() - open_s;
+        loader.next_batch()?.context("empty dataset")?;
+        runs.push(FirstSampleRun {
+            open_s,
+            start_s,
+            first_sample_s: start.elapsed().as_secs_f64(),
+        });
+    }
+    Ok(FirstSampleResult {
+        url: url.to_string(),
+        bytes: shape.0,
+        rows: shape.1,
+        row_groups: shape.2,
+        write_s,
+        runs,
+    })
+}
+
+fn s3_run(args: &BenchLoaderArgs, url: &str) -> anyhow::Result<S3Result> {
+    let rt = runtime()?;
+    rt.block_on(write_payloads(url, args.s3_mib))
+        .context("writing the benchmark dataset")?;
+    let (raw_bytes, raw_before) = rt.block_on(async {
+        let dataset = Dataset::open(url).await?;
+        raw_gets(&dataset, args.concurrency).await
+    })?;
+    let storage_rate = rt.block_on(async {
+        let dataset = Dataset::open(url).await?;
+        storage_reads(&dataset, args.concurrency).await
+    })?;
+    let start = Instant::now();
+    let source = rt.block_on(DatasetSource::open(url, Some(vec!["payload".into()])))?;
+    let open = start.elapsed().as_secs_f64();
+    let row_groups = source.row_groups().len();
+    // Timed like the raw and storage figures: from the first read, the dataset opened.
+    let streaming = Instant::now();
+    let mut loader = payload_loader(source, args)?;
     let mut samples = loader.next_batch()?.context("empty dataset")?.samples.len() as u64;
     let first = start.elapsed().as_secs_f64();
     while let Some(batch) = loader.next_batch()? {
         samples += batch.samples.len() as u64;
     }
-    let elapsed = start.elapsed().as_secs_f64();
+    let elapsed = streaming.elapsed().as_secs_f64();
     let metrics = loader.metrics();
     drop(loader);
     let (_, raw_after) = rt.block_on(async {
@@ -368,19 +482,25 @@ fn s3_run(args: &BenchLoaderArgs, url: &str) -> anyhow::Result<S3Result> {
         loader_gb_per_s: loader_rate / 1e9,
         loader_samples_per_s: samples as f64 / elapsed,
         loader_vs_raw: loader_rate / raw,
+        open_s: open,
         time_to_first_sample_s: first,
     })
 }
 
 /// Runs `scalefold bench loader`.
 pub fn run(args: BenchLoaderArgs) -> anyhow::Result<()> {
-    let capacity = capacity(&args)?;
-    let step = Duration::from_secs_f64(args.step_factor / capacity);
-    let windows = args
-        .windows
-        .iter()
-        .map(|&w| window_run(&args, w, step))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (capacity, step, windows) = if args.skip_windows {
+        (0.0, Duration::ZERO, Vec::new())
+    } else {
+        let capacity = capacity(&args)?;
+        let step = Duration::from_secs_f64(args.step_factor / capacity);
+        let windows = args
+            .windows
+            .iter()
+            .map(|&w| window_run(&args, w, step))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        (capacity, step, windows)
+    };
     let mut costs: Vec<Duration> = (0..20_000u64)
         .map(|s| cost(rng::splitmix64(s), args.median_ms, args.sigma))
         .collect();
@@ -399,6 +519,10 @@ pub fn run(args: BenchLoaderArgs) -> anyhow::Result<()> {
             None
         }
     };
+    let first_sample = match &args.first_sample_url {
+        Some(url) => Some(first_sample_run(&args, url)?),
+        None => None,
+    };
     let report = Report {
         bench: "loader",
         workers: args.workers,
@@ -408,19 +532,22 @@ pub fn run(args: BenchLoaderArgs) -> anyhow::Result<()> {
         step_ms: step.as_secs_f64() * 1000.0,
         windows,
         s3,
+        first_sample,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
-    println!(
-        "transform cost: log-normal, median {} ms, p99/p50 {:.1}; {} workers sustain {:.0} samples/s; step {:.3} ms",
-        report.median_cost_ms,
-        report.p99_over_p50,
-        report.workers,
-        report.capacity_samples_per_s,
-        report.step_ms
-    );
+    if !report.windows.is_empty() {
+        println!(
+            "transform cost: log-normal, median {} ms, p99/p50 {:.1}; {} workers sustain {:.0} samples/s; step {:.3} ms",
+            report.median_cost_ms,
+            report.p99_over_p50,
+            report.workers,
+            report.capacity_samples_per_s,
+            report.step_ms
+        );
+    }
     for w in &report.windows {
         println!(
             "W = {:2}: waiting {:6.2} % of step time, {:7.0} samples/s, longest wait {:6.2} ms, mean step {:.3} ms",
@@ -433,7 +560,7 @@ pub fn run(args: BenchLoaderArgs) -> anyhow::Result<()> {
     }
     if let Some(s3) = &report.s3 {
         println!(
-            "S3 {} ({} MB, {} row groups): loader {:.3} GB/s ({:.0} samples/s), raw GET {:.3} GB/s, storage read+decode {:.3} GB/s, loader/raw {:.2}; first sample after {:.3} s",
+            "S3 {} ({} MB, {} row groups): loader {:.3} GB/s ({:.0} samples/s), raw GET {:.3} GB/s, storage read+decode {:.3} GB/s, loader/raw {:.2}; open {:.3} s, first sample after {:.3} s",
             s3.url,
             s3.bytes / 1_000_000,
             s3.row_groups,
@@ -442,8 +569,29 @@ pub fn run(args: BenchLoaderArgs) -> anyhow::Result<()> {
             s3.raw_get_gb_per_s,
             s3.storage_read_gb_per_s,
             s3.loader_vs_raw,
+            s3.open_s,
             s3.time_to_first_sample_s
         );
+    }
+    if let Some(first) = &report.first_sample {
+        println!(
+            "first sample on {} ({} MB, {} rows, {} row groups{}):",
+            first.url,
+            first.bytes / 1_000_000,
+            first.rows,
+            first.row_groups,
+            if first.write_s > 0.0 {
+                format!("; written in {:.1} s", first.write_s)
+            } else {
+                String::new()
+            }
+        );
+        for run in &first.runs {
+            println!(
+                "  open {:.3} s, plan + start {:.3} s, first sample after {:.3} s",
+                run.open_s, run.start_s, run.first_sample_s
+            );
+        }
     }
     Ok(())
 }
