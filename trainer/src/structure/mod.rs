@@ -18,6 +18,7 @@
 //! angle-norm penalty), [`ipa`] (invariant point attention at small sizes:
 //! the CPU reference and gradient oracle for a backend implementation).
 
+pub mod allatom;
 pub mod fape;
 pub mod ipa;
 pub mod nn;
