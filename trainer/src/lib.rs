@@ -6,7 +6,8 @@
 //!
 //! Layout: [`backend`] (the op set, the CPU and CUDA implementations, a
 //! profiling wrapper), [`layers`] (modules with forward and backward),
-//! [`block`] (Evoformer and extra-MSA blocks), [`config`], [`dist`]
+//! [`block`] (Evoformer and extra-MSA blocks), [`optim`] (fused Adam + weight
+//! average over the flat parameter block), [`config`], [`dist`]
 //! (communicators for DAP and data parallelism), [`bench`] (the block
 //! benchmark behind `scalefold bench evoformer`).
 //!
@@ -23,6 +24,7 @@ pub mod config;
 pub mod dist;
 pub mod error;
 pub mod layers;
+pub mod optim;
 pub mod structure;
 
 pub use backend::{Backend, Class, TensorId};

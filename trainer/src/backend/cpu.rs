@@ -6,7 +6,8 @@
 //! Clarity over speed: this is the truth the CUDA backend is compared against.
 
 use super::{
-    Activation, AttnShape, Backend, CLASSES, Class, Dropout, Gemm, MatRef, TensorId, View,
+    Activation, AdamStep, AttnShape, Backend, CLASSES, Class, Dropout, Gemm, MatRef,
+    OptimizerState, TensorId, View,
 };
 use crate::error::{Result, TrainerError, ensure};
 use rayon::prelude::*;
@@ -574,6 +575,79 @@ impl<T: Real> Backend for CpuBackend<T> {
         let dgv = self.get_mut(dg.t)?;
         for (i, v) in results {
             dgv[i] = v;
+        }
+        Ok(())
+    }
+
+    fn class_len(&self, class: Class) -> usize {
+        self.roots
+            .iter()
+            .filter(|r| r.0 == class)
+            .map(|r| r.1.len())
+            .sum()
+    }
+
+    fn grad_norm_sq(&mut self, out: TensorId) -> Result<()> {
+        self.check_len("grad_norm_sq", out, 1)?;
+        let sum = self
+            .roots
+            .iter()
+            .filter(|r| r.0 == Class::WeightGrad)
+            .flat_map(|r| r.1.iter())
+            .fold(T::zero(), |a, &g| a + g * g);
+        self.get_mut(out)?[0] = sum;
+        Ok(())
+    }
+
+    fn adam_ema_step(&mut self, step: &AdamStep, st: &OptimizerState) -> Result<()> {
+        let n = self.class_len(Class::Weight);
+        for t in [st.master, st.m, st.v, st.ema] {
+            self.check_len("adam_ema_step", t, n)?;
+        }
+        self.check_len("adam_ema_step(norm_sq)", st.norm_sq, 1)?;
+        let grads: Vec<T> = self
+            .roots
+            .iter()
+            .filter(|r| r.0 == Class::WeightGrad)
+            .flat_map(|r| r.1.iter().copied())
+            .collect();
+        if grads.len() != n {
+            return Err(TrainerError::Shape {
+                op: "adam_ema_step",
+                detail: format!("{} gradients for {n} weights", grads.len()),
+            });
+        }
+        let f = |x: f32| T::from_f32(x);
+        let norm = self.get(st.norm_sq)?[0].sqrt();
+        let clip = if step.clip_norm > 0.0 && norm > f(step.clip_norm) {
+            f(step.clip_norm) / norm
+        } else {
+            T::one()
+        };
+        let (mut master, mut m, mut v, mut ema) = (
+            self.rd(st.master)?,
+            self.rd(st.m)?,
+            self.rd(st.v)?,
+            self.rd(st.ema)?,
+        );
+        let (b1, b2, d) = (f(step.beta1), f(step.beta2), f(step.ema_decay));
+        for i in 0..n {
+            let g = grads[i] * clip;
+            m[i] = b1 * m[i] + (T::one() - b1) * g;
+            v[i] = b2 * v[i] + (T::one() - b2) * g * g;
+            let upd = m[i] * f(step.bc1) / ((v[i] * f(step.bc2)).sqrt() + f(step.eps));
+            master[i] = master[i] - f(step.lr) * upd;
+            ema[i] = d * ema[i] + (T::one() - d) * master[i];
+        }
+        self.write_exact(st.master, &master)?;
+        self.write_exact(st.m, &m)?;
+        self.write_exact(st.v, &v)?;
+        self.write_exact(st.ema, &ema)?;
+        let mut off = 0;
+        for (_, w) in self.roots.iter_mut().filter(|r| r.0 == Class::Weight) {
+            let len = w.len();
+            w.copy_from_slice(&master[off..off + len]);
+            off += len;
         }
         Ok(())
     }

@@ -11,7 +11,8 @@
 //! warmed-up step can be captured as a CUDA graph ([`CudaBackend::begin_capture`]).
 
 use super::{
-    Activation, AttnShape, Backend, CLASSES, Class, Dropout, Gemm, SharedAxis, TensorId, View,
+    Activation, AdamStep, AttnShape, Backend, CLASSES, Class, Dropout, Gemm, OptimizerState,
+    SharedAxis, TensorId, View,
 };
 use crate::error::{Result, TrainerError, ensure};
 use cudarc::cublaslt::{result as lt, sys as ltsys};
@@ -25,14 +26,17 @@ use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::Arc;
 
-const KERNEL_SOURCES: [&str; 4] = [
+const KERNEL_SOURCES: [&str; 5] = [
     include_str!("../../kernels/common.cuh"),
     include_str!("../../kernels/elementwise.cu"),
     include_str!("../../kernels/layernorm.cu"),
     include_str!("../../kernels/attention.cu"),
+    include_str!("../../kernels/optim.cu"),
 ];
 
 const KERNEL_NAMES: &[&str] = &[
+    "grad_norm_sq",
+    "adam_ema",
     "fill_bf16",
     "fill_f32",
     "bias_act_fwd",
@@ -840,6 +844,76 @@ impl Backend for CudaBackend {
             }
         }
         Ok(())
+    }
+
+    fn class_len(&self, class: Class) -> usize {
+        self.roots
+            .iter()
+            .filter(|r| r.class == class)
+            .map(|r| r.bytes / elem_bytes(class))
+            .sum()
+    }
+
+    fn grad_norm_sq(&mut self, out: TensorId) -> Result<()> {
+        self.need("grad_norm_sq", out, 1)?;
+        self.need_f32("grad_norm_sq", out, true)?;
+        self.fill(out, 0.0)?;
+        let out_ptr = self.ptr(out)?;
+        for i in 0..self.roots.len() {
+            let r = &self.roots[i];
+            if r.class == Class::WeightGrad {
+                let n = r.bytes / elem_bytes(Class::WeightGrad);
+                self.launch_1d(
+                    "grad_norm_sq",
+                    n,
+                    &[KArg::Ptr(r.ptr), KArg::I64(n as i64), KArg::Ptr(out_ptr)],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn adam_ema_step(&mut self, step: &AdamStep, st: &OptimizerState) -> Result<()> {
+        let root = |me: &Self, class: Class| -> Result<(u64, usize)> {
+            let mut it = me.roots.iter().filter(|r| r.class == class);
+            match (it.next(), it.next()) {
+                (Some(r), None) => Ok((r.ptr, r.bytes / elem_bytes(class))),
+                _ => Err(TrainerError::Shape {
+                    op: "adam_ema_step",
+                    detail: format!("needs exactly one {class:?} block"),
+                }),
+            }
+        };
+        let (w_ptr, n) = root(self, Class::Weight)?;
+        let (g_ptr, ng) = root(self, Class::WeightGrad)?;
+        ensure(ng == n, "adam_ema_step", || {
+            format!("{ng} gradients for {n} weights")
+        })?;
+        for t in [st.master, st.m, st.v, st.ema] {
+            self.need("adam_ema_step", t, n)?;
+            self.need_f32("adam_ema_step", t, true)?;
+        }
+        self.need("adam_ema_step(norm_sq)", st.norm_sq, 1)?;
+        self.need_f32("adam_ema_step(norm_sq)", st.norm_sq, true)?;
+        let a = [
+            KArg::Ptr(g_ptr),
+            KArg::Ptr(self.ptr(st.master)?),
+            KArg::Ptr(self.ptr(st.m)?),
+            KArg::Ptr(self.ptr(st.v)?),
+            KArg::Ptr(self.ptr(st.ema)?),
+            KArg::Ptr(w_ptr),
+            KArg::I64(n as i64),
+            KArg::Ptr(self.ptr(st.norm_sq)?),
+            KArg::F32(step.lr),
+            KArg::F32(step.beta1),
+            KArg::F32(step.beta2),
+            KArg::F32(step.eps),
+            KArg::F32(step.bc1),
+            KArg::F32(step.bc2),
+            KArg::F32(step.ema_decay),
+            KArg::F32(step.clip_norm),
+        ];
+        self.launch_1d("adam_ema", n, &a)
     }
 
     fn sync(&mut self) -> Result<()> {

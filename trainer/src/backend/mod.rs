@@ -241,6 +241,57 @@ impl Dropout {
     }
 }
 
+/// One fused Adam + weight-average update of the whole flat parameter block,
+/// element `i` of every block:
+///
+/// ```text
+/// clip  = clip_norm > 0 && |g| > clip_norm ? clip_norm / |g| : 1   (|g| = sqrt(norm_sq[0]))
+/// g     = grad[i] * clip
+/// m     = beta1 m + (1 - beta1) g;    v = beta2 v + (1 - beta2) g^2
+/// p     = master[i] - lr * (m * bc1) / (sqrt(v * bc2) + eps)
+/// master[i] = p;   weight[i] = p (bf16 on the GPU);   ema = ema_decay ema + (1 - ema_decay) p
+/// ```
+///
+/// `bc1 = 1 / (1 - beta1^t)`, `bc2 = 1 / (1 - beta2^t)` are the bias corrections of
+/// step `t` (1-based), computed once on the host. No weight decay (the AlphaFold2
+/// recipe uses plain Adam).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamStep {
+    /// Learning rate of this step.
+    pub lr: f32,
+    /// First-moment decay.
+    pub beta1: f32,
+    /// Second-moment decay.
+    pub beta2: f32,
+    /// Denominator epsilon.
+    pub eps: f32,
+    /// First-moment bias correction `1 / (1 - beta1^t)`.
+    pub bc1: f32,
+    /// Second-moment bias correction `1 / (1 - beta2^t)`.
+    pub bc2: f32,
+    /// Decay of the weight average (EMA).
+    pub ema_decay: f32,
+    /// Global gradient-norm clipping threshold (0 disables clipping).
+    pub clip_norm: f32,
+}
+
+/// The optimizer's f32 state (class Stat), each exactly as long as the flat
+/// weight block, in the same element order; and the squared global gradient
+/// norm (one element).
+#[derive(Clone, Copy, Debug)]
+pub struct OptimizerState {
+    /// f32 master weights.
+    pub master: TensorId,
+    /// Adam first moment.
+    pub m: TensorId,
+    /// Adam second moment.
+    pub v: TensorId,
+    /// Weight average (EMA of the master weights).
+    pub ema: TensorId,
+    /// `[1]`: sum of squares of the whole gradient block.
+    pub norm_sq: TensorId,
+}
+
 /// splitmix64 finaliser: the counter-based hash behind dropout masks.
 /// `kernels/common.cuh` holds the identical device version.
 #[inline]
@@ -440,4 +491,13 @@ pub trait Backend {
     ) -> Result<()>;
     /// `dx = dropout(dout)` with the forward's mask (`dout` may be an f32 Stat tensor).
     fn dropout_bwd(&mut self, d: &Dropout, dout: TensorId, dx: TensorId) -> Result<()>;
+
+    /// Elements of a class's block (the flat weight block: [`Class::Weight`]).
+    fn class_len(&self, class: Class) -> usize;
+    /// `out[0] = Σ g²` over the whole flat gradient block, in one pass (f32 accumulation).
+    fn grad_norm_sq(&mut self, out: TensorId) -> Result<()>;
+    /// One fused Adam + weight-average step over the flat weight and gradient
+    /// blocks (see [`AdamStep`]); reads the clipping norm from `st.norm_sq`, which
+    /// [`Backend::grad_norm_sq`] wrote.
+    fn adam_ema_step(&mut self, step: &AdamStep, st: &OptimizerState) -> Result<()>;
 }

@@ -4,7 +4,9 @@
 //! 4-byte statistics). Only for measurement: the syncs change the timing of
 //! the step as a whole, never the per-op figures.
 
-use super::{Activation, AttnShape, Backend, Class, Dropout, Gemm, TensorId, View};
+use super::{
+    Activation, AdamStep, AttnShape, Backend, Class, Dropout, Gemm, OptimizerState, TensorId, View,
+};
 use crate::error::Result;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -319,6 +321,22 @@ impl<B: Backend> Backend for Profiled<B> {
         let n = d.shape.iter().product::<usize>() as f64;
         self.timed("dropout_bwd".into(), n, 2.0 * A * n, |b| {
             b.dropout_bwd(d, dout, dx)
+        })
+    }
+    fn class_len(&self, class: Class) -> usize {
+        self.inner.class_len(class)
+    }
+    fn grad_norm_sq(&mut self, out: TensorId) -> Result<()> {
+        let n = self.inner.class_len(Class::WeightGrad) as f64;
+        self.timed("grad_norm_sq".into(), 2.0 * n, F * n, |b| {
+            b.grad_norm_sq(out)
+        })
+    }
+    fn adam_ema_step(&mut self, step: &AdamStep, st: &OptimizerState) -> Result<()> {
+        // Reads grad, master, m, v, ema; writes master, m, v, ema (f32) and the weight (bf16).
+        let n = self.inner.class_len(Class::Weight) as f64;
+        self.timed("adam_ema_step".into(), 16.0 * n, (9.0 * F + A) * n, |b| {
+            b.adam_ema_step(step, st)
         })
     }
 }

@@ -1,3 +1,5 @@
-//! CPU tests: direct-formula forwards and finite-difference gradient checks.
+//! CPU tests: direct-formula forwards, finite-difference gradient checks and
+//! the optimizer against scalar formulas.
 mod forward;
 mod gradcheck;
+mod optim;
