@@ -21,6 +21,7 @@
 pub mod allatom;
 pub mod fape;
 pub mod ipa;
+pub mod module;
 pub mod nn;
 pub mod rigid;
 pub mod torsion;
@@ -33,8 +34,19 @@ pub(crate) mod fd {
     /// in every coordinate (relative error below `1e-6` beyond an absolute
     /// floor of `1e-7`); returns the worst relative error.
     pub fn check_gradient(f: &dyn Fn(&[f64]) -> f64, x: &[f64], analytic: &[f64]) -> f64 {
+        check_gradient_with_step(f, x, analytic, 1e-6)
+    }
+
+    /// [`check_gradient`] with central differences of step `h`: a larger
+    /// step suits deep compositions, whose rounding noise swamps a step of
+    /// `1e-6`.
+    pub fn check_gradient_with_step(
+        f: &dyn Fn(&[f64]) -> f64,
+        x: &[f64],
+        analytic: &[f64],
+        h: f64,
+    ) -> f64 {
         assert_eq!(x.len(), analytic.len(), "gradient length");
-        let h = 1e-6;
         let mut worst: f64 = 0.0;
         let mut probe = x.to_vec();
         for i in 0..x.len() {
