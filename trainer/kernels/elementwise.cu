@@ -6,6 +6,11 @@
 extern "C" __global__ void fill_bf16(bf16* p, long n, float v) { GRID_STRIDE(i, n) st(p, i, v); }
 extern "C" __global__ void fill_f32(float* p, long n, float v) { GRID_STRIDE(i, n) p[i] = v; }
 
+// x[r, c] *= scale[r] (masks, per-row normalisation).
+extern "C" __global__ void scale_rows(bf16* x, const float* __restrict__ scale, int rows, int cols) {
+    GRID_STRIDE(i, (long)rows * cols) st(x, i, ld(x, i) * scale[i / cols]);
+}
+
 // y[r, off + c] = act(y + bias[c]); act 0 none, 1 relu.
 extern "C" __global__ void bias_act_fwd(bf16* y, long off, long ldy, const bf16* bias, int rows, int cols, int act) {
     GRID_STRIDE(i, (long)rows * cols) {

@@ -13,10 +13,10 @@
 
 use crate::backend::{AttnShape, Backend, Dropout, SharedAxis, TensorId};
 use crate::config::BlockConfig;
-use crate::error::Result;
+use crate::error::{Result, TrainerError};
 use crate::layers::{
-    BiasKind, Builder, GatedAttention, GlobalColumnAttention, OuterProductMean, ParamTable,
-    Transition, TriangleDirection, TriangleMultiplication,
+    BiasKind, Builder, GatedAttention, GlobalColumnAttention, OpmMask, OuterProductMean,
+    ParamTable, Transition, TriangleDirection, TriangleMultiplication, opm_inv_norm,
 };
 
 /// The column-wise MSA module of a block.
@@ -47,12 +47,14 @@ pub struct EvoformerBlock {
     /// Seed of this step's dropout masks; training mode when `Some`.
     pub dropout_seed: Option<u64>,
     /// MSA mask `[n_seq, n_res]` (Stat, 1 = real, 0 = padding): the keys of the
-    /// row and column attentions. All ones after [`EvoformerBlock::init_constants`];
-    /// the caller writes the real mask after that.
+    /// row and column attentions, and the rows of the outer product mean. All ones
+    /// after [`EvoformerBlock::init_constants`]; written by [`EvoformerBlock::set_masks`].
     pub msa_mask: TensorId,
-    /// Pair mask `[n_res, n_res]` (Stat): the keys of both triangle attentions.
-    /// All ones after [`EvoformerBlock::init_constants`].
+    /// Pair mask `[n_res, n_res]` (Stat): the keys of both triangle attentions and
+    /// the gate of both triangle multiplications.
     pub pair_mask: TensorId,
+    /// The outer product mean's per-pair normalisation, derived from the MSA mask.
+    opm_inv_norm: TensorId,
     t_msa_mask: TensorId,
     t_pair_mask: TensorId,
     row_attn: GatedAttention,
@@ -135,6 +137,7 @@ impl EvoformerBlock {
                 dropout_seed: None,
                 msa_mask: b.stat("msa_mask", s * r),
                 pair_mask: b.stat("pair_mask", r * r),
+                opm_inv_norm: b.stat("opm_inv_norm", r * r),
                 t_msa_mask: b.stat("t_msa_mask", s * r),
                 t_pair_mask: b.stat("t_pair_mask", r * r),
                 row_attn,
@@ -191,11 +194,36 @@ impl EvoformerBlock {
 
     /// Writes constants and sets both masks to all ones; call once after `materialize`.
     pub fn init_constants<B: Backend>(&self, be: &mut B) -> Result<()> {
-        be.fill(self.msa_mask, 1.0)?;
-        be.fill(self.pair_mask, 1.0)?;
+        let (s, r) = (self.cfg.n_seq, self.cfg.n_res);
+        self.set_masks(be, &vec![1.0; s * r], &vec![1.0; r * r])?;
         match &self.col_attn {
             ColumnAttention::Global(g) => g.init_constants(be),
             ColumnAttention::Full(_) => Ok(()),
+        }
+    }
+
+    /// Writes this example's masks (1 = real, 0 = padding): `msa [n_seq, n_res]`,
+    /// `pair [n_res, n_res]`, and the outer product mean's normalisation derived
+    /// from `msa` (an upload, like writing `m_in`; not for use inside a step).
+    pub fn set_masks<B: Backend>(&self, be: &mut B, msa: &[f32], pair: &[f32]) -> Result<()> {
+        let (s, r) = (self.cfg.n_seq, self.cfg.n_res);
+        for (what, got, want) in [("msa", msa.len(), s * r), ("pair", pair.len(), r * r)] {
+            if got != want {
+                return Err(TrainerError::Shape {
+                    op: "EvoformerBlock::set_masks",
+                    detail: format!("{what} mask has {got} values, expected {want}"),
+                });
+            }
+        }
+        be.write(self.msa_mask, msa)?;
+        be.write(self.pair_mask, pair)?;
+        be.write(self.opm_inv_norm, &opm_inv_norm(msa, s, r))
+    }
+
+    fn opm_mask(&self) -> OpmMask {
+        OpmMask {
+            msa: self.msa_mask,
+            inv_norm: self.opm_inv_norm,
         }
     }
 
@@ -268,12 +296,14 @@ impl EvoformerBlock {
         self.msa_trans.forward(be, m2, self.proj_m)?;
         be.residual_dropout_fwd(&ms, m2, self.proj_m, self.m_out)?;
         // Communication: MSA to pair.
-        self.opm.forward(be, self.m_out, self.proj_z)?;
+        self.opm
+            .forward(be, self.m_out, Some(self.opm_mask()), self.proj_z)?;
         be.residual_dropout_fwd(&ps, self.z_in, self.proj_z, z1)?;
         // Pair stack.
-        self.tri_out.forward(be, z1, self.proj_z)?;
+        let pm = Some(self.pair_mask);
+        self.tri_out.forward(be, z1, pm, self.proj_z)?;
         be.residual_dropout_fwd(&dz_out, z1, self.proj_z, z2)?;
-        self.tri_in.forward(be, z2, self.proj_z)?;
+        self.tri_in.forward(be, z2, pm, self.proj_z)?;
         be.residual_dropout_fwd(&dz_in, z2, self.proj_z, z3)?;
         self.tri_start
             .forward(be, z3, None, Some(self.pair_mask), self.proj_z)?;
@@ -329,13 +359,20 @@ impl EvoformerBlock {
             None,
         )?;
         be.dropout_bwd(&dz_in, dz, self.d_proj_z)?;
-        self.tri_in.backward(be, z2, self.d_proj_z, dz)?;
+        let pm = Some(self.pair_mask);
+        self.tri_in.backward(be, z2, pm, self.d_proj_z, dz)?;
         be.dropout_bwd(&dz_out, dz, self.d_proj_z)?;
-        self.tri_out.backward(be, z1, self.d_proj_z, dz)?;
+        self.tri_out.backward(be, z1, pm, self.d_proj_z, dz)?;
         // Outer product mean: its gradient flows into the MSA output.
         be.transpose([1, 1, r * r * cz, 1], dz, self.d_proj_z, false)?;
-        self.opm
-            .backward(be, self.m_out, self.proj_z, self.d_proj_z, dm)?;
+        self.opm.backward(
+            be,
+            self.m_out,
+            Some(self.opm_mask()),
+            self.proj_z,
+            self.d_proj_z,
+            dm,
+        )?;
         // MSA stack, in reverse.
         be.transpose([1, 1, s * r * cm, 1], dm, self.d_proj_m, false)?;
         self.msa_trans

@@ -693,6 +693,29 @@ impl Transition {
     }
 }
 
+/// The mask of an [`OuterProductMean`]: the MSA mask and the per-pair normalisation.
+#[derive(Clone, Copy, Debug)]
+pub struct OpmMask {
+    /// MSA mask `[s * r]` (Stat, 0 or 1).
+    pub msa: TensorId,
+    /// `[r * r]` (Stat): `1 / (1e-3 + Σ_s mask_si mask_sj)`, see [`opm_inv_norm`].
+    pub inv_norm: TensorId,
+}
+
+/// The outer product mean's per-pair normalisation from an MSA mask `[s, r]`:
+/// `out[i * r + j] = 1 / (1e-3 + Σ_s mask[s, i] mask[s, j])`.
+pub fn opm_inv_norm(msa_mask: &[f32], n_seq: usize, n_res: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; n_res * n_res];
+    for (ij, o) in out.iter_mut().enumerate() {
+        let (i, j) = (ij / n_res, ij % n_res);
+        let count: f64 = (0..n_seq)
+            .map(|s| (msa_mask[s * n_res + i] * msa_mask[s * n_res + j]) as f64)
+            .sum();
+        *o = (1.0 / (1e-3 + count)) as f32;
+    }
+    out
+}
+
 /// Outer product mean (AF2 Algorithm 10): MSA `[s, r, c_m]` to a pair update `[r, r, c_z]`.
 pub struct OuterProductMean {
     n_seq: usize,
@@ -750,16 +773,32 @@ impl OuterProductMean {
         })
     }
 
-    fn alpha(&self) -> f32 {
-        1.0 / (self.n_seq as f32 + 1e-3)
+    /// The GEMM scale: the mean's 1/(s + 1e-3) without a mask; 1 with one (the
+    /// per-pair normalisation follows as a row scale).
+    fn alpha(&self, mask: Option<OpmMask>) -> f32 {
+        match mask {
+            Some(_) => 1.0,
+            None => 1.0 / (self.n_seq as f32 + 1e-3),
+        }
     }
 
-    /// `proj [r*r, c_z] = Linear(mean_s a_s ⊗ b_s)`.
-    pub fn forward<B: Backend>(&self, be: &mut B, m: TensorId, proj: TensorId) -> Result<()> {
+    /// `proj [r*r, c_z] = Linear(mean_s a_s ⊗ b_s)`; with a mask, `a` and `b` are
+    /// masked and pair (i, j) is divided by `1e-3 + Σ_s mask_si mask_sj` (Alg. 10).
+    pub fn forward<B: Backend>(
+        &self,
+        be: &mut B,
+        m: TensorId,
+        mask: Option<OpmMask>,
+        proj: TensorId,
+    ) -> Result<()> {
         let (s, r, c) = (self.n_seq, self.n_res, self.c);
         self.ln.forward(be, m, self.x_ln)?;
         self.lin_a.forward(be, s * r, self.x_ln, self.a)?;
         self.lin_b.forward(be, s * r, self.x_ln, self.b)?;
+        if let Some(mk) = mask {
+            be.scale_rows(s * r, c, self.a, mk.msa)?;
+            be.scale_rows(s * r, c, self.b, mk.msa)?;
+        }
         be.gemm(&Gemm {
             m: r * c,
             n: r * c,
@@ -767,21 +806,25 @@ impl OuterProductMean {
             batch: 1,
             trans_a: true,
             trans_b: false,
-            alpha: self.alpha(),
+            alpha: self.alpha(mask),
             beta: 0.0,
             a: MatRef::new(self.a, r * c),
             b: MatRef::new(self.b, r * c),
             c: MatRef::new(self.outer, r * c),
         })?;
         be.transpose([r, c, r, c], self.outer, self.outer_t, false)?;
+        if let Some(mk) = mask {
+            be.scale_rows(r * r, c * c, self.outer_t, mk.inv_norm)?;
+        }
         self.lin_o.forward(be, r * r, self.outer_t, proj)
     }
 
-    /// Backward from `d_proj`, adding into `dm`.
+    /// Backward from `d_proj`, adding into `dm`; `mask` as in the forward.
     pub fn backward<B: Backend>(
         &self,
         be: &mut B,
         m: TensorId,
+        mask: Option<OpmMask>,
         proj: TensorId,
         d_proj: TensorId,
         dm: TensorId,
@@ -796,6 +839,9 @@ impl OuterProductMean {
             Some(self.d_outer_t),
             false,
         )?;
+        if let Some(mk) = mask {
+            be.scale_rows(r * r, c * c, self.d_outer_t, mk.inv_norm)?;
+        }
         be.transpose([r, r, c, c], self.d_outer_t, self.d_outer, false)?;
         be.gemm(&Gemm {
             m: s,
@@ -804,7 +850,7 @@ impl OuterProductMean {
             batch: 1,
             trans_a: false,
             trans_b: true,
-            alpha: self.alpha(),
+            alpha: self.alpha(mask),
             beta: 0.0,
             a: MatRef::new(self.b, r * c),
             b: MatRef::new(self.d_outer, r * c),
@@ -817,12 +863,16 @@ impl OuterProductMean {
             batch: 1,
             trans_a: false,
             trans_b: false,
-            alpha: self.alpha(),
+            alpha: self.alpha(mask),
             beta: 0.0,
             a: MatRef::new(self.a, r * c),
             b: MatRef::new(self.d_outer, r * c),
             c: MatRef::new(self.d_b, r * c),
         })?;
+        if let Some(mk) = mask {
+            be.scale_rows(s * r, c, self.d_a, mk.msa)?;
+            be.scale_rows(s * r, c, self.d_b, mk.msa)?;
+        }
         self.lin_a.backward(
             be,
             s * r,
@@ -963,8 +1013,15 @@ impl TriangleMultiplication {
         })
     }
 
-    /// `proj [n*n, c_z]` from `z [n*n, c_z]`.
-    pub fn forward<B: Backend>(&self, be: &mut B, z: TensorId, proj: TensorId) -> Result<()> {
+    /// `proj [n*n, c_z]` from `z [n*n, c_z]`; `mask [n*n]` (Stat) zeroes the
+    /// gated projections `a`, `b` of masked pairs (Alg. 11/12).
+    pub fn forward<B: Backend>(
+        &self,
+        be: &mut B,
+        z: TensorId,
+        mask: Option<TensorId>,
+        proj: TensorId,
+    ) -> Result<()> {
         let (nn, c, pw) = (self.n * self.n, self.c, self.pw());
         self.ln_in.forward(be, z, self.z_ln)?;
         self.lin_p.forward(be, nn, self.z_ln, self.p)?;
@@ -982,6 +1039,10 @@ impl TriangleMultiplication {
             View::cols(self.p, pw, 3 * c),
             View::dense(self.b, c),
         )?;
+        if let Some(mk) = mask {
+            be.scale_rows(nn, c, self.a, mk)?;
+            be.scale_rows(nn, c, self.b, mk)?;
+        }
         be.transpose([1, nn, c, 1], self.a, self.a_t, false)?;
         be.transpose([1, nn, c, 1], self.b, self.b_t, false)?;
         match self.dir {
@@ -1004,11 +1065,12 @@ impl TriangleMultiplication {
         )
     }
 
-    /// Backward from `d_proj`, adding into `dz`.
+    /// Backward from `d_proj`, adding into `dz`; `mask` as in the forward.
     pub fn backward<B: Backend>(
         &self,
         be: &mut B,
         z: TensorId,
+        mask: Option<TensorId>,
         d_proj: TensorId,
         dz: TensorId,
     ) -> Result<()> {
@@ -1046,6 +1108,10 @@ impl TriangleMultiplication {
         }
         be.transpose([1, c, nn, 1], self.d_a_t, self.d_a, false)?;
         be.transpose([1, c, nn, 1], self.d_b_t, self.d_b, false)?;
+        if let Some(mk) = mask {
+            be.scale_rows(nn, c, self.d_a, mk)?;
+            be.scale_rows(nn, c, self.d_b, mk)?;
+        }
         be.sigmoid_mul_bwd(
             nn,
             c,

@@ -579,6 +579,19 @@ impl<T: Real> Backend for CpuBackend<T> {
         Ok(())
     }
 
+    fn scale_rows(&mut self, rows: usize, cols: usize, x: TensorId, scale: TensorId) -> Result<()> {
+        self.check_len("scale_rows", x, rows * cols)?;
+        self.check_len("scale_rows(scale)", scale, rows)?;
+        let sv = self.rd(scale)?;
+        let xv = self.get_mut(x)?;
+        for (r, &f) in sv.iter().take(rows).enumerate() {
+            for v in &mut xv[r * cols..(r + 1) * cols] {
+                *v = *v * f;
+            }
+        }
+        Ok(())
+    }
+
     fn class_len(&self, class: Class) -> usize {
         self.roots
             .iter()

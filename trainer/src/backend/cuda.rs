@@ -36,6 +36,7 @@ const KERNEL_SOURCES: [&str; 5] = [
 
 const KERNEL_NAMES: &[&str] = &[
     "grad_norm_sq",
+    "scale_rows",
     "adam_ema",
     "fill_bf16",
     "fill_f32",
@@ -844,6 +845,20 @@ impl Backend for CudaBackend {
             }
         }
         Ok(())
+    }
+
+    fn scale_rows(&mut self, rows: usize, cols: usize, x: TensorId, scale: TensorId) -> Result<()> {
+        self.need("scale_rows", x, rows * cols)?;
+        self.need_f32("scale_rows", x, false)?;
+        self.need("scale_rows(scale)", scale, rows)?;
+        self.need_f32("scale_rows(scale)", scale, true)?;
+        let a = [
+            KArg::Ptr(self.ptr(x)?),
+            KArg::Ptr(self.ptr(scale)?),
+            KArg::I32(rows as i32),
+            KArg::I32(cols as i32),
+        ];
+        self.launch_1d("scale_rows", rows * cols, &a)
     }
 
     fn class_len(&self, class: Class) -> usize {

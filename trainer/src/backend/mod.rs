@@ -492,6 +492,10 @@ pub trait Backend {
     /// `dx = dropout(dout)` with the forward's mask (`dout` may be an f32 Stat tensor).
     fn dropout_bwd(&mut self, d: &Dropout, dout: TensorId, dx: TensorId) -> Result<()>;
 
+    /// `x[r, c] *= scale[r]` in place on a dense `[rows, cols]` tensor, `scale` f32
+    /// (Stat). Applies masks and per-row normalisations; it is its own backward
+    /// (the gradient is scaled by the same rows).
+    fn scale_rows(&mut self, rows: usize, cols: usize, x: TensorId, scale: TensorId) -> Result<()>;
     /// Elements of a class's block (the flat weight block: [`Class::Weight`]).
     fn class_len(&self, class: Class) -> usize;
     /// `out[0] = Σ g²` over the whole flat gradient block, in one pass (f32 accumulation).

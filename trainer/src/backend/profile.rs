@@ -323,6 +323,12 @@ impl<B: Backend> Backend for Profiled<B> {
             b.dropout_bwd(d, dout, dx)
         })
     }
+    fn scale_rows(&mut self, rows: usize, cols: usize, x: TensorId, scale: TensorId) -> Result<()> {
+        let n = (rows * cols) as f64;
+        self.timed("scale_rows".into(), n, 2.0 * A * n + F * rows as f64, |b| {
+            b.scale_rows(rows, cols, x, scale)
+        })
+    }
     fn class_len(&self, class: Class) -> usize {
         self.inner.class_len(class)
     }

@@ -408,10 +408,36 @@ fn gradcheck_transition_and_outer_product_mean() {
         s * r * cm,
         r * r * cz,
         None,
-        |m, be, x, _, y| m.forward(be, x, y),
-        |m, be, x, _, y, dy, dx, _| m.backward(be, x, y, dy, dx),
+        |m, be, x, _, y| m.forward(be, x, None, y),
+        |m, be, x, _, y, dy, dx, _| m.backward(be, x, None, y, dy, dx),
     );
     check(opm, 9, 12);
+    // Masked: residue 3 is padding in every row, residue 1 in row 0.
+    let msa: Vec<f32> = (0..s * r)
+        .map(|k| if k % r == 3 || k == 1 { 0.0 } else { 1.0 })
+        .collect();
+    let norm = crate::layers::opm_inv_norm(&msa, s, r);
+    assert!((norm[0] - 1.0 / 3.001).abs() < 1e-6 && (norm[1] - 1.0 / 2.001).abs() < 1e-6);
+    assert!((norm[3] - 1000.0).abs() < 1e-3);
+    let masked = module_case(
+        |b| {
+            let mask = OpmMask {
+                msa: b.stat("msa_mask", s * r),
+                inv_norm: b.stat("inv_norm", r * r),
+            };
+            (OuterProductMean::new(b, "opm", s, r, cm, c, cz), mask)
+        },
+        s * r * cm,
+        r * r * cz,
+        None,
+        move |(m, mk), be, x, _, y| {
+            be.write(mk.msa, &msa)?;
+            be.write(mk.inv_norm, &norm)?;
+            m.forward(be, x, Some(*mk), y)
+        },
+        |(m, mk), be, x, _, y, dy, dx, _| m.backward(be, x, Some(*mk), y, dy, dx),
+    );
+    check(masked, 16, 12);
 }
 
 #[test]
@@ -426,10 +452,29 @@ fn gradcheck_triangle_multiplication_both_directions() {
             n * n * cz,
             n * n * cz,
             None,
-            |m, be, x, _, y| m.forward(be, x, y),
-            |m, be, x, _, _, dy, dx, _| m.backward(be, x, dy, dx),
+            |m, be, x, _, y| m.forward(be, x, None, y),
+            |m, be, x, _, _, dy, dx, _| m.backward(be, x, None, dy, dx),
         );
         check(case, 10 + k as u64, 12);
+        // Masked: pairs touching residue 2 are padding.
+        let mask: Vec<f32> = (0..n * n)
+            .map(|k| if k / n == 2 || k % n == 2 { 0.0 } else { 1.0 })
+            .collect();
+        let masked = module_case(
+            |b| {
+                let mk = b.stat("pair_mask", n * n);
+                (TriangleMultiplication::new(b, "tm", dir, n, cz, c), mk)
+            },
+            n * n * cz,
+            n * n * cz,
+            None,
+            move |(m, mk), be, x, _, y| {
+                be.write(*mk, &mask)?;
+                m.forward(be, x, Some(*mk), y)
+            },
+            |(m, mk), be, x, _, _, dy, dx, _| m.backward(be, x, Some(*mk), dy, dx),
+        );
+        check(masked, 20 + k as u64, 12);
     }
 }
 
@@ -475,8 +520,7 @@ fn block_case(global: bool, masked: bool) -> Case {
             .map(|k| if k == r + r - 2 { 0.0 } else { res(k % r) })
             .collect();
         let pair: Vec<f32> = (0..r * r).map(|k| res(k / r) * res(k % r)).collect();
-        be.write(block.msa_mask, &msa).unwrap();
-        be.write(block.pair_mask, &pair).unwrap();
+        block.set_masks(&mut be, &msa, &pair).unwrap();
     }
     let mut inputs = params_as_inputs(&table);
     inputs.push((block.m_in, block.d_m));
