@@ -20,6 +20,7 @@
 
 pub mod allatom;
 pub mod fape;
+pub mod heads;
 pub mod ipa;
 pub mod module;
 pub mod nn;
