@@ -16,7 +16,12 @@
 //! error, the shared core of the backbone and side-chain variants),
 //! [`torsion`] (torsion-angle loss with pi-periodic alternatives and the
 //! angle-norm penalty), [`ipa`] (invariant point attention at small sizes:
-//! the CPU reference and gradient oracle for a backend implementation).
+//! the CPU reference and gradient oracle for a backend implementation),
+//! [`nn`] (layer norm, ReLU, the transition and the angle resnet),
+//! [`allatom`] (group frames and atom14 positions from backbone frames and
+//! torsions), [`module`] (the eight weight-sharing layers of the structure
+//! module) and [`heads`] (distogram, masked-MSA, pLDDT and experimentally-
+//! resolved heads with their losses).
 
 pub mod allatom;
 pub mod fape;
