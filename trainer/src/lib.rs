@@ -7,7 +7,8 @@
 //! Layout: [`backend`] (the op set, the CPU and CUDA implementations, a
 //! profiling wrapper), [`layers`] (modules with forward and backward),
 //! [`block`] (Evoformer and extra-MSA blocks), [`optim`] (fused Adam + weight
-//! average over the flat parameter block), [`config`], [`dist`]
+//! average over the flat parameter block), [`template`] (template pointwise
+//! attention), [`config`], [`dist`]
 //! (communicators for DAP and data parallelism), [`bench`] (the block
 //! benchmark behind `scalefold bench evoformer`).
 //!
@@ -26,6 +27,7 @@ pub mod error;
 pub mod layers;
 pub mod optim;
 pub mod structure;
+pub mod template;
 
 pub use backend::{Backend, Class, TensorId};
 pub use block::EvoformerBlock;

@@ -646,3 +646,38 @@ fn block_gradient_sensitivity_to_bf16_sized_input_noise() {
         "outputs {eo:.2e}, gradients {eg:.2e}"
     );
 }
+
+/// Template pointwise attention (Alg. 17): every parameter, the pair input and
+/// the template input, two heads over three templates.
+#[test]
+fn gradcheck_template_pointwise_attention() {
+    use crate::template::{TemplateAttnShape, TemplatePointwiseAttention};
+    let s = TemplateAttnShape {
+        pairs: 4,
+        n_templ: 3,
+        c_z: 5,
+        c_t: 4,
+        heads: 2,
+        head_dim: 3,
+    };
+    let case = module_case(
+        |b| TemplatePointwiseAttention::new(b, "tpa", s),
+        s.pairs * s.c_z,
+        s.pairs * s.c_z,
+        Some(s.n_templ * s.pairs * s.c_t),
+        |m, be, z, t, y| m.forward(be, z, t.expect("templates"), y),
+        |m, be, z, t, y, dy, dz, dt| {
+            m.backward(
+                be,
+                z,
+                t.expect("templates"),
+                y,
+                dy,
+                dz,
+                false,
+                dt.expect("dt"),
+            )
+        },
+    );
+    check(case, 17, 12);
+}
