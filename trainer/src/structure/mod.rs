@@ -83,3 +83,5 @@ pub(crate) mod fd {
 
 #[cfg(test)]
 mod real_backbone;
+#[cfg(test)]
+mod real_training;
