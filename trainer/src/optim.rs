@@ -4,7 +4,9 @@
 //! State lives next to the flat weight block (class `Weight`, the bf16 compute
 //! copy on the GPU) and the flat gradient block (class `WeightGrad`, f32): f32
 //! master weights, both Adam moments and the weight average, each one tensor
-//! exactly as long as the weight block and in its element order. A step is two
+//! exactly as long as the weight block and in its element order (padding
+//! included: the backend rounds each parameter to `Backend::param_align`
+//! elements, the same in the weight and the gradient block). A step is two
 //! passes over the blocks: the squared global gradient norm, then one fused
 //! update ([`crate::backend::AdamStep`] has the formula) that also refreshes the
 //! compute copy. No host synchronization: the clipping factor is read on the
@@ -87,6 +89,16 @@ impl OptimizerConfig {
     }
 }
 
+/// Length of the flat weight block of `table` when each parameter is rounded up
+/// to `align` elements.
+pub fn flat_len(table: &ParamTable, align: usize) -> usize {
+    table
+        .entries
+        .iter()
+        .map(|e| e.shape.iter().product::<usize>().next_multiple_of(align))
+        .sum()
+}
+
 /// The optimizer of one model: its settings, its planned state and the step count.
 pub struct Optimizer {
     /// Settings.
@@ -103,7 +115,7 @@ impl Optimizer {
     /// `materialize`, after every parameter is declared).
     pub fn new<B: Backend>(be: &mut B, table: &ParamTable, cfg: OptimizerConfig) -> Result<Self> {
         cfg.validate()?;
-        let n = table.numel();
+        let n = flat_len(table, be.param_align());
         let mut decl = |name: &str, len| be.declare(name, len, Class::Stat);
         let state = OptimizerState {
             master: decl("optim.master", n),
@@ -128,15 +140,17 @@ impl Optimizer {
             return Err(TrainerError::Shape {
                 op: "Optimizer::init",
                 detail: format!(
-                    "the weight block holds {have} elements, the parameter table {}: every \
+                    "the weight block holds {have} elements, the parameter table needs {}: every \
                      Weight tensor must be a parameter of the table",
                     self.numel
                 ),
             });
         }
+        let align = be.param_align();
         let mut w = Vec::with_capacity(self.numel);
         for e in &table.entries {
             w.extend(be.read(e.param.w)?);
+            w.resize(w.len().next_multiple_of(align), 0.0);
         }
         be.write(self.state.master, &w)?;
         be.write(self.state.ema, &w)?;

@@ -592,6 +592,10 @@ impl<T: Real> Backend for CpuBackend<T> {
         Ok(())
     }
 
+    fn param_align(&self) -> usize {
+        1
+    }
+
     fn class_len(&self, class: Class) -> usize {
         self.roots
             .iter()

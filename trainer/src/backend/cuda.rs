@@ -26,6 +26,10 @@ use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::Arc;
 
+/// Elements every parameter (and its gradient) is rounded up to in the flat
+/// blocks: 256 bytes of bf16, 512 of f32.
+const PARAM_ALIGN: usize = 128;
+
 const KERNEL_SOURCES: [&str; 5] = [
     include_str!("../../kernels/common.cuh"),
     include_str!("../../kernels/elementwise.cu"),
@@ -708,7 +712,12 @@ impl Backend for CudaBackend {
             .map_err(cuda_err("binding the context"))?;
         for class in CLASSES {
             // 256-byte alignment for every tensor keeps cuBLASLt on its fast paths.
-            let per = 256 / elem_bytes(class);
+            // Weights (bf16) and their gradients (f32) round to the same element
+            // count, so both flat blocks share one element layout.
+            let per = match class {
+                Class::Weight | Class::WeightGrad => PARAM_ALIGN,
+                _ => 256 / elem_bytes(class),
+            };
             let mut total = 0;
             let root = self.roots.len();
             for m in self
@@ -859,6 +868,10 @@ impl Backend for CudaBackend {
             KArg::I32(cols as i32),
         ];
         self.launch_1d("scale_rows", rows * cols, &a)
+    }
+
+    fn param_align(&self) -> usize {
+        PARAM_ALIGN
     }
 
     fn class_len(&self, class: Class) -> usize {

@@ -496,6 +496,10 @@ pub trait Backend {
     /// (Stat). Applies masks and per-row normalisations; it is its own backward
     /// (the gradient is scaled by the same rows).
     fn scale_rows(&mut self, rows: usize, cols: usize, x: TensorId, scale: TensorId) -> Result<()>;
+    /// Elements each parameter is rounded up to in the flat weight and gradient
+    /// blocks (padding is zero in the gradient block). The two blocks share one
+    /// element layout: element `i` of one is element `i` of the other.
+    fn param_align(&self) -> usize;
     /// Elements of a class's block (the flat weight block: [`Class::Weight`]).
     fn class_len(&self, class: Class) -> usize;
     /// `out[0] = Σ g²` over the whole flat gradient block, in one pass (f32 accumulation).

@@ -329,6 +329,9 @@ impl<B: Backend> Backend for Profiled<B> {
             b.scale_rows(rows, cols, x, scale)
         })
     }
+    fn param_align(&self) -> usize {
+        self.inner.param_align()
+    }
     fn class_len(&self, class: Class) -> usize {
         self.inner.class_len(class)
     }

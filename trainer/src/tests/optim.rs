@@ -188,3 +188,13 @@ fn bad_settings_and_foreign_weights_are_typed_errors() {
     let e = opt.init(&mut be, &table).err().unwrap();
     assert!(e.to_string().contains("weight block holds 3"), "{e}");
 }
+
+/// The flat length rounds every parameter up to the backend's alignment (the
+/// GPU's weight and gradient blocks share one padded element layout).
+#[test]
+fn flat_length_rounds_each_parameter_to_the_alignment() {
+    let (_, table, _) = setup(OptimizerConfig::af2());
+    assert_eq!(crate::optim::flat_len(&table, 1), 10);
+    assert_eq!(crate::optim::flat_len(&table, 4), 8 + 4);
+    assert_eq!(crate::optim::flat_len(&table, 128), 256);
+}
