@@ -41,7 +41,8 @@ pub const MSA_FEAT_CHANNELS: usize = 49;
 pub const TARGET_FEAT_CHANNELS: usize = 22;
 
 /// BERT-style MSA masking (supplement 1.2.7).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MaskedMsaConfig {
     /// Fraction of centre positions that are replaced.
     pub replace_fraction: f32,
@@ -54,7 +55,8 @@ pub struct MaskedMsaConfig {
 }
 
 /// MSA block deletion (supplement Algorithm 1).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BlockDeletionConfig {
     /// Rows per block as a fraction of the MSA depth.
     pub fraction_per_block: f32,
@@ -63,7 +65,8 @@ pub struct BlockDeletionConfig {
 }
 
 /// Everything that fixes a sample's shapes and randomness.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SampleConfig {
     /// Residues per sample (`N_res`).
     pub crop_size: usize,

@@ -19,7 +19,8 @@ use crate::layers::ParamTable;
 /// Optimizer settings. [`OptimizerConfig::af2`] is the AlphaFold2 recipe
 /// (supplement 1.11.3): Adam, lr 1e-3, β = (0.9, 0.999), ε = 1e-6, global
 /// gradient clipping at norm 0.1, weight average with decay 0.999, no weight decay.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OptimizerConfig {
     /// Peak learning rate.
     pub lr: f32,
