@@ -7,17 +7,20 @@ use std::sync::{Arc, Mutex};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::reader::{ChunkReader, Length};
 
 use crate::error::{Result, StorageError};
 use crate::location::Location;
@@ -254,30 +257,93 @@ impl Dataset {
     }
 
     /// Reads one row group of one shard, with byte-range requests for just its columns.
+    ///
+    /// The column chunks are fetched asynchronously (one coalesced `get_ranges`), then
+    /// decompressed and decoded on tokio's blocking pool: several row groups in flight
+    /// decode on several cores even when their futures are polled by one task (as
+    /// `buffer_unordered` does), and decoding never stalls an async worker thread.
     pub async fn read_row_group(
         &self,
         shard: usize,
         row_group: usize,
         projection: Option<&[String]>,
     ) -> Result<RecordBatch> {
-        let schema = match self.projection(projection)? {
-            Some(p) => p.schema,
-            None => self.schema(),
-        };
-        let mut batches: Vec<RecordBatch> = self
-            .shard_stream(shard, Some(vec![row_group]), projection)
-            .await?
-            .try_collect()
-            .await?;
-        if batches.len() == 1 {
-            return Ok(batches.pop().expect("one batch"));
-        }
-        arrow::compute::concat_batches(&schema, &batches).map_err(|e| {
-            StorageError::SchemaMismatch {
+        let projection = self.projection(projection)?;
+        let meta = self.shard_metadata(shard).await?;
+        let path = self.shard_path(shard)?;
+        let n_row_groups = meta.metadata().num_row_groups();
+        if row_group >= n_row_groups {
+            return Err(StorageError::OutOfRange {
                 url: self.url().to_string(),
-                reason: e.to_string(),
+                what: "row group",
+                index: row_group,
+                len: n_row_groups,
+            });
+        }
+        let group = meta.metadata().row_group(row_group);
+        let columns: Vec<usize> = match &projection {
+            Some(p) => p.file_order.clone(),
+            None => (0..group.num_columns()).collect(),
+        };
+        let ranges: Vec<Range<u64>> = columns
+            .iter()
+            .map(|&c| {
+                let (start, len) = group.column(c).byte_range();
+                start..start + len
+            })
+            .collect();
+        let name = path.to_string();
+        let fetched = self
+            .store()
+            .get_ranges(&path, &ranges)
+            .await
+            .map_err(|e| StorageError::from_store(&name, e))?;
+        let chunks = FetchedChunks {
+            ranges: ranges.iter().map(|r| r.start).zip(fetched).collect(),
+            file_len: self.shard(shard)?.bytes,
+        };
+        let rows = group.num_rows().max(1) as usize;
+        let url = self.url().to_string();
+        tokio::task::spawn_blocking(move || {
+            let mask = projection.as_ref().map(|p| {
+                ProjectionMask::roots(meta.parquet_schema(), p.file_order.iter().copied())
+            });
+            let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(chunks, meta)
+                .with_row_groups(vec![row_group])
+                .with_batch_size(rows);
+            if let Some(mask) = mask {
+                builder = builder.with_projection(mask);
+            }
+            let reader = builder
+                .build()
+                .map_err(|e| StorageError::from_parquet(&name, e))?;
+            let schema = arrow::record_batch::RecordBatchReader::schema(&reader);
+            let batches: Vec<RecordBatch> =
+                reader.collect::<std::result::Result<_, _>>().map_err(|e| {
+                    StorageError::CorruptShard {
+                        path: name.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
+            let batch = match batches.len() {
+                1 => batches.into_iter().next().expect("one batch"),
+                _ => arrow::compute::concat_batches(&schema, &batches).map_err(|e| {
+                    StorageError::SchemaMismatch {
+                        url: url.clone(),
+                        reason: e.to_string(),
+                    }
+                })?,
+            };
+            match &projection {
+                Some(p) => p.apply(&url, &batch),
+                None => Ok(batch),
             }
         })
+        .await
+        .map_err(|e| StorageError::CorruptShard {
+            path: path.to_string(),
+            reason: format!("decoding row group {row_group} failed: {e}"),
+        })?
     }
 
     /// Streams every row of the dataset, shard after shard, as record batches.
@@ -473,5 +539,59 @@ impl AsyncFileReader for ShardReader {
             Ok(Arc::new(metadata))
         }
         .boxed()
+    }
+}
+
+/// The fetched column chunks of one row group, as the synchronous Parquet reader's
+/// input: every read must fall inside one fetched range (the reader only asks for the
+/// column chunks it was told to decode).
+struct FetchedChunks {
+    /// (file offset, bytes) of each fetched range.
+    ranges: Vec<(u64, Bytes)>,
+    /// Size of the whole shard object.
+    file_len: u64,
+}
+
+impl FetchedChunks {
+    fn slice(&self, start: u64, len: usize) -> parquet::errors::Result<Bytes> {
+        self.ranges
+            .iter()
+            .find_map(|(offset, bytes)| {
+                let begin = start.checked_sub(*offset)? as usize;
+                (begin + len <= bytes.len()).then(|| bytes.slice(begin..begin + len))
+            })
+            .ok_or_else(|| {
+                ParquetError::General(format!(
+                    "read of {len} bytes at offset {start} outside the fetched column chunks"
+                ))
+            })
+    }
+}
+
+impl Length for FetchedChunks {
+    fn len(&self) -> u64 {
+        self.file_len
+    }
+}
+
+impl ChunkReader for FetchedChunks {
+    type T = bytes::buf::Reader<Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        // A reader runs to the end of the range holding `start`.
+        let (offset, bytes) = self
+            .ranges
+            .iter()
+            .find(|(offset, bytes)| (*offset..*offset + bytes.len() as u64).contains(&start))
+            .ok_or_else(|| {
+                ParquetError::General(format!(
+                    "read at offset {start} outside the fetched column chunks"
+                ))
+            })?;
+        Ok(bytes.slice((start - offset) as usize..).reader())
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        self.slice(start, length)
     }
 }
