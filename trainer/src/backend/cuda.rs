@@ -559,6 +559,30 @@ impl CudaBackend {
             algo,
         })
     }
+
+    /// Device memory of `region` for `crate::dist` (NCCL moves it on
+    /// [`CudaBackend::stream`]): `(pointer, elements)` of each extent (one for a
+    /// tensor, one per storage block for a class), and whether the elements are
+    /// f32 (else bf16).
+    pub(crate) fn device_region(
+        &self,
+        region: crate::dist::Region,
+    ) -> Result<(Vec<(u64, usize)>, bool)> {
+        Ok(match region {
+            crate::dist::Region::Tensor(t) => (
+                vec![(self.ptr(t)?, self.metas[t.0].len)],
+                is_f32(self.class(t)),
+            ),
+            crate::dist::Region::Class(c) => (
+                self.roots
+                    .iter()
+                    .filter(|r| r.class == c)
+                    .map(|r| (r.ptr, r.bytes / elem_bytes(c)))
+                    .collect(),
+                is_f32(c),
+            ),
+        })
+    }
 }
 
 fn alignment(ptr: u64) -> u32 {
