@@ -29,8 +29,16 @@ pub mod heads;
 pub mod ipa;
 pub mod module;
 pub mod nn;
+pub mod objective;
+pub mod renaming;
 pub mod rigid;
 pub mod torsion;
+pub mod violation;
+
+pub use objective::{
+    HostDims, HostGrads, HostInputs, HostOutputs, LossTerms, LossWeights, host_forward,
+    host_forward_backward, host_param_init, host_param_layout,
+};
 
 #[cfg(test)]
 pub(crate) mod fd {
