@@ -3,9 +3,9 @@
 //! arena's memory, and optionally a per-op profile with FLOP/s and GB/s.
 
 use crate::EvoformerBlock;
-use crate::backend::cuda::CudaBackend;
+use crate::backend::cuda::{AttentionKernels, CudaBackend};
 use crate::backend::profile::{OpStats, Profiled};
-use crate::backend::{Backend, Class, TensorId, mix64};
+use crate::backend::{AttnShape, Backend, Class, TensorId, mix64};
 use crate::config::BlockConfig;
 use crate::error::{Result, TrainerError};
 use crate::layers::ParamTable;
@@ -35,8 +35,37 @@ pub struct BenchReport {
     pub device: String,
     /// Timed iterations per figure.
     pub iters: usize,
+    /// The attention kernels the blocks ran with (`SCALEFOLD_ATTENTION_KERNELS`).
+    pub block_attention_kernels: String,
     /// One entry per block kind.
     pub results: Vec<BlockResult>,
+    /// The fused attention alone at the blocks' shapes, per kernel kind.
+    pub attention: Vec<AttentionResult>,
+}
+
+/// bf16 dense-GEMM rate measured on the H100 (cuBLASLt), the ceiling the
+/// attention's FLOP/s are compared with.
+pub const GEMM_CEILING_TFLOPS: f64 = 770.0;
+
+/// Timing of one fused attention shape with one kind of kernels.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AttentionResult {
+    /// Where the shape occurs ("msa_row", "msa_column", "triangle", "extra_msa_row").
+    pub site: String,
+    /// Batch, length, heads, head width.
+    pub shape: [usize; 4],
+    /// With the pair bias (and its gradient).
+    pub bias: bool,
+    /// "tensor_core" or "simt".
+    pub kernels: String,
+    /// Median ms of one forward.
+    pub fwd_ms: f64,
+    /// Median ms of one backward.
+    pub bwd_ms: f64,
+    /// Forward TFLOP/s counting `4 B H L^2 D` (q.k and p.v).
+    pub fwd_tflops: f64,
+    /// Backward TFLOP/s counting `10 B H L^2 D` (logits recomputed, dP, dV, dK, dQ).
+    pub bwd_tflops: f64,
 }
 
 /// Measures the Evoformer block and the extra-MSA block.
@@ -55,17 +84,114 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         device = d;
         results.push(r);
     }
+    let attention = attention_bench(opts)?;
     Ok(BenchReport {
         device,
         iters: opts.iters,
+        block_attention_kernels: kernels_name(AttentionKernels::from_env()?).into(),
         results,
+        attention,
     })
+}
+
+/// Times `attention_fwd` and `attention_bwd` alone at the shapes the two blocks
+/// use (all keys live under an all-ones key mask, as in the blocks), with the
+/// tensor-core kernels and with the CUDA-core ones.
+fn attention_bench(opts: &BenchOptions) -> Result<Vec<AttentionResult>> {
+    let sites = [
+        ("msa_row", opts.n_seq, opts.n_res, 8, 32, true),
+        ("msa_column", opts.n_res, opts.n_seq, 8, 32, false),
+        ("triangle", opts.n_res, opts.n_res, 4, 32, true),
+        ("extra_msa_row", opts.n_extra, opts.n_res, 8, 8, true),
+    ];
+    let mut out = vec![];
+    for (site, batch, len, heads, head_dim, with_bias) in sites {
+        let s = AttnShape {
+            batch,
+            len,
+            heads,
+            head_dim,
+        };
+        let mut gpu = CudaBackend::new(opts.device)?;
+        let (rows, w) = (s.rows(), s.width());
+        let qkvg = gpu.declare("qkvg", rows * 4 * w, Class::Activation);
+        let bias = gpu.declare("bias", heads * len * len, Class::Activation);
+        let mask = gpu.declare("key_mask", batch * len, Class::Stat);
+        let attn = gpu.declare("attn", rows * w, Class::Activation);
+        let o = gpu.declare("out", rows * w, Class::Activation);
+        let lse = gpu.declare("lse", batch * heads * len, Class::Stat);
+        let dout = gpu.declare("dout", rows * w, Class::Activation);
+        let dqkvg = gpu.declare("dqkvg", rows * 4 * w, Class::Activation);
+        let dbias = gpu.declare("dbias", heads * len * len, Class::Stat);
+        gpu.materialize()?;
+        for (k, t) in [qkvg, bias, dout].into_iter().enumerate() {
+            let v: Vec<f32> = (0..gpu.len(t))
+                .map(|i| (mix64(((k as u64) << 40) ^ i as u64) >> 40) as f32 / 4_194_304.0 - 2.0)
+                .collect();
+            gpu.write(t, &v)?;
+        }
+        gpu.fill(mask, 1.0)?;
+        gpu.fill(dbias, 0.0)?;
+        let b = with_bias.then_some(bias);
+        let db = with_bias.then_some(dbias);
+        let flops = (s.batch * s.heads * s.len * s.len * s.head_dim) as f64;
+        for kernels in [AttentionKernels::TensorCore, AttentionKernels::Simt] {
+            gpu.set_attention_kernels(kernels);
+            let fwd = |g: &mut CudaBackend| g.attention_fwd(s, qkvg, b, Some(mask), attn, o, lse);
+            let bwd = |g: &mut CudaBackend| {
+                g.attention_bwd(s, qkvg, b, Some(mask), attn, lse, dout, dqkvg, db)
+            };
+            let fwd_ms = time_per_call(opts.iters, &mut gpu, fwd)?;
+            let bwd_ms = time_per_call(opts.iters, &mut gpu, bwd)?;
+            out.push(AttentionResult {
+                site: site.into(),
+                shape: [batch, len, heads, head_dim],
+                bias: with_bias,
+                kernels: kernels_name(kernels).into(),
+                fwd_ms,
+                bwd_ms,
+                fwd_tflops: 4.0 * flops / fwd_ms / 1e9,
+                bwd_tflops: 10.0 * flops / bwd_ms / 1e9,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn kernels_name(k: AttentionKernels) -> &'static str {
+    match k {
+        AttentionKernels::TensorCore => "tensor_core",
+        AttentionKernels::Simt => "simt",
+    }
+}
+
+/// Median ms of one call of `f`, from `iters` timings of 10 back-to-back calls
+/// each (after 3 warm-up calls), so that launch gaps do not dominate.
+fn time_per_call(
+    iters: usize,
+    be: &mut CudaBackend,
+    mut f: impl FnMut(&mut CudaBackend) -> Result<()>,
+) -> Result<f64> {
+    const CALLS: usize = 10;
+    for _ in 0..3 {
+        f(be)?;
+    }
+    let ms = time_ms(iters.max(1), be, |g| {
+        for _ in 0..CALLS {
+            f(g)?;
+        }
+        Ok(())
+    })?;
+    Ok(ms / CALLS as f64)
 }
 
 impl BenchReport {
     /// A human-readable table.
     pub fn table(&self) -> String {
-        let mut out = format!("device: {}\n", self.device);
+        let mut out = format!(
+            "device: {}; block attention kernels: {}\n",
+            self.device, self.block_attention_kernels
+        );
         for r in &self.results {
             let c = &r.config;
             out += &format!(
@@ -99,6 +225,37 @@ impl BenchReport {
                         s.bytes / s.seconds / 1e9
                     );
                 }
+            }
+        }
+        if !self.attention.is_empty() {
+            out += &format!(
+                "fused attention alone (FLOP/s against the {GEMM_CEILING_TFLOPS} TFLOP/s bf16 GEMM ceiling):\n  {:<14} {:>22} {:>5} {:>12} {:>9} {:>8} {:>6} {:>9} {:>8} {:>6}\n",
+                "site",
+                "B x L x H x D",
+                "bias",
+                "kernels",
+                "fwd ms",
+                "TFLOP/s",
+                "%",
+                "bwd ms",
+                "TFLOP/s",
+                "%"
+            );
+            for a in &self.attention {
+                let [b, l, h, d] = a.shape;
+                out += &format!(
+                    "  {:<14} {:>22} {:>5} {:>12} {:>9.3} {:>8.1} {:>5.1}% {:>9.3} {:>8.1} {:>5.1}%\n",
+                    a.site,
+                    format!("{b} x {l} x {h} x {d}"),
+                    a.bias,
+                    a.kernels,
+                    a.fwd_ms,
+                    a.fwd_tflops,
+                    100.0 * a.fwd_tflops / GEMM_CEILING_TFLOPS,
+                    a.bwd_ms,
+                    a.bwd_tflops,
+                    100.0 * a.bwd_tflops / GEMM_CEILING_TFLOPS
+                );
             }
         }
         out

@@ -7,7 +7,7 @@
 
 use rand::{Rng, SeedableRng};
 use scalefold_trainer::backend::cpu::CpuBackend;
-use scalefold_trainer::backend::cuda::CudaBackend;
+use scalefold_trainer::backend::cuda::{AttentionKernels, CudaBackend};
 use scalefold_trainer::backend::{
     Activation, AttnShape, Backend, Class, Dropout, Gemm, MatRef, SharedAxis, TensorId, View,
 };
@@ -180,17 +180,38 @@ impl Pair {
 /// One attention forward + backward on both backends. With `masked`, a random
 /// quarter of the keys is masked and batch entry 0 has every key masked.
 fn attention_case_masked(p: &mut Pair, s: AttnShape, with_bias: bool, masked: bool) {
-    println!("attention {s:?} bias={with_bias} masked={masked}");
+    attention_case_with(p, s, with_bias, masked, AttentionKernels::TensorCore, 0);
+}
+
+/// [`attention_case_masked`] on chosen GPU kernels, with every tensor a view
+/// starting `offset` elements into a larger one (an offset that breaks 16-byte
+/// alignment sends the tensor-core choice to its CUDA-core fallback). The GPU
+/// runs twice; outputs other than the atomically summed bias gradient must
+/// agree bit for bit (a race would show as a moving result).
+fn attention_case_with(
+    p: &mut Pair,
+    s: AttnShape,
+    with_bias: bool,
+    masked: bool,
+    kernels: AttentionKernels,
+    offset: usize,
+) {
+    println!("attention {s:?} bias={with_bias} masked={masked} {kernels:?} offset={offset}");
+    p.gpu.set_attention_kernels(kernels);
     let (rows, w, l, h) = (s.rows(), s.width(), s.len, s.heads);
-    let qkvg = p.declare("qkvg", rows * 4 * w, Class::Activation);
-    let bias = p.declare("bias", h * l * l, Class::Activation);
-    let attn = p.declare("attn", rows * w, Class::Activation);
-    let out = p.declare("out", rows * w, Class::Activation);
-    let lse = p.declare("lse", s.batch * h * l, Class::Stat);
-    let dout = p.declare("dout", rows * w, Class::Activation);
-    let dq = p.declare("dqkvg", rows * 4 * w, Class::Activation);
-    let db = p.declare("dbias", h * l * l, Class::Stat);
-    let mask = p.declare("key_mask", s.batch * l, Class::Stat);
+    let tensor = |p: &mut Pair, name: &str, n: usize, class: Class| {
+        let t = p.declare(name, n + offset, class);
+        if offset == 0 { t } else { p.view(t, offset, n) }
+    };
+    let qkvg = tensor(p, "qkvg", rows * 4 * w, Class::Activation);
+    let bias = tensor(p, "bias", h * l * l, Class::Activation);
+    let attn = tensor(p, "attn", rows * w, Class::Activation);
+    let out = tensor(p, "out", rows * w, Class::Activation);
+    let lse = tensor(p, "lse", s.batch * h * l, Class::Stat);
+    let dout = tensor(p, "dout", rows * w, Class::Activation);
+    let dq = tensor(p, "dqkvg", rows * 4 * w, Class::Activation);
+    let db = tensor(p, "dbias", h * l * l, Class::Stat);
+    let mask = tensor(p, "key_mask", s.batch * l, Class::Stat);
     p.materialize();
     let km = masked.then(|| {
         let v: Vec<f32> = (0..s.batch * l)
@@ -206,28 +227,47 @@ fn attention_case_masked(p: &mut Pair, s: AttnShape, with_bias: bool, masked: bo
     p.random(qkvg, 2.0);
     p.random(bias, 2.0);
     p.random(dout, 1.0);
-    for t in [attn, out, lse, dq] {
-        p.poison(t);
-    }
-    p.zero(db);
     let b = with_bias.then_some(bias);
-    p.both(Op::Attn(s, qkvg, b, km, attn, out, lse));
-    p.compare("attention out", out);
-    p.compare("attention lse", lse);
-    p.both(Op::AttnBwd(
-        s,
-        qkvg,
-        b,
-        km,
-        attn,
-        lse,
-        dout,
-        dq,
-        with_bias.then_some(db),
-    ));
-    p.compare("attention d_qkvg", dq);
-    if with_bias {
-        p.compare("attention d_bias", db);
+    let fwd = Op::Attn(s, qkvg, b, km, attn, out, lse);
+    let bwd = Op::AttnBwd(s, qkvg, b, km, attn, lse, dout, dq, with_bias.then_some(db));
+    let mut first: Vec<Vec<f32>> = vec![];
+    for repeat in 0..2 {
+        for t in [attn, out, lse, dq] {
+            p.poison(t);
+        }
+        p.zero(db);
+        if repeat == 0 {
+            p.both(fwd);
+            p.compare("attention out", out);
+            p.compare("attention lse", lse);
+            p.both(bwd);
+            p.compare("attention d_qkvg", dq);
+            if with_bias {
+                p.compare("attention d_bias", db);
+            }
+        } else {
+            run(&mut p.gpu, fwd);
+            run(&mut p.gpu, bwd);
+        }
+        let now: Vec<Vec<f32>> = [attn, out, lse, dq]
+            .iter()
+            .map(|&t| p.gpu.read(t).unwrap())
+            .collect();
+        if repeat == 0 {
+            first = now;
+        } else {
+            for ((name, a), b) in ["attn", "out", "lse", "d_qkvg"]
+                .iter()
+                .zip(&first)
+                .zip(&now)
+            {
+                let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(
+                    same,
+                    "attention {name} differs between two identical GPU runs"
+                );
+            }
+        }
     }
 }
 
@@ -271,6 +311,36 @@ fn gpu_masked_attention_matches_cpu() {
         ),
     ] {
         attention_case_masked(&mut Pair::new(seed), s, bias, true);
+    }
+}
+
+/// Cases the tensor-core kernels add or must hand over: a bias gradient longer
+/// than the CUDA-core kernels allow (L = 320), large batches whose bias
+/// gradient one CTA sums over several batch entries, the CUDA-core kernels
+/// chosen explicitly, and views that are (16-byte) or are not aligned.
+#[test]
+#[ignore]
+fn gpu_tensor_core_attention_edges_match_cpu() {
+    let shape = |batch, len, heads, head_dim| AttnShape {
+        batch,
+        len,
+        heads,
+        head_dim,
+    };
+    let (tc, simt) = (AttentionKernels::TensorCore, AttentionKernels::Simt);
+    let cases = [
+        (41, shape(2, 320, 2, 32), true, true, tc, 0),
+        (42, shape(1100, 40, 1, 8), true, true, tc, 0),
+        (43, shape(600, 24, 2, 16), true, false, tc, 0),
+        (44, shape(300, 100, 1, 32), true, true, tc, 0),
+        (45, shape(3, 37, 2, 8), true, true, simt, 0),
+        (46, shape(5, 70, 3, 32), true, true, simt, 0),
+        (47, shape(3, 70, 2, 32), true, true, tc, 8),
+        (48, shape(3, 70, 2, 16), true, true, tc, 1),
+        (49, shape(4, 64, 2, 32), false, false, tc, 0),
+    ];
+    for (seed, s, bias, masked, kernels, offset) in cases {
+        attention_case_with(&mut Pair::new(seed), s, bias, masked, kernels, offset);
     }
 }
 

@@ -30,11 +30,12 @@ use std::sync::Arc;
 /// blocks: 256 bytes of bf16, 512 of f32.
 const PARAM_ALIGN: usize = 128;
 
-const KERNEL_SOURCES: [&str; 5] = [
+const KERNEL_SOURCES: [&str; 6] = [
     include_str!("../../kernels/common.cuh"),
     include_str!("../../kernels/elementwise.cu"),
     include_str!("../../kernels/layernorm.cu"),
     include_str!("../../kernels/attention.cu"),
+    include_str!("../../kernels/attention_tc.cu"),
     include_str!("../../kernels/optim.cu"),
 ];
 
@@ -73,7 +74,54 @@ const KERNEL_NAMES: &[&str] = &[
     "attn_fwd_d32",
     "attn_bwd_q_d32",
     "attn_bwd_kv_d32",
+    "attn_tc_fwd_d8",
+    "attn_tc_bwd_q_d8",
+    "attn_tc_bwd_kv_d8",
+    "attn_tc_fwd_d16",
+    "attn_tc_bwd_q_d16",
+    "attn_tc_bwd_kv_d16",
+    "attn_tc_fwd_d32",
+    "attn_tc_bwd_q_d32",
+    "attn_tc_bwd_kv_d32",
 ];
+
+/// The tensor-core attention backward for queries (dq, dg, dbias) per head
+/// width: it takes dynamic shared memory for its bias-gradient accumulator.
+const ATTN_TC_BWD_Q: [&str; 3] = ["attn_tc_bwd_q_d8", "attn_tc_bwd_q_d16", "attn_tc_bwd_q_d32"];
+/// Rows (queries or keys) one CTA of the tensor-core attention kernels owns,
+/// and the tile they walk the other axis in (`TC_ROWS`, `TC_TILE` in the source).
+const ATTN_TC_ROWS: usize = 64;
+
+/// Which attention kernels [`CudaBackend`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionKernels {
+    /// Tensor cores (`kernels/attention_tc.cu`: mma.sync bf16, f32 accumulation,
+    /// FlashAttention-2 style), the default. Falls back to
+    /// [`AttentionKernels::Simt`] for a call it does not cover: operands not
+    /// aligned for paired (4-byte) or 16-byte access, or a bias gradient whose
+    /// per-CTA shared-memory accumulator (`64 x L` f32) does not fit.
+    TensorCore,
+    /// One thread per query or key on the CUDA cores (`kernels/attention.cu`).
+    Simt,
+}
+
+/// Environment variable that picks the attention kernels of a new backend:
+/// `tensor_core` (the default when unset) or `simt`.
+pub const ATTENTION_KERNELS_ENV: &str = "SCALEFOLD_ATTENTION_KERNELS";
+
+impl AttentionKernels {
+    /// The choice named by [`ATTENTION_KERNELS_ENV`] (tensor cores when unset).
+    pub fn from_env() -> Result<Self> {
+        match std::env::var(ATTENTION_KERNELS_ENV).as_deref() {
+            Err(_) | Ok("tensor_core") => Ok(Self::TensorCore),
+            Ok("simt") => Ok(Self::Simt),
+            Ok(other) => Err(TrainerError::Config {
+                field: ATTENTION_KERNELS_ENV,
+                detail: format!("`{other}`; expected `tensor_core` or `simt`"),
+            }),
+        }
+    }
+}
 
 /// Head widths the attention kernels are instantiated for.
 pub const ATTENTION_HEAD_DIMS: [usize; 3] = [8, 16, 32];
@@ -162,6 +210,9 @@ pub struct CudaBackend {
     gemms: HashMap<GemmKey, GemmPlan>,
     device: String,
     sm_count: u32,
+    attention_kernels: AttentionKernels,
+    /// Largest dynamic shared memory (bytes) each `ATTN_TC_BWD_Q` kernel was opened up to.
+    attn_tc_dyn_smem: [usize; 3],
 }
 
 fn arch_name(cc: (i32, i32)) -> Result<&'static str> {
@@ -274,6 +325,29 @@ impl CudaBackend {
                     .map_err(cuda_err(format!("loading kernel {name}")))?,
             );
         }
+        let smem_optin = ctx
+            .attribute(
+                dsys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+            )
+            .map_err(cuda_err("reading the shared-memory limit"))?
+            .max(0) as usize;
+        let mut attn_tc_dyn_smem = [0usize; 3];
+        for (slot, name) in attn_tc_dyn_smem.iter_mut().zip(ATTN_TC_BWD_Q) {
+            let f = &funcs[name];
+            let fixed = f
+                .get_attribute(dsys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
+                .map_err(cuda_err(format!("reading the shared memory of {name}")))?
+                .max(0) as usize;
+            let dynamic = smem_optin.saturating_sub(fixed);
+            f.set_attribute(
+                dsys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                dynamic as i32,
+            )
+            .map_err(cuda_err(format!(
+                "raising the shared-memory limit of {name}"
+            )))?;
+            *slot = dynamic;
+        }
         let lt = lt::create_handle().map_err(lt_err("creating the cuBLASLt handle"))?;
         ctx.bind_to_thread()
             .map_err(cuda_err("binding the context"))?;
@@ -292,12 +366,25 @@ impl CudaBackend {
             gemms: HashMap::new(),
             device,
             sm_count,
+            attention_kernels: AttentionKernels::from_env()?,
+            attn_tc_dyn_smem,
         })
     }
 
     /// The device's name, e.g. "NVIDIA H100 80GB HBM3".
     pub fn device_name(&self) -> &str {
         &self.device
+    }
+
+    /// Chooses the attention kernels (tensor cores by default); for comparisons
+    /// in tests and benchmarks. Both compute the same function.
+    pub fn set_attention_kernels(&mut self, k: AttentionKernels) {
+        self.attention_kernels = k;
+    }
+
+    /// The attention kernels in use.
+    pub fn attention_kernels(&self) -> AttentionKernels {
+        self.attention_kernels
     }
 
     /// The stream every op is queued on.
@@ -408,6 +495,18 @@ impl CudaBackend {
         block: (u32, u32, u32),
         args: &[KArg],
     ) -> Result<()> {
+        self.launch_smem(name, grid, block, 0, args)
+    }
+
+    /// [`Self::launch`] with `shared_mem_bytes` of dynamic shared memory.
+    fn launch_smem(
+        &self,
+        name: &'static str,
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+        shared_mem_bytes: u32,
+        args: &[KArg],
+    ) -> Result<()> {
         let f = self.funcs.get(name).ok_or_else(|| TrainerError::Cuda {
             context: "launching".into(),
             detail: format!("kernel {name} not loaded"),
@@ -424,7 +523,7 @@ impl CudaBackend {
         let cfg = LaunchConfig {
             grid_dim: grid,
             block_dim: block,
-            shared_mem_bytes: 0,
+            shared_mem_bytes,
         };
         // SAFETY: every kernel's parameter list matches `args` (pointers as u64,
         // `long` as i64, `int` as i32, `float` as f32), and every pointer is a live
@@ -582,6 +681,57 @@ impl CudaBackend {
                 is_f32(c),
             ),
         })
+    }
+}
+
+/// Attention kernels per head width (the order of [`ATTENTION_HEAD_DIMS`]):
+/// forward, backward dq/dg/dbias, backward dk/dv.
+const ATTN_SIMT: [[&str; 3]; 3] = [
+    ["attn_fwd_d8", "attn_bwd_q_d8", "attn_bwd_kv_d8"],
+    ["attn_fwd_d16", "attn_bwd_q_d16", "attn_bwd_kv_d16"],
+    ["attn_fwd_d32", "attn_bwd_q_d32", "attn_bwd_kv_d32"],
+];
+/// The tensor-core versions of [`ATTN_SIMT`].
+const ATTN_TC: [[&str; 3]; 3] = [
+    ["attn_tc_fwd_d8", ATTN_TC_BWD_Q[0], "attn_tc_bwd_kv_d8"],
+    ["attn_tc_fwd_d16", ATTN_TC_BWD_Q[1], "attn_tc_bwd_kv_d16"],
+    ["attn_tc_fwd_d32", ATTN_TC_BWD_Q[2], "attn_tc_bwd_kv_d32"],
+];
+
+/// Index of the attention's head width in [`ATTENTION_HEAD_DIMS`].
+fn attention_width_index(op: &'static str, s: AttnShape) -> Result<usize> {
+    ATTENTION_HEAD_DIMS
+        .iter()
+        .position(|&d| d == s.head_dim)
+        .ok_or_else(|| TrainerError::Shape {
+            op,
+            detail: format!(
+                "head width {}; kernels exist for {ATTENTION_HEAD_DIMS:?}",
+                s.head_dim
+            ),
+        })
+}
+
+impl CudaBackend {
+    /// Whether the tensor-core attention kernels take a call: they are chosen,
+    /// the packed q|k|v|g tensors sit on 16-byte boundaries (rows are staged
+    /// with 16-byte loads) and the others (attn, out, dout, bias) on 4-byte
+    /// boundaries (read and written as bf16 pairs).
+    fn attention_tc_aligned(&self, packed: &[TensorId], paired: &[TensorId]) -> Result<bool> {
+        if self.attention_kernels != AttentionKernels::TensorCore {
+            return Ok(false);
+        }
+        for &t in packed {
+            if !self.ptr(t)?.is_multiple_of(16) {
+                return Ok(false);
+            }
+        }
+        for &t in paired {
+            if !self.ptr(t)?.is_multiple_of(4) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 }
 
@@ -1193,17 +1343,7 @@ impl Backend for CudaBackend {
         out: TensorId,
         lse: TensorId,
     ) -> Result<()> {
-        let name = match s.head_dim {
-            8 => "attn_fwd_d8",
-            16 => "attn_fwd_d16",
-            32 => "attn_fwd_d32",
-            d => {
-                return Err(TrainerError::Shape {
-                    op: "attention_fwd",
-                    detail: format!("head width {d}; kernels exist for {ATTENTION_HEAD_DIMS:?}"),
-                });
-            }
-        };
+        let k = attention_width_index("attention_fwd", s)?;
         let w = s.width();
         for (t, n, f) in [
             (qkvg, s.rows() * 4 * w, false),
@@ -1219,6 +1359,9 @@ impl Backend for CudaBackend {
             self.need_f32("attention_fwd(bias)", b, false)?;
         }
         let mask_ptr = self.key_mask_ptr("attention_fwd(key_mask)", key_mask, s)?;
+        if s.batch == 0 || s.len == 0 {
+            return Ok(());
+        }
         let a = [
             KArg::Ptr(self.ptr(qkvg)?),
             KArg::Ptr(bias.map(|b| self.ptr(b)).transpose()?.unwrap_or(0)),
@@ -1230,12 +1373,17 @@ impl Backend for CudaBackend {
             KArg::I32(s.heads as i32),
             KArg::F32(1.0 / (s.head_dim as f32).sqrt()),
         ];
-        self.launch(
-            name,
-            (s.len.div_ceil(64) as u32, s.heads as u32, s.batch as u32),
-            (64, 1, 1),
-            &a,
-        )
+        let grid = (
+            s.len.div_ceil(ATTN_TC_ROWS) as u32,
+            s.heads as u32,
+            s.batch as u32,
+        );
+        let paired: Vec<TensorId> = [attn, out].into_iter().chain(bias).collect();
+        if self.attention_tc_aligned(&[qkvg], &paired)? {
+            self.launch(ATTN_TC[k][0], grid, (128, 1, 1), &a)
+        } else {
+            self.launch(ATTN_SIMT[k][0], grid, (64, 1, 1), &a)
+        }
     }
 
     fn attention_bwd(
@@ -1250,27 +1398,7 @@ impl Backend for CudaBackend {
         dqkvg: TensorId,
         dbias: Option<TensorId>,
     ) -> Result<()> {
-        let (nq, nkv) = match s.head_dim {
-            8 => ("attn_bwd_q_d8", "attn_bwd_kv_d8"),
-            16 => ("attn_bwd_q_d16", "attn_bwd_kv_d16"),
-            32 => ("attn_bwd_q_d32", "attn_bwd_kv_d32"),
-            d => {
-                return Err(TrainerError::Shape {
-                    op: "attention_bwd",
-                    detail: format!("head width {d}; kernels exist for {ATTENTION_HEAD_DIMS:?}"),
-                });
-            }
-        };
-        ensure(
-            dbias.is_none() || s.len <= ATTENTION_BIAS_MAX_LEN,
-            "attention_bwd",
-            || {
-                format!(
-                    "length {} with a bias gradient; at most {ATTENTION_BIAS_MAX_LEN}",
-                    s.len
-                )
-            },
-        )?;
+        let k = attention_width_index("attention_bwd", s)?;
         let w = s.width();
         for (t, n, f) in [
             (qkvg, s.rows() * 4 * w, false),
@@ -1288,8 +1416,34 @@ impl Backend for CudaBackend {
         }
         let bias_ptr = bias.map(|b| self.ptr(b)).transpose()?.unwrap_or(0);
         let mask_ptr = self.key_mask_ptr("attention_bwd(key_mask)", key_mask, s)?;
+        // The tensor-core dq kernel sums the bias gradient of its 64 queries over
+        // its batch entries in shared memory: [64][round_up(L, 64) + 8] f32.
+        let dbs_stride = s.len.next_multiple_of(ATTN_TC_ROWS) + 8;
+        let dbs_bytes = if dbias.is_some() {
+            ATTN_TC_ROWS * dbs_stride * 4
+        } else {
+            0
+        };
+        let paired: Vec<TensorId> = [attn, dout].into_iter().chain(bias).collect();
+        let tc = self.attention_tc_aligned(&[qkvg, dqkvg], &paired)?
+            && dbs_bytes <= self.attn_tc_dyn_smem[k];
+        if !tc {
+            ensure(
+                dbias.is_none() || s.len <= ATTENTION_BIAS_MAX_LEN,
+                "attention_bwd",
+                || {
+                    format!(
+                        "length {} with a bias gradient on the CUDA-core kernels; at most {ATTENTION_BIAS_MAX_LEN}",
+                        s.len
+                    )
+                },
+            )?;
+        }
+        if s.batch == 0 || s.len == 0 {
+            return Ok(());
+        }
         let scale = 1.0 / (s.head_dim as f32).sqrt();
-        let common = |me: &Self| -> Result<[KArg; 6]> {
+        let common = |me: &Self| -> Result<[KArg; 7]> {
             Ok([
                 KArg::Ptr(me.ptr(qkvg)?),
                 KArg::Ptr(bias_ptr),
@@ -1297,38 +1451,65 @@ impl Backend for CudaBackend {
                 KArg::Ptr(me.ptr(attn)?),
                 KArg::Ptr(me.ptr(lse)?),
                 KArg::Ptr(me.ptr(dout)?),
+                KArg::Ptr(me.ptr(dqkvg)?),
             ])
         };
+        let dbias_ptr = dbias.map(|b| self.ptr(b)).transpose()?.unwrap_or(0);
+        let tiles = s.len.div_ceil(ATTN_TC_ROWS) as u32;
         let mut a: Vec<KArg> = common(self)?.into_iter().collect();
         a.extend([
-            KArg::Ptr(self.ptr(dqkvg)?),
-            KArg::Ptr(dbias.map(|b| self.ptr(b)).transpose()?.unwrap_or(0)),
+            KArg::Ptr(dbias_ptr),
             KArg::I32(s.batch as i32),
             KArg::I32(s.len as i32),
             KArg::I32(s.heads as i32),
             KArg::F32(scale),
         ]);
-        self.launch(
-            nq,
-            (
-                s.len.div_ceil(32) as u32,
-                s.heads as u32,
-                s.batch.div_ceil(16) as u32,
-            ),
-            (128, 1, 1),
-            &a,
-        )?;
+        if tc {
+            // Batch entries per dq CTA: 1 without a bias gradient; with one, enough
+            // that the shared-memory sums save global atomics, few enough that the
+            // grid still holds about 4 CTAs per SM.
+            let group = if dbias.is_some() {
+                let per_batch = tiles as usize * s.heads;
+                let wanted = (4 * self.sm_count as usize).div_ceil(per_batch);
+                s.batch.div_ceil(wanted).max(1)
+            } else {
+                1
+            };
+            a.extend([KArg::I32(group as i32), KArg::I32(dbs_stride as i32)]);
+            self.launch_smem(
+                ATTN_TC[k][1],
+                (tiles, s.heads as u32, s.batch.div_ceil(group) as u32),
+                (128, 1, 1),
+                dbs_bytes as u32,
+                &a,
+            )?;
+        } else {
+            self.launch(
+                ATTN_SIMT[k][1],
+                (
+                    s.len.div_ceil(32) as u32,
+                    s.heads as u32,
+                    s.batch.div_ceil(16) as u32,
+                ),
+                (128, 1, 1),
+                &a,
+            )?;
+        }
         let mut a: Vec<KArg> = common(self)?.into_iter().collect();
         a.extend([
-            KArg::Ptr(self.ptr(dqkvg)?),
             KArg::I32(s.len as i32),
             KArg::I32(s.heads as i32),
             KArg::F32(scale),
         ]);
+        let (name, threads) = if tc {
+            (ATTN_TC[k][2], 128)
+        } else {
+            (ATTN_SIMT[k][2], 64)
+        };
         self.launch(
-            nkv,
-            (s.len.div_ceil(64) as u32, s.heads as u32, s.batch as u32),
-            (64, 1, 1),
+            name,
+            (tiles, s.heads as u32, s.batch as u32),
+            (threads, 1, 1),
             &a,
         )
     }
