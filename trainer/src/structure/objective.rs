@@ -41,7 +41,9 @@
 //! multiplied by `sqrt(crop length)` (the supplement has no such factor).
 
 use super::allatom::{Atom14, GroupFrames, atom14_exists};
-use super::fape::{FapeConfig, FapeInput, backbone_fape, backbone_fape_backward, fape, fape_backward};
+use super::fape::{
+    FapeConfig, FapeInput, backbone_fape, backbone_fape_backward, fape, fape_backward,
+};
 use super::heads::{
     DistogramBins, DistogramHead, PlddtHead, distogram_loss, experimentally_resolved_loss,
     masked_msa_loss, plddt_loss,
@@ -415,7 +417,12 @@ fn relu_init(d: &Dense) -> Init {
 
 fn push_norm<'a>(out: &mut Vec<Entry<'a>>, name: &str, n: &'a mut LayerNorm) {
     let LayerNorm { scale, offset } = n;
-    out.push((format!("{name}.scale"), vec![scale.len()], Init::Ones, scale));
+    out.push((
+        format!("{name}.scale"),
+        vec![scale.len()],
+        Init::Ones,
+        scale,
+    ));
     out.push((
         format!("{name}.offset"),
         vec![offset.len()],
@@ -588,7 +595,7 @@ impl HostParams {
     }
 
     /// Every tensor as f32, layout order.
-    fn to_f32(&mut self) -> Vec<Vec<f32>> {
+    fn flatten_f32(&mut self) -> Vec<Vec<f32>> {
         self.entries()
             .into_iter()
             .map(|(_, _, _, t)| t.iter().map(|&x| x as f32).collect())
@@ -628,7 +635,7 @@ pub fn host_param_init(d: &HostDims, seed: u64) -> Vec<Vec<f32>> {
             }
         }
     }
-    p.to_f32()
+    p.flatten_f32()
 }
 
 /// A standard normal sample truncated to [-2, 2] (Box–Muller, rejection).
@@ -699,7 +706,7 @@ fn check_inputs(d: &HostDims, x: &Inputs64) -> Result<(usize, usize)> {
     check("single", x.single.len(), n * d.c_s, "N × c_s")?;
     check("pair", x.pair.len(), n * n * d.c_z, "N × N × c_z")?;
     let row = n * d.c_m;
-    if x.msa.is_empty() || x.msa.len() % row != 0 {
+    if x.msa.is_empty() || !x.msa.len().is_multiple_of(row) {
         return Err(shape_error(
             "msa",
             x.msa.len(),
@@ -717,14 +724,24 @@ fn check_inputs(d: &HostDims, x: &Inputs64) -> Result<(usize, usize)> {
             ATOM37 * 3,
             "N × 37 × 3",
         ),
-        ("sample.all_atom_mask", s.all_atom_mask.len(), ATOM37, "N × 37"),
+        (
+            "sample.all_atom_mask",
+            s.all_atom_mask.len(),
+            ATOM37,
+            "N × 37",
+        ),
         (
             "sample.atom37_atom_exists",
             s.atom37_atom_exists.len(),
             ATOM37,
             "N × 37",
         ),
-        ("sample.atom14_gt_exists", s.atom14_gt_exists.len(), 14, "N × 14"),
+        (
+            "sample.atom14_gt_exists",
+            s.atom14_gt_exists.len(),
+            14,
+            "N × 14",
+        ),
         (
             "sample.atom14_gt_positions",
             s.atom14_gt_positions.len(),
@@ -1009,7 +1026,13 @@ fn renamed_truth(out: &StructureOutput, t: &Truth) -> Result<SidechainTruth> {
             })
             .collect(),
         positions: (0..n)
-            .flat_map(|i| if pick(i) { t.alt_atom14[i] } else { t.atom14[i] })
+            .flat_map(|i| {
+                if pick(i) {
+                    t.alt_atom14[i]
+                } else {
+                    t.atom14[i]
+                }
+            })
             .collect(),
         position_mask: (0..n)
             .flat_map(|i| {
@@ -1046,7 +1069,6 @@ fn add_into(a: &mut [f64], b: &[f64]) {
     a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
 }
 
-
 fn scaled(x: &[f64], factor: f64) -> Vec<f64> {
     x.iter().map(|v| v * factor).collect()
 }
@@ -1059,6 +1081,9 @@ struct Inputs64<'a> {
     sample: &'a Sample,
     recycle: &'a RecycleFeatures,
     clamp_backbone_fape: bool,
+    /// As AF2 (true) except in gradient checks, where finite differences of
+    /// the plain forward see the rotations' effect between layers.
+    stop_rotation_gradient: bool,
 }
 
 /// Gradients in f64, parameters as a [`HostParams`].
@@ -1087,6 +1112,7 @@ fn evaluate(
         sample: x.sample,
         recycle: x.recycle,
         clamp_backbone_fape: x.clamp_backbone_fape,
+        stop_rotation_gradient: true,
     };
     let (out, grads) = evaluate_f64(d, w, &p, &inputs, want_grad)?;
     Ok((
@@ -1095,7 +1121,7 @@ fn evaluate(
             single: to_f32(&g.single),
             pair: to_f32(&g.pair),
             msa: to_f32(&g.msa),
-            params: g.params.to_f32(),
+            params: g.params.flatten_f32(),
         }),
     ))
 }
@@ -1114,7 +1140,10 @@ fn evaluate_f64(
     let (single, pair, msa) = (x.single, x.pair, x.msa);
     let aatype = &x.sample.aatype;
     let module = StructureModule {
-        dims: d.structure(),
+        dims: StructureDims {
+            stop_rotation_gradient: x.stop_rotation_gradient,
+            ..d.structure()
+        },
         params: p.structure.clone(),
     };
     let input = StructureInput {
@@ -1137,9 +1166,12 @@ fn evaluate_f64(
         ..FapeConfig::BACKBONE
     };
     for f in &out.frames {
-        terms.fape +=
-            backbone_fape(f, &truth.backbone_frames, &truth.backbone_mask, &backbone_cfg)?
-                / layers;
+        terms.fape += backbone_fape(
+            f,
+            &truth.backbone_frames,
+            &truth.backbone_mask,
+            &backbone_cfg,
+        )? / layers;
     }
     // Side-chain FAPE against the renamed truth.
     let sidechain = renamed_truth(&out, &truth)?;
@@ -1155,11 +1187,8 @@ fn evaluate_f64(
     };
     terms.sidechain_fape = fape(&sidechain_input, &FapeConfig::SIDECHAIN)?;
     // Torsions.
-    let (chi, angle_norm, g_angles) = torsion_terms(
-        &out,
-        &truth,
-        want_grad.then_some((w.torsion, w.angle_norm)),
-    )?;
+    let (chi, angle_norm, g_angles) =
+        torsion_terms(&out, &truth, want_grad.then_some((w.torsion, w.angle_norm)))?;
     terms.torsion = chi;
     terms.angle_norm = angle_norm;
     // Distogram.

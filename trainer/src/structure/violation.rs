@@ -312,8 +312,8 @@ fn clashes(input: &ViolationInput, cfg: &ViolationConfig, per_atom: f64, grad: &
                         continue;
                     }
                     let w = e[i][a] * e[j][b];
-                    let bound = f64::from(radius[ri][a]) + f64::from(radius[rj][b])
-                        - cfg.overlap_tolerance;
+                    let bound =
+                        f64::from(radius[ri][a]) + f64::from(radius[rj][b]) - cfg.overlap_tolerance;
                     total += w * distance_penalty(
                         x,
                         (i, a),
