@@ -13,6 +13,32 @@
 //! them, and that setup must not happen inside a capture. A captured graph
 //! must be dropped before its group.
 //!
+//! One thread per GPU in one process:
+//!
+//! ```no_run
+//! use scalefold_trainer::backend::cuda::CudaBackend;
+//! use scalefold_trainer::dist::NcclGroup;
+//!
+//! let world = 2;
+//! let id = NcclGroup::unique_id()?;
+//! let ranks: Vec<_> = (0..world)
+//!     .map(|rank| {
+//!         let id = id.clone();
+//!         std::thread::spawn(move || -> scalefold_trainer::Result<()> {
+//!             let mut be = CudaBackend::new(rank)?;
+//!             let comm = NcclGroup::from_id(&id, rank, world, &be)?;
+//!             // declare, materialize, then run steps that call comm's collectives
+//!             # let _ = (&mut be, comm);
+//!             Ok(())
+//!         })
+//!     })
+//!     .collect();
+//! for r in ranks {
+//!     r.join().expect("a rank panicked")?;
+//! }
+//! # Ok::<(), scalefold_trainer::TrainerError>(())
+//! ```
+//!
 //! The all-to-all is one NCCL group of `world` sends and `world` receives
 //! (including to and from this rank itself); the all-gather and the all-reduce
 //! are NCCL's own collectives. Tensors are moved in their element type on the
