@@ -44,6 +44,27 @@ pub enum TrainerError {
     /// A collective operation failed or was called with inconsistent arguments.
     #[error("communicator error: {0}")]
     Comm(String),
+    /// A training config (preset, file or `--set` override) is malformed.
+    #[error("config {file}: {}{detail}", if key.is_empty() { String::new() } else { format!("key `{key}`: ") })]
+    ConfigFile {
+        /// The preset name or file path.
+        file: String,
+        /// The dotted key path (empty for the whole document).
+        key: String,
+        /// What was found and what was expected.
+        detail: String,
+    },
+    /// A checkpoint could not be written, read or applied.
+    #[error("checkpoint {path}: {detail}")]
+    Checkpoint {
+        /// The checkpoint folder or file.
+        path: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The training or validation data could not be opened or streamed.
+    #[error("data: {0}")]
+    Data(String),
 }
 
 /// Shorthand result type of this crate.
