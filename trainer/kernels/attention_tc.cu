@@ -30,6 +30,10 @@
 #define TC_TILE 64               // keys (forward, dq) or queries (dk/dv) per staged tile
 #define TC_NT (TC_TILE / 8)      // n-tiles of 8 columns in one staged tile
 #define TC_TS (TC_TILE + 8)      // row stride (elements) of a column tile [d][TC_TILE]
+#define TC_BS (TC_TILE + 8)      // row stride (elements) of a staged bias tile [TC_ROWS][TC_TILE]
+#define TC_Q_SPLIT 2             // dq kernel: warps sharing one 16-query block, each taking part of every key tile
+#define TC_Q_WARPS (TC_WARPS * TC_Q_SPLIT)
+#define TC_Q_NT (TC_NT / TC_Q_SPLIT)  // dq kernel: n-tiles (8 keys each) per warp and key tile
 
 // Row stride (elements) of a row tile [TC_TILE][D]: 16-byte aligned rows whose
 // fragment reads (8 rows x 4 words) hit 32 distinct banks.
@@ -103,13 +107,14 @@ __device__ __forceinline__ void stage_tile(bf16* rows, bf16* cols, const bf16* s
     }
 }
 
-// acc[nt] += A (16 x D, fragments a) . rows^T for the TC_NT n-tiles of a row tile:
-// the [16, TC_TILE] product of this warp's rows with the tile's rows over d.
-template <int D>
-__device__ __forceinline__ void mma_rows_t(float (&acc)[TC_NT][4], const unsigned (&a)[(D + 15) / 16][4], const bf16* rows) {
+// acc[nt] += A (16 x D, fragments a) . rows^T for NT n-tiles of a row tile
+// starting at `rows`: the [16, 8 NT] product of this warp's rows with the
+// tile's rows over d.
+template <int D, int NT>
+__device__ __forceinline__ void mma_rows_t(float (&acc)[NT][4], const unsigned (&a)[(D + 15) / 16][4], const bf16* rows) {
     const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
 #pragma unroll
-    for (int nt = 0; nt < TC_NT; nt++) {
+    for (int nt = 0; nt < NT; nt++) {
 #pragma unroll
         for (int kk = 0; kk < (D + 15) / 16; kk++) {
             const bf16* p = rows + (nt * 8 + g) * TcRow<D>::stride + kk * 16 + 2 * t;
@@ -118,13 +123,14 @@ __device__ __forceinline__ void mma_rows_t(float (&acc)[TC_NT][4], const unsigne
     }
 }
 
-// acc[nd] += P (16 x TC_TILE, in C-fragment registers p) . cols^T: the
-// [16, D] product of per-tile weights with a column tile [D][TC_TS].
-template <int D>
-__device__ __forceinline__ void mma_weights(float (&acc)[D / 8][4], const float (&p)[TC_NT][4], const bf16* cols) {
+// acc[nd] += P (16 x 8 NT, in C-fragment registers p) . cols^T: the [16, D]
+// product of per-tile weights with the 8 NT columns of a column tile [D][TC_TS]
+// starting at `cols`.
+template <int D, int NT>
+__device__ __forceinline__ void mma_weights(float (&acc)[D / 8][4], const float (&p)[NT][4], const bf16* cols) {
     const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
 #pragma unroll
-    for (int kt = 0; kt < TC_TILE / 16; kt++) {
+    for (int kt = 0; kt < NT / 2; kt++) {
         const unsigned a[4] = {pack_bf16(p[2 * kt][0], p[2 * kt][1]), pack_bf16(p[2 * kt][2], p[2 * kt][3]),
                                pack_bf16(p[2 * kt + 1][0], p[2 * kt + 1][1]), pack_bf16(p[2 * kt + 1][2], p[2 * kt + 1][3])};
 #pragma unroll
@@ -148,13 +154,25 @@ __device__ __forceinline__ void stage_key_mask(float* keep, const float* mask, i
 __device__ __forceinline__ float bias_at(const bf16* bias, int h, int i, int j, int L) {
     return (i < L && j < L) ? __bfloat162float(bias[((long)h * L + i) * L + j]) : 0.0f;
 }
-// bias[h, i, j] and bias[h, i, j + 1] for an even j (zeros out of range): one
-// 4-byte load when L is even (then the pair is aligned and j + 1 < L).
-__device__ __forceinline__ float2 bias_pair(const bf16* bias, int h, int i, int j, int L) {
-    if (!bias || i >= L || j >= L) return make_float2(0.0f, 0.0f);
-    const bf16* p = bias + ((long)h * L + i) * L + j;
-    if ((L & 1) == 0) return unpack_bf16(ld_pair(p));
-    return make_float2(__bfloat162float(p[0]), j + 1 < L ? __bfloat162float(p[1]) : 0.0f);
+
+// Stages the bias block bias[h, i0 .. i0 + TC_ROWS, j0 .. j0 + TC_TILE] in shared
+// memory as dst[TC_ROWS][TC_BS] (zeros out of range), with coalesced 16-byte
+// loads when every row starts 16-byte aligned (L % 8 == 0, aligned base), else
+// element by element. Fragment reads of pairs dst[row][2t..] then hit 32 banks.
+__device__ __forceinline__ void stage_bias_tile(bf16* dst, const bf16* bias, int h, int i0, int j0, int L) {
+    if ((L & 7) == 0 && (reinterpret_cast<unsigned long long>(bias) & 15) == 0) {
+        for (int e = threadIdx.x; e < TC_ROWS * (TC_TILE / 8); e += blockDim.x) {
+            const int r = e / (TC_TILE / 8), c = (e % (TC_TILE / 8)) * 8, i = i0 + r, j = j0 + c;
+            const uint4 v = (i < L && j < L) ? *reinterpret_cast<const uint4*>(bias + ((long)h * L + i) * L + j)
+                                             : make_uint4(0u, 0u, 0u, 0u);
+            *reinterpret_cast<uint4*>(dst + r * TC_BS + c) = v;
+        }
+    } else {
+        for (int e = threadIdx.x; e < TC_ROWS * TC_TILE; e += blockDim.x) {
+            const int r = e / TC_TILE, c = e % TC_TILE;
+            dst[r * TC_BS + c] = __float2bfloat16(bias_at(bias, h, i0 + r, j0 + c, L));
+        }
+    }
 }
 
 // Forward: grid (ceil(L / 64), H, B), 128 threads. Each warp keeps its 16
@@ -166,9 +184,11 @@ __device__ void attn_tc_fwd(const bf16* __restrict__ qkvg, const bf16* __restric
     constexpr int KD = (D + 15) / 16, ND = D / 8;
     __shared__ __align__(16) bf16 ks[TC_TILE * TcRow<D>::stride];  // K tile [key][d]
     __shared__ __align__(16) bf16 vt[D * TC_TS];                   // V tile [d][key]
+    __shared__ __align__(16) bf16 bsm[TC_ROWS * TC_BS];           // bias tile [query][key]
     __shared__ float keep[TC_TILE];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int b = blockIdx.z, h = blockIdx.y, r0 = blockIdx.x * TC_ROWS + warp * 16;
+    const bf16* my_bias = bsm + (warp * 16 + g) * TC_BS + 2 * t;  // this thread's rows of the bias tile
     const long W = (long)H * D, RW = 4 * W;
     const bf16* base = qkvg + (long)b * L * RW;
     const int row[2] = {r0 + g, r0 + g + 8};
@@ -185,6 +205,7 @@ __device__ void attn_tc_fwd(const bf16* __restrict__ qkvg, const bf16* __restric
         stage_tile<D>(ks, nullptr, base + W + h * D, RW, j0, L);
         stage_tile<D>(nullptr, vt, base + 2 * W + h * D, RW, j0, L);
         stage_key_mask(keep, mask, b, j0, L);
+        if (bias) stage_bias_tile(bsm, bias, h, blockIdx.x * TC_ROWS, j0, L);
         __syncthreads();
 
         // Logits s = scale * q.k + bias (+ -inf for masked keys).
@@ -198,7 +219,7 @@ __device__ void attn_tc_fwd(const bf16* __restrict__ qkvg, const bf16* __restric
 #pragma unroll
             for (int r = 0; r < 2; r++) {
                 const int jj = nt * 8 + 2 * t;
-                const float2 bp = bias_pair(bias, h, row[r], j0 + jj, L);
+                const float2 bp = bias ? unpack_bf16(ld_pair(my_bias + r * 8 * TC_BS + nt * 8)) : make_float2(0.0f, 0.0f);
                 s[nt][2 * r] = s[nt][2 * r] * scale + keep[jj] + bp.x;
                 s[nt][2 * r + 1] = s[nt][2 * r + 1] * scale + keep[jj + 1] + bp.y;
                 mx[r] = fmaxf(mx[r], fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
@@ -250,10 +271,13 @@ __device__ void attn_tc_fwd(const bf16* __restrict__ qkvg, const bf16* __restric
 }
 
 // Backward, part 1: dq, dg and the bias gradient. Grid (ceil(L / 64), H,
-// ceil(B / group)), 128 threads; the CTA takes `group` batch entries in turn
+// ceil(B / group)), 256 threads; the CTA takes `group` batch entries in turn
 // for one block of 64 queries and one head, so that it can sum dbias over them
 // in shared memory (dynamic, [64][dbs_stride] f32; each element always belongs
 // to the same thread, so no atomics there) and add it to global memory once.
+// That accumulator leaves room for only two CTAs per SM, so each 16-query block
+// has two warps (TC_Q_SPLIT), each taking half of every key tile; their dq
+// halves meet in shared memory at the end of each batch entry.
 //
 // With dA = dout * sigmoid(g) and delta = dA . attn (per query), P recomputed
 // from lse: dP = dA V^T, dS = P * (dP - delta), dq = scale * dS K,
@@ -266,14 +290,19 @@ __device__ void attn_tc_bwd_q(const bf16* __restrict__ qkvg, const bf16* __restr
     __shared__ __align__(16) bf16 ks[TC_TILE * TcRow<D>::stride];  // K tile [key][d]
     __shared__ __align__(16) bf16 kt[D * TC_TS];                   // K tile [d][key]
     __shared__ __align__(16) bf16 vs[TC_TILE * TcRow<D>::stride];  // V tile [key][d]
+    __shared__ __align__(16) bf16 bsm[TC_ROWS * TC_BS];           // bias tile [query][key]
     __shared__ float keep[TC_TILE];
+    __shared__ float dq_half[TC_WARPS][ND * 4 * 32];  // dq of the second warp of each query block
     extern __shared__ __align__(16) float dbs[];  // [TC_ROWS][dbs_stride], only with dbias
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const int h = blockIdx.y, i0 = blockIdx.x * TC_ROWS, r0 = i0 + warp * 16;
+    // Query block rb (16 rows) and, within every key tile, keys kof .. kof + 8 TC_Q_NT.
+    const int rb = warp % TC_WARPS, part = warp / TC_WARPS, kof = part * 8 * TC_Q_NT;
+    const int h = blockIdx.y, i0 = blockIdx.x * TC_ROWS, r0 = i0 + rb * 16;
+    const bf16* my_bias = bsm + (rb * 16 + g) * TC_BS + kof + 2 * t;  // this thread's part of the bias tile
     const long W = (long)H * D, RW = 4 * W;
     const int row[2] = {r0 + g, r0 + g + 8};
-    // This thread's dbias elements: rows (warp * 16 + g, + 8), columns j0 + nt * 8 + 2t (+1).
-    float* my_dbs = dbs + (warp * 16 + g) * dbs_stride + 2 * t;
+    // This thread's dbias elements: rows (rb * 16 + g, + 8), columns j0 + kof + nt * 8 + 2t (+1).
+    float* my_dbs = dbs + (rb * 16 + g) * dbs_stride + kof + 2 * t;
 
     if (dbias) {
         for (int e = threadIdx.x; e < TC_ROWS * dbs_stride; e += blockDim.x) dbs[e] = 0.0f;
@@ -305,7 +334,7 @@ __device__ void attn_tc_bwd_q(const bf16* __restrict__ qkvg, const bf16* __restr
                 const float da0 = go.x * s0, da1 = go.y * s1;
                 delta[r] += da0 * a.x + da1 * a.y;
                 daf[kk][q] = pack_bf16(da0, da1);
-                st_pair(dbase + grow, go.x * a.x * s0 * (1.0f - s0), go.y * a.y * s1 * (1.0f - s1));
+                if (part == 0) st_pair(dbase + grow, go.x * a.x * s0 * (1.0f - s0), go.y * a.y * s1 * (1.0f - s1));
             }
         }
 #pragma unroll
@@ -323,21 +352,22 @@ __device__ void attn_tc_bwd_q(const bf16* __restrict__ qkvg, const bf16* __restr
             stage_tile<D>(ks, kt, base + W + h * D, RW, j0, L);
             stage_tile<D>(vs, nullptr, base + 2 * W + h * D, RW, j0, L);
             stage_key_mask(keep, mask, b, j0, L);
+            if (bias) stage_bias_tile(bsm, bias, h, i0, j0, L);
             __syncthreads();
 
-            float s[TC_NT][4], dp[TC_NT][4];
+            float s[TC_Q_NT][4], dp[TC_Q_NT][4];
 #pragma unroll
-            for (int nt = 0; nt < TC_NT; nt++)
+            for (int nt = 0; nt < TC_Q_NT; nt++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) s[nt][e] = dp[nt][e] = 0.0f;
-            mma_rows_t<D>(s, qf, ks);
-            mma_rows_t<D>(dp, daf, vs);
+            mma_rows_t<D>(s, qf, ks + kof * TcRow<D>::stride);
+            mma_rows_t<D>(dp, daf, vs + kof * TcRow<D>::stride);
 #pragma unroll
-            for (int nt = 0; nt < TC_NT; nt++) {
+            for (int nt = 0; nt < TC_Q_NT; nt++) {
 #pragma unroll
                 for (int r = 0; r < 2; r++) {
-                    const int jj = nt * 8 + 2 * t;
-                    const float2 bp = bias_pair(bias, h, row[r], j0 + jj, L);
+                    const int jj = kof + nt * 8 + 2 * t;
+                    const float2 bp = bias ? unpack_bf16(ld_pair(my_bias + r * 8 * TC_BS + nt * 8)) : make_float2(0.0f, 0.0f);
                     const float p0 = __expf(s[nt][2 * r] * scale + keep[jj] + bp.x - lse_r[r]);
                     const float p1 = __expf(s[nt][2 * r + 1] * scale + keep[jj + 1] + bp.y - lse_r[r]);
                     s[nt][2 * r] = p0 * (dp[nt][2 * r] - delta[r]);  // dS
@@ -354,8 +384,22 @@ __device__ void attn_tc_bwd_q(const bf16* __restrict__ qkvg, const bf16* __restr
                     }
                 }
             }
-            mma_weights<D>(dq, s, kt);
+            mma_weights<D>(dq, s, kt + kof);
         }
+        // The two warps of a query block hold the same fragment positions: the
+        // second hands its dq over lane by lane, the first adds and writes.
+        if (part == 1) {
+#pragma unroll
+            for (int nd = 0; nd < ND; nd++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) dq_half[rb][(nd * 4 + e) * 32 + lane] = dq[nd][e];
+        }
+        __syncthreads();
+        if (part == 1) continue;
+#pragma unroll
+        for (int nd = 0; nd < ND; nd++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) dq[nd][e] += dq_half[rb][(nd * 4 + e) * 32 + lane];
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             if (row[r] >= L) continue;
@@ -383,12 +427,12 @@ template <int D>
 __device__ void attn_tc_bwd_kv(const bf16* __restrict__ qkvg, const bf16* __restrict__ bias, const float* __restrict__ mask,
                                const bf16* __restrict__ attn, const float* __restrict__ lse, const bf16* __restrict__ dout,
                                bf16* dqkvg, int L, int H, float scale) {
-    constexpr int KD = (D + 15) / 16, ND = D / 8, RS = TcRow<D>::stride, BS = TC_ROWS + 2;
+    constexpr int KD = (D + 15) / 16, ND = D / 8, RS = TcRow<D>::stride, C = D / 8;
     __shared__ __align__(16) bf16 qs[TC_TILE * RS];   // Q tile [query][d]
     __shared__ __align__(16) bf16 qt[D * TC_TS];      // Q tile [d][query]
     __shared__ __align__(16) bf16 das[TC_TILE * RS];  // dA tile [query][d]
     __shared__ __align__(16) bf16 dat[D * TC_TS];     // dA tile [d][query]
-    __shared__ bf16 bsm[TC_TILE * BS];                // bias tile [query][key of this CTA]
+    __shared__ __align__(16) bf16 bsm[TC_TILE * TC_BS];  // bias tile [query][key of this CTA]
     __shared__ float delta_s[TC_TILE], lse_s[TC_TILE];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int b = blockIdx.z, h = blockIdx.y, k0 = blockIdx.x * TC_ROWS, r0 = k0 + warp * 16;
@@ -413,38 +457,41 @@ __device__ void attn_tc_bwd_kv(const bf16* __restrict__ qkvg, const bf16* __rest
     for (int i0 = 0; i0 < L; i0 += TC_TILE) {
         __syncthreads();
         stage_tile<D>(qs, qt, base + h * D, RW, i0, L);
-        // dA = dout * sigmoid(g) and delta = dA . attn, one query row per thread.
-        for (int qi = threadIdx.x; qi < TC_TILE; qi += blockDim.x) {
-            const int i = i0 + qi;
+        // dA = dout * sigmoid(g) and delta = dA . attn: each thread takes 8
+        // consecutive columns of one query (16-byte loads); the C threads of a
+        // query are neighbouring lanes and add up delta with shuffles.
+        for (int e = threadIdx.x; e < TC_TILE * C; e += blockDim.x) {
+            const int qi = e / C, c = (e % C) * 8, i = i0 + qi;
+            unsigned da[4] = {0u, 0u, 0u, 0u};
             float delta = 0.0f;
+            if (i < L) {
+                const long orow = ((long)b * L + i) * W + h * D + c;
+                const uint4 go4 = *reinterpret_cast<const uint4*>(dout + orow);
+                const uint4 a4 = *reinterpret_cast<const uint4*>(attn + orow);
+                const uint4 g4 = *reinterpret_cast<const uint4*>(base + i * RW + 3 * W + h * D + c);
+                const unsigned gou[4] = {go4.x, go4.y, go4.z, go4.w}, au[4] = {a4.x, a4.y, a4.z, a4.w},
+                               gu[4] = {g4.x, g4.y, g4.z, g4.w};
 #pragma unroll
-            for (int c = 0; c < D; c += 2) {
-                float da0 = 0.0f, da1 = 0.0f;
-                if (i < L) {
-                    const long orow = ((long)b * L + i) * W + h * D + c;
-                    const float2 go = unpack_bf16(ld_pair(dout + orow));
-                    const float2 a = unpack_bf16(ld_pair(attn + orow));
-                    const float2 gate = unpack_bf16(ld_pair(base + i * RW + 3 * W + h * D + c));
-                    da0 = go.x * sigmoidf_(gate.x);
-                    da1 = go.y * sigmoidf_(gate.y);
+                for (int k = 0; k < 4; k++) {
+                    const float2 go = unpack_bf16(gou[k]), a = unpack_bf16(au[k]), gate = unpack_bf16(gu[k]);
+                    const float da0 = go.x * sigmoidf_(gate.x), da1 = go.y * sigmoidf_(gate.y);
                     delta += da0 * a.x + da1 * a.y;
+                    da[k] = pack_bf16(da0, da1);
                 }
-                const unsigned u = pack_bf16(da0, da1);
-                *reinterpret_cast<unsigned*>(das + qi * RS + c) = u;
-                const bf16* x = reinterpret_cast<const bf16*>(&u);
-                dat[c * TC_TS + qi] = x[0];
-                dat[(c + 1) * TC_TS + qi] = x[1];
             }
-            delta_s[qi] = delta;
-            // A padded query gets lse = +inf: its weights exp(x - inf) are all 0.
-            lse_s[qi] = i < L ? lse[((long)b * H + h) * L + i] : INFINITY;
-        }
-        if (bias) {
-            for (int e = threadIdx.x; e < TC_TILE * TC_ROWS; e += blockDim.x) {
-                const int qi = e / TC_ROWS, kj = e % TC_ROWS;
-                bsm[qi * BS + kj] = __float2bfloat16(bias_at(bias, h, i0 + qi, k0 + kj, L));
+            *reinterpret_cast<uint4*>(das + qi * RS + c) = make_uint4(da[0], da[1], da[2], da[3]);
+            const bf16* x = reinterpret_cast<const bf16*>(da);
+#pragma unroll
+            for (int k = 0; k < 8; k++) dat[(c + k) * TC_TS + qi] = x[k];
+#pragma unroll
+            for (int o = 1; o < C; o *= 2) delta += __shfl_xor_sync(0xffffffffu, delta, o);
+            if (c == 0) {
+                delta_s[qi] = delta;
+                // A padded query gets lse = +inf: its weights exp(x - inf) are all 0.
+                lse_s[qi] = i < L ? lse[((long)b * H + h) * L + i] : INFINITY;
             }
         }
+        if (bias) stage_bias_tile(bsm, bias, h, i0, k0, L);
         __syncthreads();
 
         float st[TC_NT][4], dpt[TC_NT][4];
@@ -460,7 +507,7 @@ __device__ void attn_tc_bwd_kv(const bf16* __restrict__ qkvg, const bf16* __rest
             for (int e = 0; e < 4; e++) {
                 const int qi = nt * 8 + 2 * t + (e & 1);
                 float x = st[nt][e] * scale + key_add[e / 2];
-                if (bias) x += __bfloat162float(bsm[qi * BS + warp * 16 + g + 8 * (e / 2)]);
+                if (bias) x += __bfloat162float(bsm[qi * TC_BS + warp * 16 + g + 8 * (e / 2)]);
                 const float p = __expf(x - lse_s[qi]);
                 st[nt][e] = p;
                 dpt[nt][e] = p * (dpt[nt][e] - delta_s[qi]);  // dS^T
@@ -485,9 +532,9 @@ __device__ void attn_tc_bwd_kv(const bf16* __restrict__ qkvg, const bf16* __rest
 #define ATTN_TC_KERNELS(D) \
     extern "C" __global__ void __launch_bounds__(32 * TC_WARPS) attn_tc_fwd_d##D(const bf16* qkvg, const bf16* bias, const float* mask, bf16* attn, bf16* out, float* lse, int L, int H, float scale) \
         { attn_tc_fwd<D>(qkvg, bias, mask, attn, out, lse, L, H, scale); } \
-    extern "C" __global__ void __launch_bounds__(32 * TC_WARPS) attn_tc_bwd_q_d##D(const bf16* qkvg, const bf16* bias, const float* mask, const bf16* attn, const float* lse, const bf16* dout, bf16* dqkvg, float* dbias, int B, int L, int H, float scale, int group, int dbs_stride) \
+    extern "C" __global__ void __launch_bounds__(32 * TC_Q_WARPS, 2) attn_tc_bwd_q_d##D(const bf16* qkvg, const bf16* bias, const float* mask, const bf16* attn, const float* lse, const bf16* dout, bf16* dqkvg, float* dbias, int B, int L, int H, float scale, int group, int dbs_stride) \
         { attn_tc_bwd_q<D>(qkvg, bias, mask, attn, lse, dout, dqkvg, dbias, B, L, H, scale, group, dbs_stride); } \
-    extern "C" __global__ void __launch_bounds__(32 * TC_WARPS) attn_tc_bwd_kv_d##D(const bf16* qkvg, const bf16* bias, const float* mask, const bf16* attn, const float* lse, const bf16* dout, bf16* dqkvg, int L, int H, float scale) \
+    extern "C" __global__ void __launch_bounds__(32 * TC_WARPS, 4) attn_tc_bwd_kv_d##D(const bf16* qkvg, const bf16* bias, const float* mask, const bf16* attn, const float* lse, const bf16* dout, bf16* dqkvg, int L, int H, float scale) \
         { attn_tc_bwd_kv<D>(qkvg, bias, mask, attn, lse, dout, dqkvg, L, H, scale); }
 ATTN_TC_KERNELS(8)
 ATTN_TC_KERNELS(16)

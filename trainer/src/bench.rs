@@ -96,8 +96,10 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
 
 /// Times `attention_fwd` and `attention_bwd` alone at the shapes the two blocks
 /// use (all keys live under an all-ones key mask, as in the blocks), with the
-/// tensor-core kernels and with the CUDA-core ones.
-fn attention_bench(opts: &BenchOptions) -> Result<Vec<AttentionResult>> {
+/// tensor-core kernels and with the CUDA-core ones. With `opts.iters == 0` each
+/// op runs once per kernel kind, untimed (for a kernel profiler), and nothing is
+/// returned.
+pub fn attention_bench(opts: &BenchOptions) -> Result<Vec<AttentionResult>> {
     let sites = [
         ("msa_row", opts.n_seq, opts.n_res, 8, 32, true),
         ("msa_column", opts.n_res, opts.n_seq, 8, 32, false),
@@ -141,6 +143,12 @@ fn attention_bench(opts: &BenchOptions) -> Result<Vec<AttentionResult>> {
             let bwd = |g: &mut CudaBackend| {
                 g.attention_bwd(s, qkvg, b, Some(mask), attn, lse, dout, dqkvg, db)
             };
+            if opts.iters == 0 {
+                fwd(&mut gpu)?;
+                bwd(&mut gpu)?;
+                gpu.sync()?;
+                continue;
+            }
             let fwd_ms = time_per_call(opts.iters, &mut gpu, fwd)?;
             let bwd_ms = time_per_call(opts.iters, &mut gpu, bwd)?;
             out.push(AttentionResult {

@@ -91,6 +91,8 @@ const ATTN_TC_BWD_Q: [&str; 3] = ["attn_tc_bwd_q_d8", "attn_tc_bwd_q_d16", "attn
 /// Rows (queries or keys) one CTA of the tensor-core attention kernels owns,
 /// and the tile they walk the other axis in (`TC_ROWS`, `TC_TILE` in the source).
 const ATTN_TC_ROWS: usize = 64;
+/// Threads per CTA of the tensor-core dq kernel (two warps per 16 queries).
+const ATTN_TC_BWD_Q_THREADS: u32 = 256;
 
 /// Which attention kernels [`CudaBackend`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,6 +215,8 @@ pub struct CudaBackend {
     attention_kernels: AttentionKernels,
     /// Largest dynamic shared memory (bytes) each `ATTN_TC_BWD_Q` kernel was opened up to.
     attn_tc_dyn_smem: [usize; 3],
+    /// Resident CTAs per SM of `ATTN_TC_BWD_Q[k]` with a given dynamic shared memory.
+    attn_tc_resident: HashMap<(usize, usize), usize>,
 }
 
 fn arch_name(cc: (i32, i32)) -> Result<&'static str> {
@@ -368,6 +372,7 @@ impl CudaBackend {
             sm_count,
             attention_kernels: AttentionKernels::from_env()?,
             attn_tc_dyn_smem,
+            attn_tc_resident: HashMap::new(),
         })
     }
 
@@ -713,10 +718,26 @@ fn attention_width_index(op: &'static str, s: AttnShape) -> Result<usize> {
 }
 
 impl CudaBackend {
+    /// CTAs of the tensor-core dq kernel for head width index `k` that fit on one
+    /// SM with `dbs_bytes` of dynamic shared memory (cached per shape: the
+    /// driver's occupancy query is a host call, not stream work).
+    fn attn_tc_bwd_q_resident(&mut self, k: usize, dbs_bytes: usize) -> Result<usize> {
+        if let Some(&n) = self.attn_tc_resident.get(&(k, dbs_bytes)) {
+            return Ok(n);
+        }
+        let n = self.funcs[ATTN_TC_BWD_Q[k]]
+            .occupancy_max_active_blocks_per_multiprocessor(ATTN_TC_BWD_Q_THREADS, dbs_bytes, None)
+            .map_err(cuda_err("querying the occupancy of the attention backward"))?
+            .max(1) as usize;
+        self.attn_tc_resident.insert((k, dbs_bytes), n);
+        Ok(n)
+    }
+
     /// Whether the tensor-core attention kernels take a call: they are chosen,
-    /// the packed q|k|v|g tensors sit on 16-byte boundaries (rows are staged
-    /// with 16-byte loads) and the others (attn, out, dout, bias) on 4-byte
-    /// boundaries (read and written as bf16 pairs).
+    /// the tensors in `packed` sit on 16-byte boundaries (read with 16-byte
+    /// loads: q|k|v|g, and attn and dout in the backward) and those in `paired`
+    /// on 4-byte ones (read or written as bf16 pairs). The bias needs nothing:
+    /// the kernels check its alignment themselves.
     fn attention_tc_aligned(&self, packed: &[TensorId], paired: &[TensorId]) -> Result<bool> {
         if self.attention_kernels != AttentionKernels::TensorCore {
             return Ok(false);
@@ -1378,8 +1399,7 @@ impl Backend for CudaBackend {
             s.heads as u32,
             s.batch as u32,
         );
-        let paired: Vec<TensorId> = [attn, out].into_iter().chain(bias).collect();
-        if self.attention_tc_aligned(&[qkvg], &paired)? {
+        if self.attention_tc_aligned(&[qkvg], &[attn, out])? {
             self.launch(ATTN_TC[k][0], grid, (128, 1, 1), &a)
         } else {
             self.launch(ATTN_SIMT[k][0], grid, (64, 1, 1), &a)
@@ -1424,8 +1444,7 @@ impl Backend for CudaBackend {
         } else {
             0
         };
-        let paired: Vec<TensorId> = [attn, dout].into_iter().chain(bias).collect();
-        let tc = self.attention_tc_aligned(&[qkvg, dqkvg], &paired)?
+        let tc = self.attention_tc_aligned(&[qkvg, dqkvg, attn, dout], &[])?
             && dbs_bytes <= self.attn_tc_dyn_smem[k];
         if !tc {
             ensure(
@@ -1465,13 +1484,16 @@ impl Backend for CudaBackend {
             KArg::F32(scale),
         ]);
         if tc {
-            // Batch entries per dq CTA: 1 without a bias gradient; with one, enough
-            // that the shared-memory sums save global atomics, few enough that the
-            // grid still holds about 4 CTAs per SM.
+            // Batch entries per dq CTA: 1 without a bias gradient; with one, as
+            // many as leave one full wave of CTAs (the shared-memory accumulator
+            // limits how many fit on an SM), so that each CTA adds its bias
+            // gradient to global memory once and no SM idles in a last partial wave.
             let group = if dbias.is_some() {
+                let resident = self.attn_tc_bwd_q_resident(k, dbs_bytes)?;
+                let slots = resident * self.sm_count as usize;
                 let per_batch = tiles as usize * s.heads;
-                let wanted = (4 * self.sm_count as usize).div_ceil(per_batch);
-                s.batch.div_ceil(wanted).max(1)
+                let groups = (slots / per_batch).clamp(1, s.batch);
+                s.batch.div_ceil(groups)
             } else {
                 1
             };
@@ -1479,7 +1501,7 @@ impl Backend for CudaBackend {
             self.launch_smem(
                 ATTN_TC[k][1],
                 (tiles, s.heads as u32, s.batch.div_ceil(group) as u32),
-                (128, 1, 1),
+                (ATTN_TC_BWD_Q_THREADS, 1, 1),
                 dbs_bytes as u32,
                 &a,
             )?;
