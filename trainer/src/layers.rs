@@ -112,6 +112,9 @@ pub struct Builder<'a, B: Backend> {
     pub params: &'a mut ParamTable,
     /// Current name prefix.
     pub prefix: String,
+    /// While [`Builder::sharing`] runs: the parameters to hand out again, in
+    /// declaration order, and how many were handed out so far.
+    shared: Option<(Vec<ParamEntry>, usize)>,
 }
 
 impl<'a, B: Backend> Builder<'a, B> {
@@ -121,7 +124,28 @@ impl<'a, B: Backend> Builder<'a, B> {
             be,
             params,
             prefix: String::new(),
+            shared: None,
         }
+    }
+
+    /// Runs `f` with parameter sharing: every parameter `f` declares is, in order,
+    /// the parameter of `source` at the same position (same shape), instead of a
+    /// new one. Building a second instance of a module from the entries the first
+    /// one declared gives two instances with their own activations and one set of
+    /// weights; their backward passes add into the same gradient tensors. Panics
+    /// if `f` declares parameters that do not match `source` (a programming error:
+    /// the two builds must be identical).
+    pub fn sharing<R>(&mut self, source: &[ParamEntry], f: impl FnOnce(&mut Self) -> R) -> R {
+        let saved = self.shared.replace((source.to_vec(), 0));
+        let r = f(self);
+        let (src, used) = std::mem::replace(&mut self.shared, saved).expect("sharing state");
+        assert_eq!(
+            used,
+            src.len(),
+            "a shared build declared {used} of the {} source parameters",
+            src.len()
+        );
+        r
     }
 
     /// Runs `f` with `name` appended to the prefix.
@@ -149,6 +173,18 @@ impl<'a, B: Backend> Builder<'a, B> {
     pub fn param(&mut self, name: &str, shape: &[usize], init: Init) -> Param {
         let n = shape.iter().product();
         let full = self.full(name);
+        if let Some((src, used)) = &mut self.shared {
+            let e = src.get(*used).unwrap_or_else(|| {
+                panic!("shared build declares {full} beyond its {} source parameters", src.len())
+            });
+            assert_eq!(
+                e.shape, shape,
+                "shared build: {full} has shape {shape:?}, its source {} has {:?}",
+                e.name, e.shape
+            );
+            *used += 1;
+            return e.param;
+        }
         let w = self.be.declare(&full, n, Class::Weight);
         let g = self
             .be

@@ -25,6 +25,7 @@ pub mod config;
 pub mod dist;
 pub mod error;
 pub mod layers;
+pub mod model;
 pub mod optim;
 pub mod structure;
 pub mod template;

@@ -7,7 +7,7 @@
 //! written as batched GEMMs over `pairs × heads` plus the softmax op, with the
 //! keys and values transposed to `[pair, head, template, c]` once.
 
-use crate::backend::{Activation, Backend, Gemm, MatRef, TensorId};
+use crate::backend::{Activation, Backend, Gemm, MatRef, TensorId, View};
 use crate::error::Result;
 use crate::layers::{Builder, Linear};
 
@@ -136,6 +136,21 @@ impl TemplatePointwiseAttention {
         t: TensorId,
         out: TensorId,
     ) -> Result<()> {
+        self.forward_masked(be, z, t, None, out)
+    }
+
+    /// [`Self::forward`] with a key bias `[n_templ]` (Activation, e.g. 0 for a
+    /// present template and -1e9 for an empty slot) added to every logit row: an
+    /// empty slot leaves the softmax. The bias is a constant, so the backward is
+    /// the same ([`Self::backward`]).
+    pub fn forward_masked<B: Backend>(
+        &self,
+        be: &mut B,
+        z: TensorId,
+        t: TensorId,
+        key_bias: Option<TensorId>,
+        out: TensorId,
+    ) -> Result<()> {
         let s = self.shape;
         let (p, n, c, h) = (s.pairs, s.n_templ, s.head_dim, s.heads);
         self.lin_q.forward(be, p, z, self.q)?;
@@ -155,6 +170,15 @@ impl TemplatePointwiseAttention {
             self.logits,
             self.alpha(),
         )?;
+        if let Some(bias) = key_bias {
+            be.bias_act_fwd(
+                p * h,
+                n,
+                View::dense(self.logits, n),
+                bias,
+                Activation::None,
+            )?;
+        }
         be.softmax_fwd(p * h, n, self.logits, self.probs)?;
         // o[ph, 1, c] = probs[ph, 1, n] v[ph, n, c].
         self.per_head(
