@@ -24,15 +24,6 @@ fn main() -> Result<(), scalefold_trainer::TrainerError> {
         device: 0,
     };
     let attention = scalefold_trainer::bench::attention_bench(&opts)?;
-    if iters > 0 {
-        let report = scalefold_trainer::bench::BenchReport {
-            device: String::new(),
-            iters,
-            block_attention_kernels: String::new(),
-            results: vec![],
-            attention,
-        };
-        print!("{}", report.table());
-    }
+    print!("{}", scalefold_trainer::bench::attention_table(&attention));
     Ok(())
 }

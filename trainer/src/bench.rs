@@ -235,39 +235,46 @@ impl BenchReport {
                 }
             }
         }
-        if !self.attention.is_empty() {
-            out += &format!(
-                "fused attention alone (FLOP/s against the {GEMM_CEILING_TFLOPS} TFLOP/s bf16 GEMM ceiling):\n  {:<14} {:>22} {:>5} {:>12} {:>9} {:>8} {:>6} {:>9} {:>8} {:>6}\n",
-                "site",
-                "B x L x H x D",
-                "bias",
-                "kernels",
-                "fwd ms",
-                "TFLOP/s",
-                "%",
-                "bwd ms",
-                "TFLOP/s",
-                "%"
-            );
-            for a in &self.attention {
-                let [b, l, h, d] = a.shape;
-                out += &format!(
-                    "  {:<14} {:>22} {:>5} {:>12} {:>9.3} {:>8.1} {:>5.1}% {:>9.3} {:>8.1} {:>5.1}%\n",
-                    a.site,
-                    format!("{b} x {l} x {h} x {d}"),
-                    a.bias,
-                    a.kernels,
-                    a.fwd_ms,
-                    a.fwd_tflops,
-                    100.0 * a.fwd_tflops / GEMM_CEILING_TFLOPS,
-                    a.bwd_ms,
-                    a.bwd_tflops,
-                    100.0 * a.bwd_tflops / GEMM_CEILING_TFLOPS
-                );
-            }
-        }
-        out
+        out + &attention_table(&self.attention)
     }
+}
+
+/// The attention timings as a table (FLOP/s also as a share of the GEMM
+/// ceiling); empty without timings.
+pub fn attention_table(attention: &[AttentionResult]) -> String {
+    if attention.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "fused attention alone (FLOP/s against the {GEMM_CEILING_TFLOPS} TFLOP/s bf16 GEMM ceiling):\n  {:<14} {:>22} {:>5} {:>12} {:>9} {:>8} {:>6} {:>9} {:>8} {:>6}\n",
+        "site",
+        "B x L x H x D",
+        "bias",
+        "kernels",
+        "fwd ms",
+        "TFLOP/s",
+        "%",
+        "bwd ms",
+        "TFLOP/s",
+        "%"
+    );
+    for a in attention {
+        let [b, l, h, d] = a.shape;
+        out += &format!(
+            "  {:<14} {:>22} {:>5} {:>12} {:>9.3} {:>8.1} {:>5.1}% {:>9.3} {:>8.1} {:>5.1}%\n",
+            a.site,
+            format!("{b} x {l} x {h} x {d}"),
+            a.bias,
+            a.kernels,
+            a.fwd_ms,
+            a.fwd_tflops,
+            100.0 * a.fwd_tflops / GEMM_CEILING_TFLOPS,
+            a.bwd_ms,
+            a.bwd_tflops,
+            100.0 * a.bwd_tflops / GEMM_CEILING_TFLOPS
+        );
+    }
+    out
 }
 
 /// Timings and memory of one block.
