@@ -31,9 +31,6 @@
 #define TC_NT (TC_TILE / 8)      // n-tiles of 8 columns in one staged tile
 #define TC_TS (TC_TILE + 8)      // row stride (elements) of a column tile [d][TC_TILE]
 #define TC_BS (TC_TILE + 8)      // row stride (elements) of a staged bias tile [TC_ROWS][TC_TILE]
-#define TC_Q_SPLIT 2             // dq kernel: warps sharing one 16-query block, each taking part of every key tile
-#define TC_Q_WARPS (TC_WARPS * TC_Q_SPLIT)
-#define TC_Q_NT (TC_NT / TC_Q_SPLIT)  // dq kernel: n-tiles (8 keys each) per warp and key tile
 
 // Row stride (elements) of a row tile [TC_TILE][D]: 16-byte aligned rows whose
 // fragment reads (8 rows x 4 words) hit 32 distinct banks.
@@ -275,28 +272,30 @@ __device__ void attn_tc_fwd(const bf16* __restrict__ qkvg, const bf16* __restric
 // for one block of 64 queries and one head, so that it can sum dbias over them
 // in shared memory (dynamic, [64][dbs_stride] f32; each element always belongs
 // to the same thread, so no atomics there) and add it to global memory once.
-// That accumulator leaves room for only two CTAs per SM, so each 16-query block
-// has two warps (TC_Q_SPLIT), each taking half of every key tile; their dq
-// halves meet in shared memory at the end of each batch entry.
+// That accumulator leaves room for only two CTAs per SM, so the kernel that
+// keeps one (SPLIT = 2, 256 threads) gives each 16-query block two warps, each
+// taking half of every key tile; their dq halves meet in shared memory at the
+// end of each batch entry. Without a bias gradient SPLIT = 1 (128 threads).
 //
 // With dA = dout * sigmoid(g) and delta = dA . attn (per query), P recomputed
 // from lse: dP = dA V^T, dS = P * (dP - delta), dq = scale * dS K,
 // dbias += dS, dg = dout * attn * sigmoid'(g).
-template <int D>
+template <int D, int SPLIT>
 __device__ void attn_tc_bwd_q(const bf16* __restrict__ qkvg, const bf16* __restrict__ bias, const float* __restrict__ mask,
                               const bf16* __restrict__ attn, const float* __restrict__ lse, const bf16* __restrict__ dout,
                               bf16* dqkvg, float* dbias, int B, int L, int H, float scale, int group, int dbs_stride) {
     constexpr int KD = (D + 15) / 16, ND = D / 8;
+    constexpr int NT = TC_NT / SPLIT;  // n-tiles (8 keys each) per warp and key tile
     __shared__ __align__(16) bf16 ks[TC_TILE * TcRow<D>::stride];  // K tile [key][d]
     __shared__ __align__(16) bf16 kt[D * TC_TS];                   // K tile [d][key]
     __shared__ __align__(16) bf16 vs[TC_TILE * TcRow<D>::stride];  // V tile [key][d]
     __shared__ __align__(16) bf16 bsm[TC_ROWS * TC_BS];           // bias tile [query][key]
     __shared__ float keep[TC_TILE];
-    __shared__ float dq_half[TC_WARPS][ND * 4 * 32];  // dq of the second warp of each query block
+    __shared__ float dq_half[SPLIT > 1 ? TC_WARPS : 1][SPLIT > 1 ? ND * 4 * 32 : 1];  // dq of a block's second warp
     extern __shared__ __align__(16) float dbs[];  // [TC_ROWS][dbs_stride], only with dbias
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    // Query block rb (16 rows) and, within every key tile, keys kof .. kof + 8 TC_Q_NT.
-    const int rb = warp % TC_WARPS, part = warp / TC_WARPS, kof = part * 8 * TC_Q_NT;
+    // Query block rb (16 rows) and, within every key tile, keys kof .. kof + 8 NT.
+    const int rb = warp % TC_WARPS, part = warp / TC_WARPS, kof = part * 8 * NT;
     const int h = blockIdx.y, i0 = blockIdx.x * TC_ROWS, r0 = i0 + rb * 16;
     const bf16* my_bias = bsm + (rb * 16 + g) * TC_BS + kof + 2 * t;  // this thread's part of the bias tile
     const long W = (long)H * D, RW = 4 * W;
@@ -355,15 +354,15 @@ __device__ void attn_tc_bwd_q(const bf16* __restrict__ qkvg, const bf16* __restr
             if (bias) stage_bias_tile(bsm, bias, h, i0, j0, L);
             __syncthreads();
 
-            float s[TC_Q_NT][4], dp[TC_Q_NT][4];
+            float s[NT][4], dp[NT][4];
 #pragma unroll
-            for (int nt = 0; nt < TC_Q_NT; nt++)
+            for (int nt = 0; nt < NT; nt++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) s[nt][e] = dp[nt][e] = 0.0f;
             mma_rows_t<D>(s, qf, ks + kof * TcRow<D>::stride);
             mma_rows_t<D>(dp, daf, vs + kof * TcRow<D>::stride);
 #pragma unroll
-            for (int nt = 0; nt < TC_Q_NT; nt++) {
+            for (int nt = 0; nt < NT; nt++) {
 #pragma unroll
                 for (int r = 0; r < 2; r++) {
                     const int jj = kof + nt * 8 + 2 * t;
@@ -386,20 +385,22 @@ __device__ void attn_tc_bwd_q(const bf16* __restrict__ qkvg, const bf16* __restr
             }
             mma_weights<D>(dq, s, kt + kof);
         }
-        // The two warps of a query block hold the same fragment positions: the
-        // second hands its dq over lane by lane, the first adds and writes.
-        if (part == 1) {
+        if (SPLIT > 1) {
+            // The two warps of a query block hold the same fragment positions: the
+            // second hands its dq over lane by lane, the first adds and writes.
+            if (part == 1) {
+#pragma unroll
+                for (int nd = 0; nd < ND; nd++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) dq_half[rb][(nd * 4 + e) * 32 + lane] = dq[nd][e];
+            }
+            __syncthreads();
+            if (part == 1) continue;
 #pragma unroll
             for (int nd = 0; nd < ND; nd++)
 #pragma unroll
-                for (int e = 0; e < 4; e++) dq_half[rb][(nd * 4 + e) * 32 + lane] = dq[nd][e];
+                for (int e = 0; e < 4; e++) dq[nd][e] += dq_half[rb][(nd * 4 + e) * 32 + lane];
         }
-        __syncthreads();
-        if (part == 1) continue;
-#pragma unroll
-        for (int nd = 0; nd < ND; nd++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) dq[nd][e] += dq_half[rb][(nd * 4 + e) * 32 + lane];
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             if (row[r] >= L) continue;
@@ -532,8 +533,10 @@ __device__ void attn_tc_bwd_kv(const bf16* __restrict__ qkvg, const bf16* __rest
 #define ATTN_TC_KERNELS(D) \
     extern "C" __global__ void __launch_bounds__(32 * TC_WARPS) attn_tc_fwd_d##D(const bf16* qkvg, const bf16* bias, const float* mask, bf16* attn, bf16* out, float* lse, int L, int H, float scale) \
         { attn_tc_fwd<D>(qkvg, bias, mask, attn, out, lse, L, H, scale); } \
-    extern "C" __global__ void __launch_bounds__(32 * TC_Q_WARPS, 2) attn_tc_bwd_q_d##D(const bf16* qkvg, const bf16* bias, const float* mask, const bf16* attn, const float* lse, const bf16* dout, bf16* dqkvg, float* dbias, int B, int L, int H, float scale, int group, int dbs_stride) \
-        { attn_tc_bwd_q<D>(qkvg, bias, mask, attn, lse, dout, dqkvg, dbias, B, L, H, scale, group, dbs_stride); } \
+    extern "C" __global__ void __launch_bounds__(64 * TC_WARPS, 2) attn_tc_bwd_q_d##D(const bf16* qkvg, const bf16* bias, const float* mask, const bf16* attn, const float* lse, const bf16* dout, bf16* dqkvg, float* dbias, int B, int L, int H, float scale, int group, int dbs_stride) \
+        { attn_tc_bwd_q<D, 2>(qkvg, bias, mask, attn, lse, dout, dqkvg, dbias, B, L, H, scale, group, dbs_stride); } \
+    extern "C" __global__ void __launch_bounds__(32 * TC_WARPS) attn_tc_bwd_q1_d##D(const bf16* qkvg, const bf16* bias, const float* mask, const bf16* attn, const float* lse, const bf16* dout, bf16* dqkvg, float* dbias, int B, int L, int H, float scale, int group, int dbs_stride) \
+        { attn_tc_bwd_q<D, 1>(qkvg, bias, mask, attn, lse, dout, dqkvg, dbias, B, L, H, scale, group, dbs_stride); } \
     extern "C" __global__ void __launch_bounds__(32 * TC_WARPS, 4) attn_tc_bwd_kv_d##D(const bf16* qkvg, const bf16* bias, const float* mask, const bf16* attn, const float* lse, const bf16* dout, bf16* dqkvg, int L, int H, float scale) \
         { attn_tc_bwd_kv<D>(qkvg, bias, mask, attn, lse, dout, dqkvg, L, H, scale); }
 ATTN_TC_KERNELS(8)

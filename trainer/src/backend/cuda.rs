@@ -83,15 +83,25 @@ const KERNEL_NAMES: &[&str] = &[
     "attn_tc_fwd_d32",
     "attn_tc_bwd_q_d32",
     "attn_tc_bwd_kv_d32",
+    "attn_tc_bwd_q1_d8",
+    "attn_tc_bwd_q1_d16",
+    "attn_tc_bwd_q1_d32",
 ];
 
 /// The tensor-core attention backward for queries (dq, dg, dbias) per head
 /// width: it takes dynamic shared memory for its bias-gradient accumulator.
 const ATTN_TC_BWD_Q: [&str; 3] = ["attn_tc_bwd_q_d8", "attn_tc_bwd_q_d16", "attn_tc_bwd_q_d32"];
+/// The same without a bias gradient: one warp per 16 queries, 128 threads.
+const ATTN_TC_BWD_Q1: [&str; 3] = [
+    "attn_tc_bwd_q1_d8",
+    "attn_tc_bwd_q1_d16",
+    "attn_tc_bwd_q1_d32",
+];
 /// Rows (queries or keys) one CTA of the tensor-core attention kernels owns,
 /// and the tile they walk the other axis in (`TC_ROWS`, `TC_TILE` in the source).
 const ATTN_TC_ROWS: usize = 64;
-/// Threads per CTA of the tensor-core dq kernel (two warps per 16 queries).
+/// Threads per CTA of the tensor-core dq kernel with a bias gradient (two warps
+/// per 16 queries).
 const ATTN_TC_BWD_Q_THREADS: u32 = 256;
 
 /// Which attention kernels [`CudaBackend`] runs.
@@ -1488,20 +1498,24 @@ impl Backend for CudaBackend {
             // many as leave one full wave of CTAs (the shared-memory accumulator
             // limits how many fit on an SM), so that each CTA adds its bias
             // gradient to global memory once and no SM idles in a last partial wave.
-            let group = if dbias.is_some() {
+            let (name, threads, group) = if dbias.is_some() {
                 let resident = self.attn_tc_bwd_q_resident(k, dbs_bytes)?;
                 let slots = resident * self.sm_count as usize;
                 let per_batch = tiles as usize * s.heads;
                 let groups = (slots / per_batch).clamp(1, s.batch);
-                s.batch.div_ceil(groups)
+                (
+                    ATTN_TC[k][1],
+                    ATTN_TC_BWD_Q_THREADS,
+                    s.batch.div_ceil(groups),
+                )
             } else {
-                1
+                (ATTN_TC_BWD_Q1[k], 128, 1)
             };
             a.extend([KArg::I32(group as i32), KArg::I32(dbs_stride as i32)]);
             self.launch_smem(
-                ATTN_TC[k][1],
+                name,
                 (tiles, s.heads as u32, s.batch.div_ceil(group) as u32),
-                (ATTN_TC_BWD_Q_THREADS, 1, 1),
+                (threads, 1, 1),
                 dbs_bytes as u32,
                 &a,
             )?;
