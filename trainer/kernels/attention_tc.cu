@@ -7,10 +7,10 @@
 //   lse [B, H, L] (f32). A query whose keys are all masked gets zeros, lse 0.
 //
 // Every matrix product is a warp-level mma.sync m16n8k16 (bf16 x bf16 -> f32).
-// A CTA is 4 warps; each warp owns 16 rows (queries in the forward and the dq
-// kernel, keys in the dk/dv kernel), so a CTA owns 64 rows and walks the other
-// axis in tiles of 64 staged in shared memory. The L x L logits never leave
-// registers.
+// A CTA owns 64 rows (queries in the forward and the dq kernel, keys in the
+// dk/dv kernel), 16 per warp (4 warps; 8 in the dq kernel with a bias
+// gradient, where two warps share each 16 rows), and walks the other axis in
+// tiles of 64 staged in shared memory. The L x L logits never leave registers.
 //
 // Fragment layouts of m16n8k16 (g = lane / 4, t = lane % 4), used everywhere:
 //   A (16 x 16, row-major)  a0 = A[g][2t, 2t+1]     a1 = A[g+8][2t, 2t+1]
