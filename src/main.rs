@@ -30,6 +30,10 @@ enum Command {
     Ingest(Box<cmd::ingest::IngestArgs>),
     /// Merge the parts written by several ingest workers into the dataset's manifest.
     Commit(cmd::commit::CommitArgs),
+    /// Train AlphaFold2 on a dataset: checkpoints, resume, metrics, loss plot.
+    Train(Box<cmd::train::TrainArgs>),
+    /// lDDT-Cα of checkpoints on a validation dataset (--watch: each new one).
+    Eval(cmd::eval::EvalArgs),
     /// Benchmarks; each prints its figures (one JSON line with --json).
     #[command(subcommand)]
     Bench(Bench),
@@ -62,6 +66,8 @@ fn main() -> anyhow::Result<()> {
         Command::Synth(args) => cmd::synth::run(args),
         Command::Ingest(args) => cmd::ingest::run(*args),
         Command::Commit(args) => cmd::commit::run(args),
+        Command::Train(args) => cmd::train::run(*args),
+        Command::Eval(args) => cmd::eval::run(args),
         Command::Bench(bench) => match bench {
             Bench::Parse(args) => cmd::bench_parse::run(args),
             Bench::Storage(args) => cmd::bench_storage::run(args),

@@ -1,6 +1,7 @@
 //! The AlphaFold wiring of the streaming loader (issue 6): a dataset made by the ingest
-//! job streams through the loader, whose transform decodes each row into featurize's
-//! `ChainRecord` and runs `make_sample` with the tiny preset.
+//! job streams through the loader, whose transform (the trainer's
+//! `train::data::featurize_row`, the one `scalefold train` uses) decodes each row into
+//! featurize's `ChainRecord` and runs `make_sample` with the tiny preset.
 //!
 //! Checked over one epoch with a ready-first window of W = 4: every sample has the
 //! preset's fixed shapes; every dataset row (chain) is delivered exactly once; no batch
@@ -12,44 +13,18 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use scalefold_featurize::transform::MSA_FEAT_CHANNELS;
-use scalefold_featurize::{Sample, SampleConfig, make_sample};
+use scalefold_featurize::{Sample, SampleConfig};
 use scalefold_ingest::job::{IngestConfig, ingest};
 use scalefold_ingest::schema::batch_to_rows;
 use scalefold_ingest::synth::{SynthConfig, write_corpus};
 use scalefold_loader::{
     DatasetSource, Loader, LoaderConfig, Plan, PlanConfig, RowGroupSource, RowRef, Sampling,
-    TransformError,
 };
 use scalefold_storage::Dataset;
+use scalefold_trainer::train::data::featurize_row;
 
 /// The loader's window W.
 const WINDOW: usize = 4;
-
-/// What the transform hands the trainer here: the row's chain key and its sample.
-struct Delivered {
-    /// `source_key/chain_id` of the decoded row.
-    chain: String,
-    /// The fixed-shape training sample.
-    sample: Sample,
-}
-
-/// The per-sample transform: decode row `row.index` of its row group into a
-/// `ChainRecord` (a one-row slice through the ingest schema's reader) and featurize it.
-fn featurize_row(
-    row: RowRef<'_>,
-    seed: u64,
-    config: &SampleConfig,
-) -> Result<Delivered, TransformError> {
-    let mut rows = batch_to_rows(&row.batch.slice(row.index, 1))?;
-    let chain_row = rows
-        .pop()
-        .ok_or_else(|| format!("row {} decoded to nothing", row.row))?;
-    let sample = make_sample(&chain_row.record, config, seed)?;
-    Ok(Delivered {
-        chain: format!("{}/{}", chain_row.source_key, chain_row.record.chain_id),
-        sample,
-    })
-}
 
 /// One epoch's deliveries: plan position → (global row, chain key, sample), plus the
 /// delivered batch sequence numbers in delivery order.

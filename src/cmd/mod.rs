@@ -9,6 +9,8 @@ pub mod bench_storage;
 pub mod commit;
 pub mod dataset;
 pub mod demo;
+pub mod eval;
 pub mod ingest;
 pub mod parse;
 pub mod synth;
+pub mod train;

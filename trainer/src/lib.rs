@@ -29,6 +29,7 @@ pub mod model;
 pub mod optim;
 pub mod structure;
 pub mod template;
+pub mod train;
 
 pub use backend::{Backend, Class, TensorId};
 pub use block::EvoformerBlock;
