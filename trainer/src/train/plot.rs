@@ -284,7 +284,7 @@ pub fn render_loss_png(losses: &[Option<f64>], title: &str, window: usize) -> Ve
     }
 
     let title_w = (title.len() * ADVANCE) as i64;
-    canvas.text((width as i64 - title_w) / 2, 16, title, BLACK);
+    canvas.text((width as i64 - title_w) / 2, 6, title, BLACK);
     let xlabel = "STEP";
     canvas.text(
         (x0 + x1) / 2 - (xlabel.len() * ADVANCE) as i64 / 2,
@@ -296,7 +296,7 @@ pub fn render_loss_png(losses: &[Option<f64>], title: &str, window: usize) -> Ve
     let legend = format!("LIGHT: PER STEP   DARK: MEAN OF {window}");
     canvas.text(
         x1 - (legend.len() * ADVANCE) as i64,
-        top - 22,
+        top - 20,
         &legend,
         MEAN,
     );
