@@ -592,14 +592,8 @@ impl EvoformerBlock {
         self.pair.backward(be, self.dropout_seed)?;
         // Outer product mean: its gradient flows into the MSA output.
         be.transpose([1, 1, r * r * cz, 1], dz, d_proj_z, false)?;
-        self.opm.backward(
-            be,
-            self.m_out,
-            Some(self.opm_mask()),
-            proj_z,
-            d_proj_z,
-            dm,
-        )?;
+        self.opm
+            .backward(be, self.m_out, Some(self.opm_mask()), proj_z, d_proj_z, dm)?;
         // MSA stack, in reverse.
         be.transpose([1, 1, s * r * cm, 1], dm, self.d_proj_m, false)?;
         self.msa_trans

@@ -175,7 +175,10 @@ impl<'a, B: Backend> Builder<'a, B> {
         let full = self.full(name);
         if let Some((src, used)) = &mut self.shared {
             let e = src.get(*used).unwrap_or_else(|| {
-                panic!("shared build declares {full} beyond its {} source parameters", src.len())
+                panic!(
+                    "shared build declares {full} beyond its {} source parameters",
+                    src.len()
+                )
             });
             assert_eq!(
                 e.shape, shape,

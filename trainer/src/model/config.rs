@@ -182,7 +182,10 @@ impl ModelConfig {
             ("template_tri_mul_dim", self.template_tri_mul_dim),
             ("template_tri_heads", self.template_tri_heads),
             ("template_tri_head_dim", self.template_tri_head_dim),
-            ("template_transition_factor", self.template_transition_factor),
+            (
+                "template_transition_factor",
+                self.template_transition_factor,
+            ),
             ("template_attn_heads", self.template_attn_heads),
             ("template_attn_head_dim", self.template_attn_head_dim),
         ];

@@ -116,8 +116,7 @@ impl InputEmbedder {
     /// Forward: writes `z_out` and MSA rows `0..S`.
     pub fn forward<B: Backend>(&self, be: &mut B) -> Result<()> {
         let (n, nn) = (self.n, self.n * self.n);
-        self.lin_pair
-            .forward(be, nn, self.pair_feat, self.z_lin)?;
+        self.lin_pair.forward(be, nn, self.pair_feat, self.z_lin)?;
         self.ln_z_prev.forward(be, self.z_prev, self.z_prev_ln)?;
         add(be, nn * self.c_z, self.z_lin, self.z_prev_ln, self.z_out)?;
         self.lin_msa
@@ -134,8 +133,15 @@ impl InputEmbedder {
     pub fn backward<B: Backend>(&self, be: &mut B, d_z: TensorId, d_m: TensorId) -> Result<()> {
         let (n, nn) = (self.n, self.n * self.n);
         copy(be, nn * self.c_z, d_z, self.d_z_act, false)?;
-        self.lin_pair
-            .backward(be, nn, self.pair_feat, self.z_lin, self.d_z_act, None, false)?;
+        self.lin_pair.backward(
+            be,
+            nn,
+            self.pair_feat,
+            self.z_lin,
+            self.d_z_act,
+            None,
+            false,
+        )?;
         self.ln_z_prev
             .backward(be, self.z_prev, self.d_z_act, self.d_z_prev, false)?;
         copy(be, self.s * n * self.c_m, d_m, self.d_m_act, false)?;
@@ -234,16 +240,21 @@ impl TemplateEmbedder {
                 .map(|l| b.act(&format!("z{l}"), tnn * c_t))
                 .collect();
             let d_zt = b.stat("d_zt", tnn * c_t);
-            let lin_pair =
-                Linear::new(b, "lin_pair", TEMPLATE_PAIR_FEAT, c_t, true, Activation::None);
+            let lin_pair = Linear::new(
+                b,
+                "lin_pair",
+                TEMPLATE_PAIR_FEAT,
+                c_t,
+                true,
+                Activation::None,
+            );
             let mut stacks = Vec::with_capacity(d.blocks);
             for l in 0..d.blocks {
                 let mut per_template = Vec::with_capacity(t);
                 let first = b.params.entries.len();
                 for k in 0..t {
-                    let view = |b: &mut Builder<B>, x: TensorId| {
-                        b.be.view(x, k * nn * c_t, nn * c_t)
-                    };
+                    let view =
+                        |b: &mut Builder<B>, x: TensorId| b.be.view(x, k * nn * c_t, nn * c_t);
                     let io = PairStackIo {
                         z_in: view(b, zs[l])?,
                         z_out: view(b, zs[l + 1])?,

@@ -137,7 +137,11 @@ pub fn check_sample(sample: &Sample, d: FeatureDims, recycles: usize) -> Result<
         ("aatype", sample.aatype.len(), n),
         ("residue_index", sample.residue_index.len(), n),
         ("seq_mask", sample.seq_mask.len(), n),
-        ("target_feat", sample.target_feat.len(), n * TARGET_FEAT_CHANNELS),
+        (
+            "target_feat",
+            sample.target_feat.len(),
+            n * TARGET_FEAT_CHANNELS,
+        ),
         ("template_aatype", sample.template_aatype.len(), t * n),
         (
             "template_all_atom_positions",
@@ -314,7 +318,13 @@ pub fn template_pair_features(sample: &Sample, t: usize, unit_vectors: bool, out
             .map(|i| amask(i, ATOM_N) * amask(i, ATOM_CA) * amask(i, ATOM_C))
             .collect();
         let frames: Vec<_> = (0..n)
-            .map(|i| backbone_frame(atom(pos(i), ATOM_N), atom(pos(i), ATOM_CA), atom(pos(i), ATOM_C)))
+            .map(|i| {
+                backbone_frame(
+                    atom(pos(i), ATOM_N),
+                    atom(pos(i), ATOM_CA),
+                    atom(pos(i), ATOM_C),
+                )
+            })
             .collect();
         let pb = |i: usize| atom(&sample.template_pseudo_beta[(tt * n) * 3..], i);
         let pbm = |i: usize| sample.template_pseudo_beta_mask[tt * n + i];
@@ -401,6 +411,12 @@ pub fn pseudo_beta(aatype: &[u8], atom14: &[[[f32; 3]; 14]]) -> Vec<[f32; 3]> {
     aatype
         .iter()
         .zip(atom14)
-        .map(|(&a, x)| if a == GLYCINE { x[ATOM14_CA] } else { x[ATOM14_CB] })
+        .map(|(&a, x)| {
+            if a == GLYCINE {
+                x[ATOM14_CA]
+            } else {
+                x[ATOM14_CB]
+            }
+        })
         .collect()
 }

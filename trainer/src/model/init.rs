@@ -72,10 +72,17 @@ fn sample(rule: Rule, fan_in: usize, rng: &mut impl Rng) -> f32 {
 fn column_rules(entry: &ParamEntry, cfg: &ModelConfig) -> Vec<(usize, Rule)> {
     let parts: Vec<&str> = entry.name.split('.').collect();
     let pname = parts.last().copied().unwrap_or("");
-    let leaf = if parts.len() >= 2 { parts[parts.len() - 2] } else { "" };
-    let parent = if parts.len() >= 3 { parts[parts.len() - 3] } else { "" };
+    let leaf = if parts.len() >= 2 {
+        parts[parts.len() - 2]
+    } else {
+        ""
+    };
+    let parent = if parts.len() >= 3 {
+        parts[parts.len() - 3]
+    } else {
+        ""
+    };
     let cols = *entry.shape.last().unwrap_or(&1);
-    let d_in = if entry.shape.len() == 2 { entry.shape[0] } else { 1 };
     let tri_mul_dim = if entry.name.starts_with("template.") {
         cfg.template_tri_mul_dim
     } else {
@@ -135,12 +142,21 @@ pub fn initial_values(entry: &ParamEntry, cfg: &ModelConfig, rng: &mut impl Rng)
     let rules = column_rules(entry, cfg);
     let cols = *entry.shape.last().unwrap_or(&1);
     let rows: usize = entry.shape.iter().product::<usize>() / cols.max(1);
-    let fan_in = if entry.shape.len() == 2 { entry.shape[0] } else { 1 };
+    let fan_in = if entry.shape.len() == 2 {
+        entry.shape[0]
+    } else {
+        1
+    };
     let mut per_col = Vec::with_capacity(cols);
     for &(w, r) in &rules {
         per_col.extend(std::iter::repeat_n(r, w));
     }
-    assert_eq!(per_col.len(), cols, "init rules of {} cover every column", entry.name);
+    assert_eq!(
+        per_col.len(),
+        cols,
+        "init rules of {} cover every column",
+        entry.name
+    );
     let mut out = Vec::with_capacity(rows * cols);
     for _ in 0..rows {
         for &r in &per_col {

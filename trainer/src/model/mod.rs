@@ -57,13 +57,20 @@ pub struct AlphaFold {
 
 impl AlphaFold {
     /// Declares every parameter and tensor (call `be.materialize()` after, then `init`).
-    pub fn new<B: Backend>(be: &mut B, cfg: &ModelConfig, sample_cfg: &SampleConfig) -> Result<Self> {
+    pub fn new<B: Backend>(
+        be: &mut B,
+        cfg: &ModelConfig,
+        sample_cfg: &SampleConfig,
+    ) -> Result<Self> {
         cfg.validate()?;
         let dims = FeatureDims::of(sample_cfg);
         if dims.n == 0 || dims.s == 0 {
             return Err(TrainerError::Config {
                 field: "sample.crop_size / max_msa_clusters",
-                detail: format!("{} residues and {} MSA rows; both must be positive", dims.n, dims.s),
+                detail: format!(
+                    "{} residues and {} MSA rows; both must be positive",
+                    dims.n, dims.s
+                ),
             });
         }
         let mut params = ParamTable::default();
@@ -164,16 +171,22 @@ impl AlphaFold {
         dropout_seed: u64,
     ) -> Result<LossTerms> {
         self.params.zero_grads(be)?;
-        self.run(be, sample, num_recycles, Some(dropout_seed), |m, be, host, x| {
-            let (out, grads) = host_forward_backward(&m.cfg.host, &m.cfg.losses, host, x)?;
-            m.trunk
-                .write_output_grads(be, &grads.single, &grads.pair, &grads.msa)?;
-            for (p, g) in m.host_params.iter().zip(&grads.params) {
-                be.write(p.g, g)?;
-            }
-            m.trunk.backward(be)?;
-            Ok(out.losses)
-        })
+        self.run(
+            be,
+            sample,
+            num_recycles,
+            Some(dropout_seed),
+            |m, be, host, x| {
+                let (out, grads) = host_forward_backward(&m.cfg.host, &m.cfg.losses, host, x)?;
+                m.trunk
+                    .write_output_grads(be, &grads.single, &grads.pair, &grads.msa)?;
+                for (p, g) in m.host_params.iter().zip(&grads.params) {
+                    be.write(p.g, g)?;
+                }
+                m.trunk.backward(be)?;
+                Ok(out.losses)
+            },
+        )
     }
 
     /// Inference (no dropout, no gradient): final atom14 positions and pLDDT,

@@ -120,7 +120,10 @@ impl Trunk {
                     b.stat("opm_inv_norm", n * n),
                 )
             });
-        let (evo_mask, evo_opm) = (b.stat("trunk.msa_mask", rows * n), b.stat("trunk.opm_inv_norm", n * n));
+        let (evo_mask, evo_opm) = (
+            b.stat("trunk.msa_mask", rows * n),
+            b.stat("trunk.opm_inv_norm", n * n),
+        );
         let mut io = BlockIo {
             m_in: extra_in,
             z_in: z_embedded,
@@ -270,7 +273,12 @@ impl Trunk {
     /// iteration (`None`: inference, no dropout).
     fn set_seeds(&mut self, seed: Option<u64>) {
         self.seeds = seed;
-        for (k, blk) in self.extra.iter_mut().chain(self.evoformer.iter_mut()).enumerate() {
+        for (k, blk) in self
+            .extra
+            .iter_mut()
+            .chain(self.evoformer.iter_mut())
+            .enumerate()
+        {
             blk.dropout_seed = seed.map(|s| mix64(s ^ mix64(0xb10c_0000 + k as u64)));
         }
     }
@@ -294,8 +302,7 @@ impl Trunk {
         for blk in self.extra.iter().chain(&self.evoformer) {
             blk.forward(be)?;
         }
-        self.lin_single
-            .forward(be, n, self.m_out_row0, self.single)
+        self.lin_single.forward(be, n, self.m_out_row0, self.single)
     }
 
     /// Keeps this iteration's outputs for the next one (Algorithm 32's inputs:
