@@ -19,6 +19,7 @@
 
 use super::rigid::{NORM_EPSILON, Rigid, Vec3, add, dot, scale, sub};
 use crate::error::{Result, ensure};
+use rayon::prelude::*;
 
 /// Sizes of one IPA layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,42 +69,94 @@ impl Dense {
         }
     }
 
-    /// Applies the map to `x` (rows × inputs).
+    /// Applies the map to `x` (rows × inputs). Rows run in parallel when
+    /// the map is large; each row's sum has a fixed order, so the result does
+    /// not depend on the thread count.
     pub(crate) fn forward(&self, x: &[f64]) -> Vec<f64> {
         let rows = x.len() / self.inputs;
-        let mut y = Vec::with_capacity(rows * self.outputs);
-        for r in 0..rows {
-            let xr = &x[r * self.inputs..(r + 1) * self.inputs];
-            y.extend((0..self.outputs).map(|o| {
-                self.bias[o]
-                    + xr.iter()
-                        .enumerate()
-                        .map(|(i, v)| v * self.weight[i * self.outputs + o])
-                        .sum::<f64>()
-            }));
+        let mut y = vec![0.0; rows * self.outputs];
+        let row = |(xr, yr): (&[f64], &mut [f64])| {
+            yr.copy_from_slice(&self.bias);
+            for (xi, w) in xr.iter().zip(self.weight.chunks_exact(self.outputs)) {
+                if *xi != 0.0 {
+                    yr.iter_mut().zip(w).for_each(|(y, w)| *y += xi * w);
+                }
+            }
+        };
+        if self.is_large(rows) {
+            y.par_chunks_mut(self.outputs)
+                .zip(x.par_chunks(self.inputs))
+                .map(|(yr, xr)| (xr, yr))
+                .for_each(row);
+        } else {
+            x.chunks_exact(self.inputs)
+                .zip(y.chunks_exact_mut(self.outputs))
+                .for_each(row);
         }
         y
     }
 
-    /// Adds dL/dW, dL/db into `grad` and dL/dx into `grad_x`.
+    /// Whether `rows` rows are worth spreading over threads.
+    fn is_large(&self, rows: usize) -> bool {
+        rows * self.inputs * self.outputs >= PARALLEL_WORK
+    }
+
+    /// Adds dL/dW, dL/db into `grad` and dL/dx into `grad_x`. dL/dW and
+    /// dL/db are summed over fixed blocks of rows and the block sums added in
+    /// order: the result does not depend on the thread count.
     pub(crate) fn backward(&self, x: &[f64], grad_y: &[f64], grad: &mut Dense, grad_x: &mut [f64]) {
         let rows = x.len() / self.inputs;
-        for r in 0..rows {
-            let xr = &x[r * self.inputs..(r + 1) * self.inputs];
-            let gy = &grad_y[r * self.outputs..(r + 1) * self.outputs];
-            for (o, g) in gy.iter().enumerate() {
-                grad.bias[o] += g;
+        let (inputs, outputs) = (self.inputs, self.outputs);
+        let input_grad = |(gx, gy): (&mut [f64], &[f64])| {
+            for (g, w) in gx.iter_mut().zip(self.weight.chunks_exact(outputs)) {
+                *g += dot_slices(w, gy);
             }
-            for i in 0..self.inputs {
-                let row = &self.weight[i * self.outputs..(i + 1) * self.outputs];
-                grad_x[r * self.inputs + i] += dot_slices(row, gy);
-                for (o, g) in gy.iter().enumerate() {
-                    grad.weight[i * self.outputs + o] += xr[i] * g;
+        };
+        // dL/dW and dL/db of one block of rows: `inputs·outputs + outputs` values.
+        let block_grad = |(xb, gb): (&[f64], &[f64])| -> Vec<f64> {
+            let mut acc = vec![0.0; (inputs + 1) * outputs];
+            let (gw, gbias) = acc.split_at_mut(inputs * outputs);
+            for (xr, gy) in xb.chunks_exact(inputs).zip(gb.chunks_exact(outputs)) {
+                gbias.iter_mut().zip(gy).for_each(|(b, g)| *b += g);
+                for (xi, row) in xr.iter().zip(gw.chunks_exact_mut(outputs)) {
+                    if *xi != 0.0 {
+                        row.iter_mut().zip(gy).for_each(|(w, g)| *w += xi * g);
+                    }
                 }
             }
+            acc
+        };
+        let blocks: Vec<Vec<f64>> = if self.is_large(rows) {
+            grad_x
+                .par_chunks_mut(inputs)
+                .zip(grad_y.par_chunks(outputs))
+                .for_each(input_grad);
+            x.par_chunks(BACKWARD_BLOCK_ROWS * inputs)
+                .zip(grad_y.par_chunks(BACKWARD_BLOCK_ROWS * outputs))
+                .map(block_grad)
+                .collect()
+        } else {
+            grad_x
+                .chunks_exact_mut(inputs)
+                .zip(grad_y.chunks_exact(outputs))
+                .for_each(input_grad);
+            x.chunks(BACKWARD_BLOCK_ROWS * inputs)
+                .zip(grad_y.chunks(BACKWARD_BLOCK_ROWS * outputs))
+                .map(block_grad)
+                .collect()
+        };
+        for b in &blocks {
+            let (gw, gbias) = b.split_at(inputs * outputs);
+            grad.weight.iter_mut().zip(gw).for_each(|(a, v)| *a += v);
+            grad.bias.iter_mut().zip(gbias).for_each(|(a, v)| *a += v);
         }
     }
 }
+
+/// Multiply-adds above which a [`Dense`] map runs its rows in parallel.
+const PARALLEL_WORK: usize = 1 << 20;
+/// Rows per block of the weight-gradient sums of [`Dense::backward`].
+const BACKWARD_BLOCK_ROWS: usize = 256;
 
 fn dot_slices(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()

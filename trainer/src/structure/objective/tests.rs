@@ -641,3 +641,51 @@ fn lddt_of_the_truth_against_itself_is_one() {
     let scores = super::super::heads::lddt(&t.ca, &t.ca, &t.ca_mask).unwrap();
     assert!(scores.iter().all(|&v| (v - 1.0).abs() < 1e-9), "{scores:?}");
 }
+
+/// Wall time of the host part at the AF2 sizes on a synthetic sample
+/// (`SCALEFOLD_HOST_BENCH_N` residues, default 64; 124 MSA rows):
+/// `cargo test --release -p scalefold-trainer --lib host_timing -- --ignored --nocapture`.
+#[test]
+#[ignore = "a benchmark: run it with --release --ignored"]
+fn host_timing_at_af2_sizes() {
+    use scalefold_featurize::synthetic::synthetic_record;
+    let n: usize = std::env::var("SCALEFOLD_HOST_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let dims = HostDims::af2();
+    let config = SampleConfig {
+        crop_size: n,
+        num_recycling_iterations: 1,
+        ..SampleConfig::initial_training()
+    };
+    let sample = make_sample(&synthetic_record(n, 200, 0, 1), &config, 1).unwrap();
+    let rows = config.num_msa_rows();
+    let params = host_param_init(&dims, 1);
+    let f32s = |seed, len| -> Vec<f32> { random(seed, len).iter().map(|&v| v as f32).collect() };
+    let (single, pair, msa) = (
+        f32s(1, n * dims.c_s),
+        f32s(2, n * n * dims.c_z),
+        f32s(3, rows * n * dims.c_m),
+    );
+    let x = HostInputs {
+        single: &single,
+        pair: &pair,
+        msa: &msa,
+        sample: &sample,
+        recycle: &sample.recycles[0],
+        clamp_backbone_fape: true,
+    };
+    let w = LossWeights::fine_tuning();
+    let t = std::time::Instant::now();
+    let out = host_forward(&dims, &w, &params, &x).unwrap();
+    let forward = t.elapsed().as_secs_f64();
+    let t = std::time::Instant::now();
+    let (_, g) = host_forward_backward(&dims, &w, &params, &x).unwrap();
+    let both = t.elapsed().as_secs_f64();
+    assert!(out.losses.total.is_finite() && g.pair.iter().all(|v| v.is_finite()));
+    eprintln!(
+        "host part, AF2 sizes, N = {n}, {rows} MSA rows, {} threads: forward {forward:.3} s, forward + backward {both:.3} s",
+        rayon::current_num_threads()
+    );
+}
