@@ -384,10 +384,46 @@ impl EvoformerBlock {
     ) -> Result<Self> {
         cfg.validate()?;
         let mut b = Builder::new(be, params);
+        Ok(Self::build(&mut b, name, cfg, io, None))
+    }
+
+    /// Plans a block of a stack that recomputes its activations: inputs,
+    /// stream gradients and masks from `io`, outputs given (`(m_out, z_out)`,
+    /// the next block's inputs), and every other tensor from `workspace` (the
+    /// list this function returned for an identical block; `None` declares and
+    /// returns it). Blocks sharing a workspace hold their internal activations
+    /// only until the next one runs: [`EvoformerBlock::backward`] of such a
+    /// block must follow its own [`EvoformerBlock::forward`] (run it again).
+    pub fn new_in_stack<B: Backend>(
+        be: &mut B,
+        params: &mut ParamTable,
+        name: &str,
+        cfg: &BlockConfig,
+        io: BlockIo,
+        outputs: (TensorId, TensorId),
+        workspace: Option<&[TensorId]>,
+    ) -> Result<(Self, Vec<TensorId>)> {
+        cfg.validate()?;
+        let mut b = Builder::new(be, params);
+        let build = |b: &mut Builder<B>| Self::build(b, name, cfg, Some(io), Some(outputs));
+        Ok(match workspace {
+            None => b.recording_tensors(build),
+            Some(ws) => (b.reusing_tensors(ws, build), ws.to_vec()),
+        })
+    }
+
+    /// Declares the block's parameters and tensors with a builder.
+    fn build<B: Backend>(
+        b: &mut Builder<B>,
+        name: &str,
+        cfg: &BlockConfig,
+        io: Option<BlockIo>,
+        outputs: Option<(TensorId, TensorId)>,
+    ) -> Self {
         let c = cfg.clone();
         let (s, r, cm, cz) = (c.n_seq, c.n_res, c.c_m, c.c_z);
         let (msa_n, pair_n) = (s * r * cm, r * r * cz);
-        Ok(b.scope(name, |b| {
+        b.scope(name, |b| {
             let io = io.unwrap_or_else(|| BlockIo {
                 m_in: b.act("m_in", msa_n),
                 z_in: b.act("z_in", pair_n),
@@ -427,8 +463,8 @@ impl EvoformerBlock {
             let msa_trans = Transition::new(b, "msa_transition", s * r, cm, c.transition_factor);
             let opm = OuterProductMean::new(b, "outer_product_mean", s, r, cm, c.opm_dim, cz);
             let z_opm = b.act("z_opm", pair_n);
-            let m_out = b.act("m_out", msa_n);
-            let z_out = b.act("z_out", pair_n);
+            let (m_out, z_out) =
+                outputs.unwrap_or_else(|| (b.act("m_out", msa_n), b.act("z_out", pair_n)));
             let pair = PairStack::new(
                 b,
                 &PairStackConfig::of_block(&c),
@@ -464,7 +500,7 @@ impl EvoformerBlock {
                 d_t_m: b.act("d_t_m", msa_n),
                 cfg: c,
             }
-        }))
+        })
     }
 
     /// The tensors the next block of a stack takes: this block's outputs as its

@@ -115,6 +115,22 @@ pub struct Builder<'a, B: Backend> {
     /// While [`Builder::sharing`] runs: the parameters to hand out again, in
     /// declaration order, and how many were handed out so far.
     shared: Option<(Vec<ParamEntry>, usize)>,
+    /// Activation and Stat tensors declared so far, in order, while recording
+    /// ([`Builder::recording_tensors`]), or handed out again while reusing
+    /// ([`Builder::reusing_tensors`]) with the count handed out.
+    tensors: TensorMode,
+}
+
+/// What [`Builder::act`] and [`Builder::stat`] do.
+#[derive(Default)]
+enum TensorMode {
+    /// Declare new tensors.
+    #[default]
+    Declare,
+    /// Declare new tensors and remember them.
+    Record(Vec<TensorId>),
+    /// Hand out these tensors again, in order.
+    Reuse(Vec<TensorId>, usize),
 }
 
 impl<'a, B: Backend> Builder<'a, B> {
@@ -125,6 +141,68 @@ impl<'a, B: Backend> Builder<'a, B> {
             params,
             prefix: String::new(),
             shared: None,
+            tensors: TensorMode::Declare,
+        }
+    }
+
+    /// Runs `f` and returns, besides its result, every Activation and Stat
+    /// tensor it declared, in order (the workspace of a module, for
+    /// [`Builder::reusing_tensors`]).
+    pub fn recording_tensors<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> (R, Vec<TensorId>) {
+        let saved = std::mem::replace(&mut self.tensors, TensorMode::Record(Vec::new()));
+        let r = f(self);
+        match std::mem::replace(&mut self.tensors, saved) {
+            TensorMode::Record(list) => (r, list),
+            _ => unreachable!("the recording mode is restored only here"),
+        }
+    }
+
+    /// Runs `f` with tensor reuse: the Activation and Stat tensors `f` declares
+    /// are, in order, those of `source` (recorded from an identical build), so
+    /// two instances of a module share one workspace (activation
+    /// recomputation: only one of them may hold live values at a time).
+    /// Panics if `f` declares tensors that do not match `source` (a programming
+    /// error: the two builds must be identical).
+    pub fn reusing_tensors<R>(&mut self, source: &[TensorId], f: impl FnOnce(&mut Self) -> R) -> R {
+        let saved = std::mem::replace(&mut self.tensors, TensorMode::Reuse(source.to_vec(), 0));
+        let r = f(self);
+        match std::mem::replace(&mut self.tensors, saved) {
+            TensorMode::Reuse(src, used) => assert_eq!(
+                used,
+                src.len(),
+                "a reusing build declared {used} of {} tensors",
+                src.len()
+            ),
+            _ => unreachable!("the reuse mode is restored only here"),
+        }
+        r
+    }
+
+    /// Declares (or, while reusing, hands out again) a tensor of a class.
+    fn tensor(&mut self, name: &str, len: usize, class: Class) -> TensorId {
+        let full = self.full(name);
+        match &mut self.tensors {
+            TensorMode::Declare => self.be.declare(&full, len, class),
+            TensorMode::Record(list) => {
+                let t = self.be.declare(&full, len, class);
+                list.push(t);
+                t
+            }
+            TensorMode::Reuse(src, used) => {
+                let t = *src.get(*used).unwrap_or_else(|| {
+                    panic!(
+                        "reusing build declares {full} beyond its {} tensors",
+                        src.len()
+                    )
+                });
+                assert_eq!(
+                    self.be.len(t),
+                    len,
+                    "reusing build: {full} has another length"
+                );
+                *used += 1;
+                t
+            }
         }
     }
 
@@ -204,14 +282,12 @@ impl<'a, B: Backend> Builder<'a, B> {
 
     /// Declares an activation (or activation-gradient) tensor.
     pub fn act(&mut self, name: &str, len: usize) -> TensorId {
-        let full = self.full(name);
-        self.be.declare(&full, len, Class::Activation)
+        self.tensor(name, len, Class::Activation)
     }
 
     /// Declares an f32 statistics tensor.
     pub fn stat(&mut self, name: &str, len: usize) -> TensorId {
-        let full = self.full(name);
-        self.be.declare(&full, len, Class::Stat)
+        self.tensor(name, len, Class::Stat)
     }
 }
 

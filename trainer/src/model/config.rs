@@ -68,11 +68,21 @@ pub struct ModelConfig {
     /// Use the templates (template pair stack, pointwise attention, template
     /// rows of the MSA). Off, the MSA has only the sample's MSA rows.
     pub templates: bool,
+    /// Recompute each Evoformer and extra-MSA block's activations in the
+    /// backward pass (AF2's gradient checkpointing per block): the blocks of a
+    /// stack share one workspace and keep only their input streams, at the
+    /// cost of one more forward per block. Off, every block keeps its own.
+    #[serde(default = "default_true")]
+    pub recompute_blocks: bool,
     /// Sizes of the host part (structure module, heads); its `c_s`, `c_z`,
     /// `c_m` equal this config's.
     pub host: HostDims,
     /// Loss weights.
     pub losses: LossWeights,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl ModelConfig {
@@ -105,6 +115,7 @@ impl ModelConfig {
             msa_dropout: 0.15,
             pair_dropout: 0.25,
             templates: true,
+            recompute_blocks: true,
             host: HostDims::af2(),
             losses: LossWeights::initial_training(),
         }
@@ -150,6 +161,7 @@ impl ModelConfig {
             msa_dropout: 0.15,
             pair_dropout: 0.25,
             templates: true,
+            recompute_blocks: true,
             host: HostDims {
                 c_s,
                 c_z,

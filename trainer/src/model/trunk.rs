@@ -12,6 +12,7 @@ use super::embed::{InputEmbedder, TemplateDims, TemplateEmbedder, copy};
 use super::features::{self, EXTRA_MSA_FEAT, FeatureDims};
 use crate::backend::{Activation, Backend, TensorId, mix64};
 use crate::block::{BlockIo, EvoformerBlock};
+use crate::config::BlockConfig;
 use crate::error::{Result, TrainerError};
 use crate::layers::{Builder, Linear, ParamTable};
 use scalefold_featurize::transform::Sample;
@@ -65,6 +66,67 @@ pub struct Trunk {
     pub msa: TensorId,
     seeds: Option<u64>,
     buf: HostBuffers,
+}
+
+/// Plans `count` chained blocks starting from `io` (updated to the next
+/// block's). With `recompute`, the blocks share one workspace and each keeps
+/// only its output streams.
+fn plan_stack<B: Backend>(
+    b: &mut Builder<B>,
+    name: &str,
+    cfg: &BlockConfig,
+    count: usize,
+    recompute: bool,
+    io: &mut BlockIo,
+) -> Result<Vec<EvoformerBlock>> {
+    let (msa_n, pair_n) = (
+        cfg.n_seq * cfg.n_res * cfg.c_m,
+        cfg.n_res * cfg.n_res * cfg.c_z,
+    );
+    let mut blocks = Vec::with_capacity(count);
+    let mut workspace: Option<Vec<TensorId>> = None;
+    for l in 0..count {
+        let block_name = format!("{name}.block{l}");
+        let blk = if recompute {
+            let outputs = (
+                b.act(&format!("{block_name}.m_out"), msa_n),
+                b.act(&format!("{block_name}.z_out"), pair_n),
+            );
+            let (blk, ws) = EvoformerBlock::new_in_stack(
+                &mut *b.be,
+                &mut *b.params,
+                &block_name,
+                cfg,
+                *io,
+                outputs,
+                workspace.as_deref(),
+            )?;
+            workspace = Some(ws);
+            blk
+        } else {
+            EvoformerBlock::new_with_io(&mut *b.be, &mut *b.params, &block_name, cfg, Some(*io))?
+        };
+        *io = blk.next_io();
+        blocks.push(blk);
+    }
+    Ok(blocks)
+}
+
+/// Backward of a stack, last block first. With a shared workspace each block
+/// but the last one run (whose activations are still there) runs its forward
+/// again first.
+fn stack_backward<B: Backend>(
+    be: &mut B,
+    blocks: &[EvoformerBlock],
+    recompute: bool,
+) -> Result<()> {
+    for (k, blk) in blocks.iter().enumerate().rev() {
+        if recompute && k + 1 < blocks.len() {
+            blk.forward(be)?;
+        }
+        blk.backward(be)?;
+    }
+    Ok(())
 }
 
 impl Trunk {
@@ -133,18 +195,15 @@ impl Trunk {
             pair_mask,
             opm_inv_norm: extra_opm,
         };
-        let mut extra = Vec::with_capacity(cfg.extra_msa_blocks);
-        for l in 0..cfg.extra_msa_blocks {
-            let blk = EvoformerBlock::new_with_io(
-                &mut *b.be,
-                &mut *b.params,
-                &format!("extra_msa.block{l}"),
-                &extra_cfg,
-                Some(io),
-            )?;
-            io = blk.next_io();
-            extra.push(blk);
-        }
+        let recompute = cfg.recompute_blocks;
+        let extra = plan_stack(
+            &mut b,
+            "extra_msa",
+            &extra_cfg,
+            cfg.extra_msa_blocks,
+            recompute,
+            &mut io,
+        )?;
         io = BlockIo {
             m_in: m,
             z_in: io.z_in,
@@ -154,18 +213,14 @@ impl Trunk {
             pair_mask,
             opm_inv_norm: evo_opm,
         };
-        let mut evoformer = Vec::with_capacity(cfg.evoformer_blocks);
-        for l in 0..cfg.evoformer_blocks {
-            let blk = EvoformerBlock::new_with_io(
-                &mut *b.be,
-                &mut *b.params,
-                &format!("evoformer.block{l}"),
-                &evo_cfg,
-                Some(io),
-            )?;
-            io = blk.next_io();
-            evoformer.push(blk);
-        }
+        let evoformer = plan_stack(
+            &mut b,
+            "evoformer",
+            &evo_cfg,
+            cfg.evoformer_blocks,
+            recompute,
+            &mut io,
+        )?;
         let (m_out, pair) = (io.m_in, io.z_in);
         let m_out_row0 = b.be.view(m_out, 0, n * c_m)?;
         let msa = b.be.view(m_out, 0, s * n * c_m)?;
@@ -360,9 +415,9 @@ impl Trunk {
         )?;
         // The extra stack's MSA output feeds nothing after it.
         be.fill(self.d_e, 0.0)?;
-        for blk in self.evoformer.iter().rev().chain(self.extra.iter().rev()) {
-            blk.backward(be)?;
-        }
+        let recompute = self.cfg.recompute_blocks;
+        stack_backward(be, &self.evoformer, recompute)?;
+        stack_backward(be, &self.extra, recompute)?;
         let e_rows = self.dims.e * n;
         copy(be, e_rows * self.cfg.c_e, self.d_e, self.d_e_act, false)?;
         self.lin_extra.backward(
