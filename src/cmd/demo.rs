@@ -126,6 +126,21 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         args.device,
         run.display()
     );
+    // The CUDA attention kernels take head widths of 8, 16 or 32; the tiny preset's
+    // heads are narrower (quicker on the CPU), so on the GPU they are widened to 8.
+    let overrides: Vec<String> = match args.device {
+        Device::Cpu => Vec::new(),
+        Device::Cuda => [
+            "msa_head_dim",
+            "extra_msa_head_dim",
+            "tri_head_dim",
+            "template_tri_head_dim",
+            "template_attn_head_dim",
+        ]
+        .iter()
+        .map(|k| format!("model.{k}=8"))
+        .collect(),
+    };
     let summary = train_with(&TrainArgs {
         data: dataset.display().to_string(),
         config: args.config.clone(),
@@ -133,7 +148,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         device: args.device,
         steps: Some(args.steps),
         resume: false,
-        overrides: Vec::new(),
+        overrides,
         eval_data: None,
         eval_device: args.device,
         quiet: false,
