@@ -950,3 +950,25 @@ fn recomputed_blocks_match_stored_blocks() {
     assert!(g1 == g0, "gradients differ");
     assert!(b1 < b0, "recomputation saves memory: {b1} vs {b0} bytes");
 }
+
+/// Step time of the tiny model at `SampleConfig::tiny()` sizes (crop 16, 6 + 2
+/// MSA rows, 16 extra rows, 2 templates). Timing: run in release with
+/// `cargo test --release -p scalefold-trainer tiny_step_time -- --ignored --nocapture`.
+#[test]
+#[ignore = "timing: run in release"]
+fn tiny_step_time() {
+    let (cfg, scfg) = (ModelConfig::tiny(), SampleConfig::tiny());
+    let smp = make_sample(&synthetic_record(40, 12, 3, 1), &scfg, 1).unwrap();
+    let mut be = CpuBackend::<f32>::new();
+    let mut model = build(&mut be, &cfg, &scfg, 1);
+    for recycles in [0, 1] {
+        model.train_step(&mut be, &smp, recycles, 0).unwrap();
+        let t0 = std::time::Instant::now();
+        let steps = 20;
+        for k in 0..steps {
+            model.train_step(&mut be, &smp, recycles, k).unwrap();
+        }
+        let ms = t0.elapsed().as_secs_f64() * 1e3 / steps as f64;
+        eprintln!("tiny train_step, {} iteration(s): {ms:.1} ms", recycles + 1);
+    }
+}
