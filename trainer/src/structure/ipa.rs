@@ -359,66 +359,69 @@ impl Ipa {
         let bias = p.pair_bias.forward(input.pair);
         let (w_l, w_c) = self.weights();
         let inv_sqrt_c = 1.0 / (c as f64).sqrt();
+        // One attention row per (head, query): rows run in parallel.
         let mut attn = vec![0.0; h_n * n * n];
-        let mut logits = vec![0.0; n];
-        for h in 0..h_n {
-            let gamma = softplus(p.head_weights[h]);
-            for i in 0..n {
+        attn.par_chunks_mut(n)
+            .enumerate()
+            .for_each(|(row_index, row)| {
+                let (h, i) = (row_index / n, row_index % n);
+                let gamma = softplus(p.head_weights[h]);
                 let qi = &q[(i * h_n + h) * c..(i * h_n + h + 1) * c];
-                for j in 0..n {
-                    let kj = &k[(j * h_n + h) * c..(j * h_n + h + 1) * c];
-                    let dist2: f64 = (0..pq)
-                        .map(|pt| {
-                            let diff = sub(
-                                &q_global[(i * h_n + h) * pq + pt],
-                                &k_global[(j * h_n + h) * pq + pt],
-                            );
-                            dot(&diff, &diff)
-                        })
-                        .sum();
-                    logits[j] = w_l
-                        * (dot_slices(qi, kj) * inv_sqrt_c + bias[(i * n + j) * h_n + h]
-                            - 0.5 * gamma * w_c * dist2);
-                }
-                let row = &mut attn[(h * n + i) * n..(h * n + i + 1) * n];
+                let logits: Vec<f64> = (0..n)
+                    .map(|j| {
+                        let kj = &k[(j * h_n + h) * c..(j * h_n + h + 1) * c];
+                        let dist2: f64 = (0..pq)
+                            .map(|pt| {
+                                let diff = sub(
+                                    &q_global[(i * h_n + h) * pq + pt],
+                                    &k_global[(j * h_n + h) * pq + pt],
+                                );
+                                dot(&diff, &diff)
+                            })
+                            .sum();
+                        w_l * (dot_slices(qi, kj) * inv_sqrt_c + bias[(i * n + j) * h_n + h]
+                            - 0.5 * gamma * w_c * dist2)
+                    })
+                    .collect();
                 softmax_masked(&logits, input.mask, row);
-            }
-        }
+            });
+        // Per-query features: queries run in parallel.
         let width = d.feature_width();
         let mut features = vec![0.0; n * width];
         let mut out_points_global = vec![[0.0; 3]; n * h_n * pv];
-        for i in 0..n {
-            let f = &mut features[i * width..(i + 1) * width];
-            let (f_values, rest) = f.split_at_mut(h_n * c);
-            let (f_points, rest) = rest.split_at_mut(h_n * pv * 3);
-            let (f_norms, f_pair) = rest.split_at_mut(h_n * pv);
-            for h in 0..h_n {
-                for j in 0..n {
-                    let a = attn[(h * n + i) * n + j];
-                    if a == 0.0 {
-                        continue;
-                    }
-                    for ch in 0..c {
-                        f_values[h * c + ch] += a * v[(j * h_n + h) * c + ch];
+        features
+            .par_chunks_mut(width)
+            .zip(out_points_global.par_chunks_mut(h_n * pv))
+            .enumerate()
+            .for_each(|(i, (f, points))| {
+                let (f_values, rest) = f.split_at_mut(h_n * c);
+                let (f_points, rest) = rest.split_at_mut(h_n * pv * 3);
+                let (f_norms, f_pair) = rest.split_at_mut(h_n * pv);
+                for h in 0..h_n {
+                    for j in 0..n {
+                        let a = attn[(h * n + i) * n + j];
+                        if a == 0.0 {
+                            continue;
+                        }
+                        for ch in 0..c {
+                            f_values[h * c + ch] += a * v[(j * h_n + h) * c + ch];
+                        }
+                        for pt in 0..pv {
+                            let o = &mut points[h * pv + pt];
+                            *o = add(o, &scale(&v_global[(j * h_n + h) * pv + pt], a));
+                        }
+                        let zij = &input.pair[(i * n + j) * d.c_z..(i * n + j + 1) * d.c_z];
+                        let fp = &mut f_pair[h * d.c_z..(h + 1) * d.c_z];
+                        fp.iter_mut().zip(zij).for_each(|(f, z)| *f += a * z);
                     }
                     for pt in 0..pv {
-                        let o = &mut out_points_global[(i * h_n + h) * pv + pt];
-                        *o = add(o, &scale(&v_global[(j * h_n + h) * pv + pt], a));
-                    }
-                    let zij = &input.pair[(i * n + j) * d.c_z..(i * n + j + 1) * d.c_z];
-                    for ch in 0..d.c_z {
-                        f_pair[h * d.c_z + ch] += a * zij[ch];
+                        let slot = h * pv + pt;
+                        let local = input.frames[i].invert_apply(&points[slot]);
+                        f_points[3 * slot..3 * slot + 3].copy_from_slice(&local);
+                        f_norms[slot] = (dot(&local, &local) + NORM_EPSILON).sqrt();
                     }
                 }
-                for pt in 0..pv {
-                    let slot = h * pv + pt;
-                    let local =
-                        input.frames[i].invert_apply(&out_points_global[(i * h_n + h) * pv + pt]);
-                    f_points[3 * slot..3 * slot + 3].copy_from_slice(&local);
-                    f_norms[slot] = (dot(&local, &local) + NORM_EPSILON).sqrt();
-                }
-            }
-        }
+            });
         let out = p.output.forward(&features);
         Ok((
             out,
@@ -474,94 +477,195 @@ impl Ipa {
 
         // Back through the per-residue feature assembly to the attention
         // weights and the attended quantities.
-        let mut g_attn = vec![0.0; h_n * n * n];
-        let mut g_v = vec![0.0; cache.v.len()];
-        let mut g_v_global = vec![[0.0; 3]; cache.v_global.len()];
-        for i in 0..n {
-            let gf = &g_features[i * width..(i + 1) * width];
-            let f = &cache.features[i * width..(i + 1) * width];
-            let (g_values, rest) = gf.split_at(h_n * c);
-            let (g_points, rest) = rest.split_at(h_n * pv * 3);
-            let (g_norms, g_pair) = rest.split_at(h_n * pv);
-            let f_points = &f[h_n * c..h_n * c + h_n * pv * 3];
-            let f_norms = &f[h_n * c + h_n * pv * 3..h_n * c + h_n * pv * 4];
-            for h in 0..h_n {
-                let mut g_out_global: Vec<Vec3> = Vec::with_capacity(pv);
-                for pt in 0..pv {
-                    let slot = h * pv + pt;
-                    let local: Vec3 = f_points[3 * slot..3 * slot + 3].try_into().unwrap();
-                    let g_local = add(
-                        &g_points[3 * slot..3 * slot + 3].try_into().unwrap(),
-                        &scale(&local, g_norms[slot] / f_norms[slot]),
-                    );
-                    let (g_frame, g_global) = input.frames[i].invert_apply_backward(
-                        &cache.out_points_global[(i * h_n + h) * pv + pt],
-                        &g_local,
-                    );
-                    g.frames[i].accumulate(&g_frame);
-                    g_out_global.push(g_global);
-                }
-                for j in 0..n {
-                    let a = cache.attn[(h * n + i) * n + j];
-                    let vj = &cache.v[(j * h_n + h) * c..(j * h_n + h + 1) * c];
-                    let zij = &input.pair[(i * n + j) * d.c_z..(i * n + j + 1) * d.c_z];
+        // Pass 1, queries in parallel: dL/d(attention) (`[i][h][j]` here),
+        // the pair and frame gradients of query i, and dL/d(attended value
+        // points) in global coordinates.
+        let row_width = h_n * n;
+        let mut g_attn_by_query = vec![0.0; n * row_width];
+        let mut g_out_global = vec![[0.0; 3]; n * h_n * pv];
+        let mut g_query_frames = vec![Rigid::ZERO; n];
+        g_attn_by_query
+            .par_chunks_mut(row_width)
+            .zip(g.pair.par_chunks_mut(n * d.c_z))
+            .zip(g_out_global.par_chunks_mut(h_n * pv))
+            .zip(g_query_frames.par_iter_mut())
+            .enumerate()
+            .for_each(|(i, (((g_attn_i, g_pair_i), g_points_i), g_frame_i))| {
+                let gf = &g_features[i * width..(i + 1) * width];
+                let f = &cache.features[i * width..(i + 1) * width];
+                let (g_values, rest) = gf.split_at(h_n * c);
+                let (g_points, rest) = rest.split_at(h_n * pv * 3);
+                let (g_norms, g_pair) = rest.split_at(h_n * pv);
+                let f_points = &f[h_n * c..h_n * c + h_n * pv * 3];
+                let f_norms = &f[h_n * c + h_n * pv * 3..h_n * c + h_n * pv * 4];
+                for h in 0..h_n {
+                    for pt in 0..pv {
+                        let slot = h * pv + pt;
+                        let local: Vec3 = f_points[3 * slot..3 * slot + 3].try_into().unwrap();
+                        let g_local = add(
+                            &g_points[3 * slot..3 * slot + 3].try_into().unwrap(),
+                            &scale(&local, g_norms[slot] / f_norms[slot]),
+                        );
+                        let (g_frame, g_global) = input.frames[i].invert_apply_backward(
+                            &cache.out_points_global[(i * h_n + h) * pv + pt],
+                            &g_local,
+                        );
+                        g_frame_i.accumulate(&g_frame);
+                        g_points_i[slot] = g_global;
+                    }
                     let gv_h = &g_values[h * c..(h + 1) * c];
                     let gz_h = &g_pair[h * d.c_z..(h + 1) * d.c_z];
-                    let mut ga = dot_slices(gv_h, vj) + dot_slices(gz_h, zij);
-                    for ch in 0..c {
-                        g_v[(j * h_n + h) * c + ch] += a * gv_h[ch];
+                    for j in 0..n {
+                        let a = cache.attn[(h * n + i) * n + j];
+                        let vj = &cache.v[(j * h_n + h) * c..(j * h_n + h + 1) * c];
+                        let zij = &input.pair[(i * n + j) * d.c_z..(i * n + j + 1) * d.c_z];
+                        let mut ga = dot_slices(gv_h, vj) + dot_slices(gz_h, zij);
+                        g_pair_i[j * d.c_z..(j + 1) * d.c_z]
+                            .iter_mut()
+                            .zip(gz_h)
+                            .for_each(|(gp, gz)| *gp += a * gz);
+                        for pt in 0..pv {
+                            ga += dot(
+                                &g_points_i[h * pv + pt],
+                                &cache.v_global[(j * h_n + h) * pv + pt],
+                            );
+                        }
+                        g_attn_i[h * n + j] = ga;
                     }
-                    for ch in 0..d.c_z {
-                        g.pair[(i * n + j) * d.c_z + ch] += a * gz_h[ch];
-                    }
-                    for (pt, g_o) in g_out_global.iter().enumerate() {
-                        let slot = (j * h_n + h) * pv + pt;
-                        ga += dot(g_o, &cache.v_global[slot]);
-                        g_v_global[slot] = add(&g_v_global[slot], &scale(g_o, a));
-                    }
-                    g_attn[(h * n + i) * n + j] = ga;
                 }
+            });
+        for (gf, gq) in g.frames.iter_mut().zip(&g_query_frames) {
+            gf.accumulate(gq);
+        }
+        let mut g_attn = vec![0.0; h_n * n * n];
+        for i in 0..n {
+            for h in 0..h_n {
+                g_attn[(h * n + i) * n..(h * n + i + 1) * n]
+                    .copy_from_slice(&g_attn_by_query[i * row_width + h * n..][..n]);
             }
         }
+        // Pass 2, keys in parallel: dL/d(values) and dL/d(value points),
+        // summed over the queries in order.
+        let mut g_v = vec![0.0; cache.v.len()];
+        let mut g_v_global = vec![[0.0; 3]; cache.v_global.len()];
+        g_v.par_chunks_mut(h_n * c)
+            .zip(g_v_global.par_chunks_mut(h_n * pv))
+            .enumerate()
+            .for_each(|(j, (g_v_j, g_vg_j))| {
+                for i in 0..n {
+                    let gf = &g_features[i * width..(i + 1) * width];
+                    for h in 0..h_n {
+                        let a = cache.attn[(h * n + i) * n + j];
+                        if a == 0.0 {
+                            continue;
+                        }
+                        let gv_h = &gf[h * c..(h + 1) * c];
+                        g_v_j[h * c..(h + 1) * c]
+                            .iter_mut()
+                            .zip(gv_h)
+                            .for_each(|(g, x)| *g += a * x);
+                        for pt in 0..pv {
+                            let slot = h * pv + pt;
+                            g_vg_j[slot] = add(
+                                &g_vg_j[slot],
+                                &scale(&g_out_global[(i * h_n + h) * pv + pt], a),
+                            );
+                        }
+                    }
+                }
+            });
 
         // Back through the softmax and the logits.
         let (w_l, w_c) = self.weights();
         let inv_sqrt_c = 1.0 / (c as f64).sqrt();
-        let mut g_q = vec![0.0; cache.q.len()];
-        let mut g_k = vec![0.0; cache.k.len()];
-        let mut g_q_global = vec![[0.0; 3]; cache.q_global.len()];
-        let mut g_k_global = vec![[0.0; 3]; cache.k_global.len()];
-        let mut g_bias = vec![0.0; n * n * h_n];
-        for h in 0..h_n {
-            let gamma = softplus(p.head_weights[h]);
-            let mut g_gamma = 0.0;
-            for i in 0..n {
-                let a_row = &cache.attn[(h * n + i) * n..(h * n + i + 1) * n];
-                let ga_row = &g_attn[(h * n + i) * n..(h * n + i + 1) * n];
+        let gammas: Vec<f64> = p.head_weights.iter().map(|&x| softplus(x)).collect();
+        // dL/d(logits), `[h][i][j]`: rows in parallel.
+        let mut g_logits = vec![0.0; h_n * n * n];
+        g_logits
+            .par_chunks_mut(n)
+            .enumerate()
+            .for_each(|(row, g_row)| {
+                let a_row = &cache.attn[row * n..(row + 1) * n];
+                let ga_row = &g_attn[row * n..(row + 1) * n];
                 let mean = dot_slices(a_row, ga_row);
                 for j in 0..n {
-                    let g_logit = w_l * a_row[j] * (ga_row[j] - mean);
-                    if g_logit == 0.0 {
-                        continue;
-                    }
-                    g_bias[(i * n + j) * h_n + h] += g_logit;
-                    for ch in 0..c {
-                        let (qi, kj) = ((i * h_n + h) * c + ch, (j * h_n + h) * c + ch);
-                        g_q[qi] += g_logit * inv_sqrt_c * cache.k[kj];
-                        g_k[kj] += g_logit * inv_sqrt_c * cache.q[qi];
-                    }
-                    for pt in 0..pq {
-                        let (qi, kj) = ((i * h_n + h) * pq + pt, (j * h_n + h) * pq + pt);
-                        let diff = sub(&cache.q_global[qi], &cache.k_global[kj]);
-                        g_gamma -= 0.5 * w_c * g_logit * dot(&diff, &diff);
-                        let g_diff = scale(&diff, -gamma * w_c * g_logit);
-                        g_q_global[qi] = add(&g_q_global[qi], &g_diff);
-                        g_k_global[kj] = sub(&g_k_global[kj], &g_diff);
+                    g_row[j] = w_l * a_row[j] * (ga_row[j] - mean);
+                }
+            });
+        // Pass 1, queries in parallel: the bias, query and query-point
+        // gradients, and each query's share of the point-weight gradient.
+        let mut g_q = vec![0.0; cache.q.len()];
+        let mut g_q_global = vec![[0.0; 3]; cache.q_global.len()];
+        let mut g_bias = vec![0.0; n * n * h_n];
+        let g_gamma_by_query: Vec<Vec<f64>> = g_q
+            .par_chunks_mut(h_n * c)
+            .zip(g_q_global.par_chunks_mut(h_n * pq))
+            .zip(g_bias.par_chunks_mut(n * h_n))
+            .enumerate()
+            .map(|(i, ((g_q_i, g_qg_i), g_bias_i))| {
+                let mut g_gamma = vec![0.0; h_n];
+                for h in 0..h_n {
+                    for j in 0..n {
+                        let g_logit = g_logits[(h * n + i) * n + j];
+                        if g_logit == 0.0 {
+                            continue;
+                        }
+                        g_bias_i[j * h_n + h] += g_logit;
+                        let kj = &cache.k[(j * h_n + h) * c..(j * h_n + h + 1) * c];
+                        g_q_i[h * c..(h + 1) * c]
+                            .iter_mut()
+                            .zip(kj)
+                            .for_each(|(g, k)| *g += g_logit * inv_sqrt_c * k);
+                        for pt in 0..pq {
+                            let diff = sub(
+                                &cache.q_global[(i * h_n + h) * pq + pt],
+                                &cache.k_global[(j * h_n + h) * pq + pt],
+                            );
+                            g_gamma[h] -= 0.5 * w_c * g_logit * dot(&diff, &diff);
+                            let g_diff = scale(&diff, -gammas[h] * w_c * g_logit);
+                            let slot = h * pq + pt;
+                            g_qg_i[slot] = add(&g_qg_i[slot], &g_diff);
+                        }
                     }
                 }
-            }
+                g_gamma
+            })
+            .collect();
+        for h in 0..h_n {
+            let g_gamma: f64 = g_gamma_by_query.iter().map(|g| g[h]).sum();
             g.params.head_weights[h] = g_gamma * sigmoid(p.head_weights[h]);
         }
+        // Pass 2, keys in parallel: key and key-point gradients, summed over
+        // the queries in order.
+        let mut g_k = vec![0.0; cache.k.len()];
+        let mut g_k_global = vec![[0.0; 3]; cache.k_global.len()];
+        g_k.par_chunks_mut(h_n * c)
+            .zip(g_k_global.par_chunks_mut(h_n * pq))
+            .enumerate()
+            .for_each(|(j, (g_k_j, g_kg_j))| {
+                for i in 0..n {
+                    for h in 0..h_n {
+                        let g_logit = g_logits[(h * n + i) * n + j];
+                        if g_logit == 0.0 {
+                            continue;
+                        }
+                        let qi = &cache.q[(i * h_n + h) * c..(i * h_n + h + 1) * c];
+                        g_k_j[h * c..(h + 1) * c]
+                            .iter_mut()
+                            .zip(qi)
+                            .for_each(|(g, q)| *g += g_logit * inv_sqrt_c * q);
+                        for pt in 0..pq {
+                            let diff = sub(
+                                &cache.q_global[(i * h_n + h) * pq + pt],
+                                &cache.k_global[(j * h_n + h) * pq + pt],
+                            );
+                            let g_diff = scale(&diff, -gammas[h] * w_c * g_logit);
+                            let slot = h * pq + pt;
+                            g_kg_j[slot] = sub(&g_kg_j[slot], &g_diff);
+                        }
+                    }
+                }
+            });
         p.pair_bias
             .backward(input.pair, &g_bias, &mut g.params.pair_bias, &mut g.pair);
 
