@@ -160,6 +160,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         watch: false,
         device: args.device,
         max_chains: None,
+        stop_with_pid: None,
     })?;
     println!();
     println!("summary ({:.0} s in all)", started.elapsed().as_secs_f64());

@@ -36,6 +36,16 @@ pub struct EvalArgs {
     /// Validation chains, at most (default: the config's eval.max_chains).
     #[arg(long)]
     pub max_chains: Option<usize>,
+    /// With --watch: also stop once process PID (the training) has exited
+    /// (checked through /proc; `scalefold train --eval-data` passes its own).
+    #[arg(long, value_name = "PID")]
+    pub stop_with_pid: Option<u32>,
+}
+
+/// Whether process `pid` still runs (Linux `/proc`; elsewhere assumed running).
+fn process_alive(pid: u32) -> bool {
+    let proc_root = std::path::Path::new("/proc");
+    !proc_root.is_dir() || proc_root.join(pid.to_string()).exists()
 }
 
 /// Waits (in watch mode) for the first checkpoint, whose config builds the model.
@@ -80,6 +90,7 @@ fn eval_on<B: Backend>(
         cfg.eval.recycles,
         args.watch,
         poll,
+        &mut || args.stop_with_pid.is_none_or(process_alive),
         &mut |r| {
             println!(
                 "step {:>8}: lDDT-Ca {:.4} over {} chains, loss {:.4} ({:.1} s) -> {}",

@@ -84,6 +84,7 @@ fn spawn_eval(args: &TrainArgs, data: &str) -> anyhow::Result<Child> {
         .args(["eval", "--data", data, "--checkpoints"])
         .arg(&args.out)
         .args(["--watch", "--device", device])
+        .args(["--stop-with-pid", &std::process::id().to_string()])
         .stdout(log_file.try_clone()?)
         .stderr(log_file)
         .spawn()

@@ -171,9 +171,10 @@ pub fn pending_checkpoints(root: &Path) -> Result<Vec<PathBuf>> {
 
 /// Evaluates every checkpoint of `root` that has no `eval.json` yet; with
 /// `watch`, keeps looking every `poll` until the training's `done` marker is
-/// there and nothing is left. A checkpoint deleted while it is read (the
-/// trainer keeps only the newest few) is passed over. `report` is called with
-/// each result after it is written.
+/// there and nothing is left, or until `keep_watching` says no (e.g. the
+/// training process is gone without finishing). A checkpoint deleted while it
+/// is read (the trainer keeps only the newest few) is passed over. `report` is
+/// called with each result after it is written.
 pub fn evaluate_folder<B: Backend, M: TrainModel<B>>(
     be: &mut B,
     model: &mut M,
@@ -182,9 +183,11 @@ pub fn evaluate_folder<B: Backend, M: TrainModel<B>>(
     recycles: usize,
     watch: bool,
     poll: Duration,
+    keep_watching: &mut dyn FnMut() -> bool,
     report: &mut dyn FnMut(&EvalReport),
 ) -> Result<Vec<EvalReport>> {
     let mut done_reports = Vec::new();
+    let mut last_pass = false;
     loop {
         // Read `done` first: checkpoints listed after it are all there will be.
         let finished = root.join(DONE_FILE).exists();
@@ -203,11 +206,16 @@ pub fn evaluate_folder<B: Backend, M: TrainModel<B>>(
             report(&result);
             done_reports.push(result);
         }
-        if !watch || (finished && pending.is_empty()) {
+        if !watch || last_pass || (finished && pending.is_empty()) {
             return Ok(done_reports);
         }
         if pending.is_empty() {
-            std::thread::sleep(poll);
+            if keep_watching() {
+                std::thread::sleep(poll);
+            } else {
+                // One more look: a checkpoint may have landed since the listing.
+                last_pass = true;
+            }
         }
     }
 }

@@ -607,6 +607,7 @@ fn eval_scores_every_checkpoint_once_and_stops_at_done() {
         0,
         true,
         Duration::from_millis(10),
+        &mut || true,
         &mut |r| seen.push(r.step),
     )
     .unwrap();
@@ -631,10 +632,46 @@ fn eval_scores_every_checkpoint_once_and_stops_at_done() {
         0,
         false,
         Duration::ZERO,
+        &mut || true,
         &mut |_| {},
     )
     .unwrap();
     assert!(again.is_empty());
+}
+
+#[test]
+fn watcher_stops_when_told_without_a_done_marker() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("run");
+    let cfg = tiny(2);
+    run_regressor(&cfg, &out, false, None);
+    std::fs::remove_file(out.join(super::run::DONE_FILE)).unwrap();
+    let chains = load_all(dataset(), &cfg.sample, 7, 1).unwrap();
+    let mut be = CpuBackend::<f32>::new();
+    let mut model = CaRegressor::new(&mut be, cfg.sample.crop_size);
+    be.materialize().unwrap();
+    let mut looks = 0;
+    let reports = evaluate_folder(
+        &mut be,
+        &mut model,
+        &out,
+        &chains,
+        0,
+        true,
+        Duration::from_millis(1),
+        &mut || {
+            looks += 1;
+            looks < 3
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(
+        reports.len(),
+        1,
+        "the one checkpoint is scored before stopping"
+    );
+    assert_eq!(looks, 3);
 }
 
 #[test]
