@@ -9,15 +9,35 @@
 
 use std::sync::Arc;
 
+use arrow::array::AsArray;
+use arrow::datatypes::UInt32Type;
+
 use scalefold_featurize::{Sample, SampleConfig, make_sample};
 use scalefold_ingest::schema::batch_to_rows;
 use scalefold_loader::{
     DatasetSource, Delivery, Loader, LoaderConfig, LoaderState, Plan, PlanConfig, RowGroupSource,
-    RowRef, Sampling, TransformError,
+    RowRef, Sampling, TransformError, compute_weights,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainerError};
+
+/// How the training plan draws chains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplingMode {
+    /// Every chain once per epoch, block-shuffled.
+    Shuffle,
+    /// With replacement, chain `i` with probability ∝ `chain_weight(L_i, cluster_size_i)`
+    /// (the AlphaFold2 recipe, supplement 1.2.5); an epoch is as many draws as chains.
+    ClusterWeighted,
+}
+
+/// The AlphaFold2 sampling weight of a chain of `length` residues in a cluster of
+/// `cluster_size` chains: `max(min(L, 512), 256) / 512 / cluster_size`.
+pub fn chain_weight(length: usize, cluster_size: u32) -> f64 {
+    length.clamp(256, 512) as f64 / 512.0 / f64::from(cluster_size.max(1))
+}
 
 /// Loader settings of a training run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -32,6 +52,8 @@ pub struct DataConfig {
     pub shuffle_block_row_groups: usize,
     /// Bytes of row groups fetched ahead, in MiB.
     pub prefetch_mib: u64,
+    /// Shuffle, or AlphaFold's length- and cluster-weighted draws.
+    pub sampling: SamplingMode,
 }
 
 impl DataConfig {
@@ -42,6 +64,7 @@ impl DataConfig {
             workers: 0,
             shuffle_block_row_groups: 4,
             prefetch_mib: 256,
+            sampling: SamplingMode::Shuffle,
         }
     }
 
@@ -84,15 +107,40 @@ pub fn featurize_row(
     })
 }
 
-/// Opens the dataset at `url` (any address the storage crate reads).
-pub fn open_source(url: &str) -> Result<DatasetSource> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+fn io_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| TrainerError::Data(format!("cannot start an IO runtime: {e}")))?;
-    runtime
+        .map_err(|e| TrainerError::Data(format!("cannot start an IO runtime: {e}")))
+}
+
+/// Opens the dataset at `url` (any address the storage crate reads).
+pub fn open_source(url: &str) -> Result<DatasetSource> {
+    io_runtime()?
         .block_on(DatasetSource::open(url, None))
         .map_err(|e| TrainerError::Data(format!("dataset {url}: {e}")))
+}
+
+/// [`chain_weight`] of every row of `source`, in global row order (reads only the
+/// `sequence` and `cluster_size` columns).
+pub fn chain_weights(source: &DatasetSource) -> Result<Vec<f64>> {
+    let url = source.dataset().url().to_string();
+    let projected = source
+        .with_projection(Some(vec!["sequence".into(), "cluster_size".into()]))
+        .map_err(|e| TrainerError::Data(format!("dataset {url}: {e}")))?;
+    io_runtime()?
+        .block_on(compute_weights(&projected, 8, |batch, i| {
+            let length = batch
+                .column_by_name("sequence")
+                .and_then(|c| c.as_string_opt::<i32>())
+                .map_or(0, |c| c.value(i).len());
+            let cluster = batch
+                .column_by_name("cluster_size")
+                .and_then(|c| c.as_primitive_opt::<UInt32Type>())
+                .map_or(1, |c| c.value(i));
+            chain_weight(length, cluster)
+        }))
+        .map_err(|e| TrainerError::Data(format!("dataset {url}: sampling weights: {e}")))
 }
 
 /// A loader over `source` with the AlphaFold transform, for rank 0 of 1.
@@ -107,15 +155,22 @@ pub fn alphafold_loader(
     resume: Option<LoaderState>,
 ) -> Result<Loader<ChainSample>> {
     let rows: Vec<u64> = source.row_groups().iter().map(|g| g.rows).collect();
+    let sampling = match data.sampling {
+        SamplingMode::Shuffle => Sampling::Shuffle {
+            block_row_groups: data.shuffle_block_row_groups,
+        },
+        SamplingMode::ClusterWeighted => Sampling::Weighted {
+            weights: chain_weights(source)?.into(),
+            samples_per_epoch: rows.iter().sum(),
+        },
+    };
     let plan = Plan::new(
         PlanConfig {
             seed,
             rank: 0,
             world_size: 1,
             batch_size: 1,
-            sampling: Sampling::Shuffle {
-                block_row_groups: data.shuffle_block_row_groups,
-            },
+            sampling,
         },
         &rows,
     )

@@ -675,6 +675,34 @@ fn watcher_stops_when_told_without_a_done_marker() {
 }
 
 #[test]
+fn cluster_weighted_sampling_follows_the_af2_weights() {
+    use super::data::{SamplingMode, alphafold_loader, chain_weight, chain_weights, open_source};
+    assert_eq!(chain_weight(100, 1), 0.5);
+    assert_eq!(chain_weight(400, 2), 400.0 / 512.0 / 2.0);
+    assert_eq!(chain_weight(900, 4), 0.25);
+    let source = open_source(dataset()).unwrap();
+    let weights = chain_weights(&source).unwrap();
+    let rows: u64 = scalefold_loader::RowGroupSource::row_groups(&source)
+        .iter()
+        .map(|g| g.rows)
+        .sum();
+    assert_eq!(weights.len() as u64, rows);
+    // Chains of 12-30 residues: 0.5 / cluster size, so every weight is 0.5 / k.
+    for w in &weights {
+        let k = 0.5 / w;
+        assert!((k - k.round()).abs() < 1e-9 && k >= 1.0, "{w}");
+    }
+    let mut cfg = tiny(1);
+    cfg.data.sampling = SamplingMode::ClusterWeighted;
+    let loader = alphafold_loader(&source, &cfg.sample, &cfg.data, 3, Some(1), None).unwrap();
+    let delivered: usize = loader.map(|b| b.unwrap().samples.len()).sum();
+    assert_eq!(
+        delivered as u64, rows,
+        "one epoch is as many draws as chains"
+    );
+}
+
+#[test]
 fn presets_load_and_match_the_code_presets() {
     let tiny = TrainConfig::load("tiny", &[]).unwrap();
     assert_eq!(tiny.model, crate::model::ModelConfig::tiny());
