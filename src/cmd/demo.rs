@@ -165,13 +165,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!();
     println!("summary ({:.0} s in all)", started.elapsed().as_secs_f64());
     print_summary(&summary);
-    if let Some(last) = reports.last() {
-        let first = &reports[0];
+    if let (Some(first), Some(last)) = (reports.first(), reports.last()) {
+        let trend = if reports.len() > 1 {
+            format!("{:.4} at step {} -> ", first.mean_lddt_ca, first.step)
+        } else {
+            String::new()
+        };
         println!(
-            "lDDT-Ca of the weight average on {} validation chains: {:.4} at step {} -> {:.4} at step {} ({})",
+            "lDDT-Ca of the weight average on {} validation chains: {trend}{:.4} at step {} ({})",
             last.chains.len(),
-            first.mean_lddt_ca,
-            first.step,
             last.mean_lddt_ca,
             last.step,
             last.checkpoint.join("eval.json").display()
