@@ -19,6 +19,7 @@
 pub mod config;
 pub mod embed;
 pub mod features;
+pub mod graph;
 pub mod init;
 pub mod trunk;
 
@@ -118,13 +119,15 @@ impl AlphaFold {
 
     /// Runs the recycling iterations `0..=num_recycles`, the last through
     /// `last(self, be, inputs)`; earlier ones forward only. `dropout_seed`
-    /// `None` is inference.
+    /// `None` is inference. Each iteration's trunk forward runs through
+    /// `forward(trunk, be, seed)` (eager, or a CUDA-graph replay: [`graph`]).
     fn run<B: Backend, R>(
         &mut self,
         be: &mut B,
         sample: &Sample,
         num_recycles: usize,
         dropout_seed: Option<u64>,
+        mut forward: impl FnMut(&mut Trunk, &mut B, Option<u64>) -> Result<()>,
         last: impl FnOnce(&mut Self, &mut B, &[Vec<f32>], &HostInputs) -> Result<R>,
     ) -> Result<R> {
         features::check_sample(sample, self.trunk.dims, num_recycles + 1)?;
@@ -135,7 +138,7 @@ impl AlphaFold {
         for it in 0..=num_recycles {
             self.trunk.set_inputs(be, sample, it, prev_pb.as_deref())?;
             let seed = dropout_seed.map(|s| mix64(s ^ mix64(0x4ec7_c1e0 + it as u64)));
-            self.trunk.forward(be, seed)?;
+            forward(&mut self.trunk, be, seed)?;
             let single = be.read(self.trunk.single)?;
             let pair = be.read(self.trunk.pair)?;
             let msa = be.read(self.trunk.msa)?;
@@ -170,12 +173,34 @@ impl AlphaFold {
         num_recycles: usize,
         dropout_seed: u64,
     ) -> Result<LossTerms> {
+        self.train_step_with(
+            be,
+            sample,
+            num_recycles,
+            dropout_seed,
+            |t, be, seed| t.forward(be, seed),
+            |t, be| t.backward(be),
+        )
+    }
+
+    /// [`AlphaFold::train_step`] with the trunk's forward and backward run
+    /// through `forward` and `backward` (eager, or CUDA-graph replays: [`graph`]).
+    fn train_step_with<B: Backend>(
+        &mut self,
+        be: &mut B,
+        sample: &Sample,
+        num_recycles: usize,
+        dropout_seed: u64,
+        forward: impl FnMut(&mut Trunk, &mut B, Option<u64>) -> Result<()>,
+        backward: impl FnOnce(&Trunk, &mut B) -> Result<()>,
+    ) -> Result<LossTerms> {
         self.params.zero_grads(be)?;
         self.run(
             be,
             sample,
             num_recycles,
             Some(dropout_seed),
+            forward,
             |m, be, host, x| {
                 let (out, grads) = host_forward_backward(&m.cfg.host, &m.cfg.losses, host, x)?;
                 m.trunk
@@ -183,7 +208,7 @@ impl AlphaFold {
                 for (p, g) in m.host_params.iter().zip(&grads.params) {
                     be.write(p.g, g)?;
                 }
-                m.trunk.backward(be)?;
+                backward(&m.trunk, be)?;
                 Ok(out.losses)
             },
         )
@@ -197,9 +222,14 @@ impl AlphaFold {
         sample: &Sample,
         num_recycles: usize,
     ) -> Result<HostOutputs> {
-        self.run(be, sample, num_recycles, None, |m, _be, host, x| {
-            host_forward(&m.cfg.host, &m.cfg.losses, host, x)
-        })
+        self.run(
+            be,
+            sample,
+            num_recycles,
+            None,
+            |t, be, seed| t.forward(be, seed),
+            |m, _be, host, x| host_forward(&m.cfg.host, &m.cfg.losses, host, x),
+        )
     }
 }
 

@@ -1,0 +1,165 @@
+//! CUDA-graph mode for the model's step on the CUDA backend.
+//!
+//! A training step cannot be one graph: between the trunk's forward and its
+//! backward the host runs the structure module, heads and losses
+//! ([`crate::structure::objective`]) on values read back from the GPU. What is
+//! one fixed sequence of backend ops with static shapes is (a) one recycling
+//! iteration's trunk forward, once the host has written that iteration's
+//! features into the fixed input tensors, and (b) the trunk backward, once the
+//! host has written the output gradients. [`TrunkGraphs`] captures each on its
+//! second use (the first runs eagerly: cuBLASLt picks algorithms and kernels
+//! compile on first use, neither of which may happen inside a capture) and
+//! replays it afterwards. The recycling count only changes how often the
+//! forward graph runs, so one forward graph serves every step variant.
+//!
+//! Dropout: a mask's seed is a kernel launch argument
+//! ([`crate::backend::Dropout::seed`]), and a graph bakes launch arguments in,
+//! so a replay would reuse the captured masks on every later step and
+//! iteration, which is not AlphaFold's training. Graph mode is therefore
+//! allowed only where the trunk's ops do not depend on the seed: inference,
+//! and training with `msa_dropout` and `pair_dropout` both zero (a dropout of
+//! rate 0 launches with seed 0 whatever the step's seed). Training with
+//! dropout in graphs needs the seed read from a device tensor by the kernels;
+//! [`TrunkGraphs::new`] refuses such a model with a typed error instead.
+
+use super::{AlphaFold, HostOutputs, LossTerms, Sample, Trunk};
+use crate::backend::cuda::CudaBackend;
+use crate::error::{Result, TrainerError};
+use cudarc::driver::CudaGraph;
+
+/// One op sequence's lifecycle: eager once, captured on the next use, replayed after.
+#[derive(Default)]
+enum Stage {
+    /// Never run: the next run is the eager warm-up.
+    #[default]
+    Cold,
+    /// Warmed up: the next run captures.
+    Warm,
+    /// Captured: every run replays.
+    Captured(CudaGraph),
+}
+
+impl Stage {
+    /// Runs `ops` on `gpu` eagerly, or captures them and replays the graph,
+    /// or replays the graph, by the stage. The capture is always ended, even
+    /// when `ops` fails, so the stream is never left capturing.
+    fn run(
+        &mut self,
+        gpu: &mut CudaBackend,
+        ops: impl FnOnce(&mut CudaBackend) -> Result<()>,
+    ) -> Result<()> {
+        match self {
+            Stage::Cold => {
+                ops(gpu)?;
+                *self = Stage::Warm;
+            }
+            Stage::Warm => {
+                gpu.begin_capture()?;
+                let queued = ops(gpu);
+                let graph = gpu.end_capture();
+                queued?;
+                let graph = graph?;
+                // Capturing queued nothing: this run's work is the first replay.
+                gpu.replay(&graph)?;
+                *self = Stage::Captured(graph);
+            }
+            Stage::Captured(graph) => gpu.replay(graph)?,
+        }
+        Ok(())
+    }
+
+    /// Whether the sequence is captured.
+    fn captured(&self) -> bool {
+        matches!(self, Stage::Captured(_))
+    }
+}
+
+/// The trunk's forward and backward graphs of one [`AlphaFold`] on one
+/// [`CudaBackend`] (the graphs hold that model's tensor addresses: use them
+/// with no other model or backend).
+#[derive(Default)]
+pub struct TrunkGraphs {
+    forward: Stage,
+    backward: Stage,
+}
+
+impl TrunkGraphs {
+    /// Empty graphs for `model`; an error if its trunk uses dropout in
+    /// training (replays would reuse the captured masks; module docs).
+    pub fn new(model: &AlphaFold) -> Result<Self> {
+        if model.cfg.msa_dropout != 0.0 || model.cfg.pair_dropout != 0.0 {
+            return Err(TrainerError::Config {
+                field: "run.cuda_graphs",
+                detail: format!(
+                    "CUDA graphs need msa_dropout and pair_dropout 0 (got {} and {}): dropout \
+                     seeds are kernel launch arguments, so a replay would reuse one step's masks",
+                    model.cfg.msa_dropout, model.cfg.pair_dropout
+                ),
+            });
+        }
+        Ok(Self::default())
+    }
+
+    /// Whether the forward and backward graphs are both captured.
+    pub fn captured(&self) -> (bool, bool) {
+        (self.forward.captured(), self.backward.captured())
+    }
+
+    /// One trunk forward (inputs already written) through the forward graph.
+    pub fn forward(
+        &mut self,
+        trunk: &mut Trunk,
+        gpu: &mut CudaBackend,
+        seed: Option<u64>,
+    ) -> Result<()> {
+        self.forward.run(gpu, |gpu| trunk.forward(gpu, seed))
+    }
+
+    /// One trunk backward (output gradients already written) through the backward graph.
+    pub fn backward(&mut self, trunk: &Trunk, gpu: &mut CudaBackend) -> Result<()> {
+        self.backward.run(gpu, |gpu| trunk.backward(gpu))
+    }
+}
+
+impl AlphaFold {
+    /// [`AlphaFold::train_step`] with the trunk's forward (every recycling
+    /// iteration) and backward run as CUDA graphs from `graphs` (made by
+    /// [`TrunkGraphs::new`] for this model). Same result as the eager step up
+    /// to bf16 rounding.
+    pub fn train_step_graphed(
+        &mut self,
+        gpu: &mut CudaBackend,
+        graphs: &mut TrunkGraphs,
+        sample: &Sample,
+        num_recycles: usize,
+        dropout_seed: u64,
+    ) -> Result<LossTerms> {
+        let TrunkGraphs { forward, backward } = graphs;
+        self.train_step_with(
+            gpu,
+            sample,
+            num_recycles,
+            dropout_seed,
+            |t, gpu, seed| forward.run(gpu, |gpu| t.forward(gpu, seed)),
+            |t, gpu| backward.run(gpu, |gpu| t.backward(gpu)),
+        )
+    }
+
+    /// [`AlphaFold::predict`] with every trunk forward a CUDA-graph replay.
+    pub fn predict_graphed(
+        &mut self,
+        gpu: &mut CudaBackend,
+        graphs: &mut TrunkGraphs,
+        sample: &Sample,
+        num_recycles: usize,
+    ) -> Result<HostOutputs> {
+        self.run(
+            gpu,
+            sample,
+            num_recycles,
+            None,
+            |t, gpu, seed| graphs.forward(t, gpu, seed),
+            |m, _gpu, host, x| super::host_forward(&m.cfg.host, &m.cfg.losses, host, x),
+        )
+    }
+}

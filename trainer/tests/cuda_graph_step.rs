@@ -1,0 +1,148 @@
+//! GPU test (`#[ignore]`: it needs an NVIDIA GPU): the model's training step
+//! with the trunk's forward and backward as CUDA graphs
+//! ([`scalefold_trainer::model::graph`]) against the eager step on the same
+//! GPU, for several recycling counts (step variants), and eager vs graph
+//! times of the trunk forward, trunk backward and whole step.
+//!
+//! Run: `cargo test -p scalefold-trainer --release --test cuda_graph_step -- --ignored --nocapture`
+
+use scalefold_featurize::make_sample;
+use scalefold_featurize::synthetic::synthetic_record;
+use scalefold_featurize::transform::{Sample, SampleConfig};
+use scalefold_trainer::backend::Backend;
+use scalefold_trainer::backend::cuda::CudaBackend;
+use scalefold_trainer::model::graph::TrunkGraphs;
+use scalefold_trainer::model::{AlphaFold, ModelConfig};
+use std::time::Instant;
+
+/// bf16 tolerance on gradients (relative L2 over the whole block).
+const TOL: f64 = 3e-2;
+
+fn rel_err(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    assert!(
+        got.iter().all(|x| x.is_finite()),
+        "non-finite graph gradient"
+    );
+    let num: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum();
+    let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
+    (num / den.max(1e-30)).sqrt()
+}
+
+fn grads(gpu: &mut CudaBackend, model: &AlphaFold) -> Vec<f32> {
+    let mut all = Vec::new();
+    for e in &model.params.entries {
+        all.extend(gpu.read(e.param.g).unwrap());
+    }
+    all
+}
+
+fn median_ms(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2] * 1e3
+}
+
+/// Times `f` (synchronized) `iters` times; median ms.
+fn time(gpu: &mut CudaBackend, iters: usize, mut f: impl FnMut(&mut CudaBackend)) -> f64 {
+    let mut t = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        gpu.sync().unwrap();
+        let s = Instant::now();
+        f(gpu);
+        gpu.sync().unwrap();
+        t.push(s.elapsed().as_secs_f64());
+    }
+    median_ms(t)
+}
+
+fn setup(crop: usize, n_res: usize) -> (CudaBackend, AlphaFold, Sample) {
+    let cfg = ModelConfig {
+        msa_dropout: 0.0,
+        pair_dropout: 0.0,
+        // The CUDA attention kernels take head widths 8, 16 or 32.
+        msa_head_dim: 8,
+        extra_msa_head_dim: 8,
+        tri_head_dim: 8,
+        template_tri_head_dim: 8,
+        template_attn_head_dim: 8,
+        ..ModelConfig::tiny()
+    };
+    let scfg = SampleConfig {
+        crop_size: crop,
+        max_msa_clusters: 5,
+        max_extra_msa: 4,
+        max_templates: 2,
+        max_template_candidates: 4,
+        subsample_templates: false,
+        num_recycling_iterations: 3,
+        ..SampleConfig::tiny()
+    };
+    let mut gpu = CudaBackend::new(0).expect("a CUDA GPU");
+    let model = AlphaFold::new(&mut gpu, &cfg, &scfg).expect("the model plans");
+    gpu.materialize().unwrap();
+    model.init(&mut gpu, 7).unwrap();
+    let sample = make_sample(&synthetic_record(n_res, 6, 2, 11), &scfg, 11).expect("sample");
+    (gpu, model, sample)
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU"]
+fn graph_step_matches_eager_and_is_timed() {
+    for (crop, n_res) in [(8, 7), (64, 60)] {
+        let (mut gpu, mut model, sample) = setup(crop, n_res);
+        let mut graphs = TrunkGraphs::new(&model).unwrap();
+        // Step variants by recycling count; each graphed step is compared with
+        // the eager step of the same variant and seed. The first graphed steps
+        // warm up, then capture; the later ones replay.
+        for (k, recycles) in [2usize, 0, 1, 2, 3, 1].into_iter().enumerate() {
+            let seed = 100 + k as u64;
+            let eager = model.train_step(&mut gpu, &sample, recycles, seed).unwrap();
+            let want = grads(&mut gpu, &model);
+            let got = model
+                .train_step_graphed(&mut gpu, &mut graphs, &sample, recycles, seed)
+                .unwrap();
+            let g = grads(&mut gpu, &model);
+            let err = rel_err(&g, &want);
+            let dl = (got.total - eager.total).abs() / eager.total.abs().max(1e-12);
+            println!(
+                "crop {crop} recycles {recycles}: loss eager {:.6} graph {:.6} (rel {dl:.2e}), grad rel err {err:.2e}, captured {:?}",
+                eager.total,
+                got.total,
+                graphs.captured()
+            );
+            assert!(dl < TOL, "loss differs: {} vs {}", got.total, eager.total);
+            assert!(err < TOL, "gradients differ: rel err {err}");
+        }
+        assert_eq!(graphs.captured(), (true, true));
+
+        let iters = 20;
+        let fwd_eager = time(&mut gpu, iters, |g| {
+            model.trunk.forward(g, Some(5)).unwrap()
+        });
+        let fwd_graph = time(&mut gpu, iters, |g| {
+            graphs.forward(&mut model.trunk, g, Some(5)).unwrap()
+        });
+        let bwd_eager = time(&mut gpu, iters, |g| model.trunk.backward(g).unwrap());
+        let bwd_graph = time(&mut gpu, iters, |g| {
+            graphs.backward(&model.trunk, g).unwrap()
+        });
+        let step_eager = time(&mut gpu, iters, |g| {
+            model.train_step(g, &sample, 3, 9).unwrap();
+        });
+        let step_graph = time(&mut gpu, iters, |g| {
+            model
+                .train_step_graphed(g, &mut graphs, &sample, 3, 9)
+                .unwrap();
+        });
+        println!(
+            "crop {crop} ({}): trunk fwd eager {fwd_eager:.3} ms graph {fwd_graph:.3} ms; \
+             trunk bwd eager {bwd_eager:.3} ms graph {bwd_graph:.3} ms; \
+             step (3 recycles) eager {step_eager:.3} ms graph {step_graph:.3} ms",
+            gpu.name()
+        );
+    }
+}
