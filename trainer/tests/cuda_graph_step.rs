@@ -78,7 +78,7 @@ fn setup(crop: usize, n_res: usize) -> (CudaBackend, AlphaFold, Sample) {
         max_templates: 2,
         max_template_candidates: 4,
         subsample_templates: false,
-        num_recycling_iterations: 3,
+        num_recycling_iterations: 4,
         ..SampleConfig::tiny()
     };
     let mut gpu = CudaBackend::new(0).expect("a CUDA GPU");
