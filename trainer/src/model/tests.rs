@@ -1068,7 +1068,7 @@ fn real_window(
 /// chains from `predict` (no dropout, recycling 0), falls by more than half.
 /// Slow in debug builds: run with
 /// `SCALEFOLD_TESTDATA=/work/shared/testdata cargo test --release -p scalefold-trainer --lib tiny_model_overfits_eight_real_chains -- --ignored --nocapture`
-/// (measured: see trainer/BENCHMARKS.md).
+/// (measured on the 2-core VM: FAPE 0.5959 -> 0.2473 in 4000 steps, 59.7 s).
 #[test]
 #[ignore = "a few thousand steps: run in release"]
 fn tiny_model_overfits_eight_real_chains() {
