@@ -973,24 +973,6 @@ fn tiny_step_time() {
     }
 }
 
-/// The real-data folder from `SCALEFOLD_TESTDATA`: `None` (with a note) when
-/// the variable is unset, a panic when it names a missing folder.
-fn real_testdata() -> Option<std::path::PathBuf> {
-    let Some(dir) = std::env::var_os("SCALEFOLD_TESTDATA") else {
-        eprintln!(
-            "note: SCALEFOLD_TESTDATA is unset; skipping a test that needs the real test data"
-        );
-        return None;
-    };
-    let dir = std::path::PathBuf::from(dir);
-    assert!(
-        dir.is_dir(),
-        "SCALEFOLD_TESTDATA is set to {} but that folder does not exist",
-        dir.display()
-    );
-    Some(dir)
-}
-
 /// `len` consecutive residues of a real chain (from the golden atom37 JSON of
 /// `entry`), starting at residue `start`, as a one-chain record whose MSA is
 /// the query and two point mutants. Every residue of the window must have its
@@ -1073,7 +1055,9 @@ fn real_window(
 #[ignore = "a few thousand steps: run in release"]
 fn tiny_model_overfits_eight_real_chains() {
     use crate::optim::{Optimizer, OptimizerConfig};
-    let Some(dir) = real_testdata() else { return };
+    let Some(dir) = crate::structure::real_backbone::testdata() else {
+        return;
+    };
     // Dropout off: the run measures memorisation, not regularised training.
     let cfg = ModelConfig {
         msa_dropout: 0.0,

@@ -90,6 +90,6 @@ pub(crate) mod fd {
 }
 
 #[cfg(test)]
-mod real_backbone;
+pub(crate) mod real_backbone;
 #[cfg(test)]
 mod real_training;

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 /// The test-data folder from `SCALEFOLD_TESTDATA`; `None` (with a note) when
 /// unset; panics with a clear message when set to a missing folder.
-pub(super) fn testdata() -> Option<PathBuf> {
+pub(crate) fn testdata() -> Option<PathBuf> {
     let Some(dir) = std::env::var_os("SCALEFOLD_TESTDATA") else {
         eprintln!(
             "note: SCALEFOLD_TESTDATA is unset; skipping a test that needs the real test data"
