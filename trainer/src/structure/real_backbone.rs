@@ -147,3 +147,72 @@ fn real_backbone_fape_is_zero_up_to_a_global_transform_and_has_correct_gradients
         .collect();
     check_gradient(&f, &atoms, &analytic);
 }
+
+/// `len` consecutive residues of a real chain (from the golden atom37 JSON of
+/// `entry`), starting at residue `start`, as a one-chain record whose MSA is
+/// the query and two point mutants. Every residue of the window must have its
+/// backbone (N, CA, C) resolved.
+pub(crate) fn real_window(
+    dir: &std::path::Path,
+    entry: &str,
+    chain_id: &str,
+    start: usize,
+    len: usize,
+) -> scalefold_featurize::ChainRecord {
+    use scalefold_featurize::residue_constants::{msa_id, restype_index};
+    use scalefold_featurize::{ChainRecord, TemplateFeatures};
+    const MSA_ROWS: usize = 3;
+    let path = dir.join(format!("golden/mmcif/{entry}.json"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let json: serde_json::Value = serde_json::from_str(&text).expect("golden json parses");
+    let chain = &json[entry]["chains"][chain_id];
+    let range = start..start + len;
+    let sequence = &chain["sequence"].as_str().expect("sequence")[range.clone()];
+    let positions: Vec<f32> = chain["all_atom_positions"].as_array().expect("positions")
+        [range.clone()]
+    .iter()
+    .flat_map(|r| r.as_array().expect("atoms").iter())
+    .flat_map(|a| a.as_array().expect("xyz").iter())
+    .map(|v| v.as_f64().expect("number") as f32)
+    .collect();
+    let mask: Vec<u8> = chain["all_atom_mask"].as_array().expect("mask")[range]
+        .iter()
+        .flat_map(|r| r.as_array().expect("atoms").iter())
+        .map(|v| v.as_f64().expect("number") as u8)
+        .collect();
+    assert!(
+        mask.chunks(37).all(|r| r[..3] == [1, 1, 1]),
+        "{entry}_{chain_id} residues {start}..{}: a backbone atom is unresolved",
+        start + len
+    );
+    let query: Vec<u8> = sequence
+        .bytes()
+        .map(|c| msa_id(c).expect("a residue letter"))
+        .collect();
+    let mut msa = query.clone();
+    for row in 1..MSA_ROWS {
+        let mut r = query.clone();
+        r[row * 3] = (r[row * 3] + 3) % 20;
+        msa.extend(r);
+    }
+    ChainRecord {
+        chain_id: format!("{entry}_{chain_id}"),
+        sequence: sequence.into(),
+        aatype: sequence.bytes().map(|c| restype_index(c) as i8).collect(),
+        residue_index: (0..len as i32).collect(),
+        seq_length: len as u32,
+        between_segment_residues: vec![0; len],
+        all_atom_positions: positions,
+        all_atom_mask: mask,
+        resolution: 2.0,
+        release_date: None,
+        structure_method: "x-ray diffraction".into(),
+        is_distillation: false,
+        msa,
+        deletion_matrix: vec![0; MSA_ROWS * len],
+        num_alignments: MSA_ROWS as u32,
+        msa_species_ids: vec![String::new(); MSA_ROWS],
+        templates: TemplateFeatures::default(),
+    }
+}

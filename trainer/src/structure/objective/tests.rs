@@ -4,8 +4,8 @@
 
 use super::*;
 use crate::structure::fd::random;
-use crate::structure::real_backbone::testdata;
-use scalefold_featurize::{ChainRecord, SampleConfig, TemplateFeatures, make_sample};
+use crate::structure::real_backbone::{real_window, testdata};
+use scalefold_featurize::{ChainRecord, SampleConfig, make_sample};
 
 /// First residue (0-based) of the window of 4zey chain A: "KYEEAIS".
 const WINDOW_START: usize = 23;
@@ -16,56 +16,9 @@ const MSA_ROWS: usize = 3;
 /// The window as a one-chain record with a three-row MSA (the query and two
 /// point mutants), resolution 1.5 Å.
 fn record_4zey(dir: &std::path::Path) -> ChainRecord {
-    use scalefold_featurize::residue_constants::{msa_id, restype_index};
-    let path = dir.join("golden/mmcif/4zey.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    let json: serde_json::Value = serde_json::from_str(&text).expect("golden json parses");
-    let chain = &json["4zey"]["chains"]["A"];
-    let sequence =
-        &chain["sequence"].as_str().expect("sequence")[WINDOW_START..WINDOW_START + WINDOW_LEN];
-    let range = WINDOW_START..WINDOW_START + WINDOW_LEN;
-    let positions: Vec<f32> = chain["all_atom_positions"].as_array().expect("positions")
-        [range.clone()]
-    .iter()
-    .flat_map(|r| r.as_array().expect("atoms").iter())
-    .flat_map(|a| a.as_array().expect("xyz").iter())
-    .map(|v| v.as_f64().expect("number") as f32)
-    .collect();
-    let mask: Vec<u8> = chain["all_atom_mask"].as_array().expect("mask")[range]
-        .iter()
-        .flat_map(|r| r.as_array().expect("atoms").iter())
-        .map(|v| v.as_f64().expect("number") as u8)
-        .collect();
-    let query: Vec<u8> = sequence
-        .bytes()
-        .map(|c| msa_id(c).expect("a residue letter"))
-        .collect();
-    let mut msa = query.clone();
-    for row in 1..MSA_ROWS {
-        let mut r = query.clone();
-        r[row] = (r[row] + 3) % 20;
-        msa.extend(r);
-    }
-    let n = WINDOW_LEN;
     ChainRecord {
-        chain_id: "4zey_A".into(),
-        sequence: sequence.into(),
-        aatype: sequence.bytes().map(|c| restype_index(c) as i8).collect(),
-        residue_index: (0..n as i32).collect(),
-        seq_length: n as u32,
-        between_segment_residues: vec![0; n],
-        all_atom_positions: positions,
-        all_atom_mask: mask,
         resolution: 1.5,
-        release_date: None,
-        structure_method: "x-ray diffraction".into(),
-        is_distillation: false,
-        msa,
-        deletion_matrix: vec![0; MSA_ROWS * n],
-        num_alignments: MSA_ROWS as u32,
-        msa_species_ids: vec![String::new(); MSA_ROWS],
-        templates: TemplateFeatures::default(),
+        ..real_window(dir, "4zey", "A", WINDOW_START, WINDOW_LEN)
     }
 }
 
