@@ -16,6 +16,7 @@
 
 use super::rigid::{Rigid, Vec3, add, dot, scale, sub};
 use crate::error::{Result, ensure};
+use rayon::prelude::*;
 
 /// The constants of one FAPE term.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -121,44 +122,91 @@ pub fn fape_backward(input: &FapeInput, cfg: &FapeConfig, grad_loss: f64) -> Res
 
 /// The one loop behind the forward and the backward: returns the loss and,
 /// when `grad` is given, adds `grad_loss · dL/d(prediction)` into it.
-fn fape_core(input: &FapeInput, cfg: &FapeConfig, mut grad: Option<(&mut FapeGrad, f64)>) -> f64 {
+/// Blocks of [`BLOCK_FRAMES`] frames run in parallel, each with its own
+/// partial sums, added in block order: the result does not depend on the
+/// thread count.
+fn fape_core(input: &FapeInput, cfg: &FapeConfig, grad: Option<(&mut FapeGrad, f64)>) -> f64 {
     let frame_sum: f64 = input.frame_mask.iter().sum();
     let position_sum: f64 = input.position_mask.iter().sum();
     let norm = 1.0 / (cfg.length_scale * (cfg.epsilon + frame_sum) * (cfg.epsilon + position_sum));
     let clamp = cfg.clamp_distance.unwrap_or(f64::INFINITY);
-    let mut total = 0.0;
-    for (i, (pred_frame, true_frame)) in input.pred_frames.iter().zip(input.true_frames).enumerate()
-    {
-        let frame_weight = input.frame_mask[i];
-        if frame_weight == 0.0 {
-            continue;
-        }
-        for (j, (pred_x, true_x)) in input
-            .pred_positions
-            .iter()
-            .zip(input.true_positions)
-            .enumerate()
-        {
-            let weight = frame_weight * input.position_mask[j];
-            if weight == 0.0 {
-                continue;
+    let grad_loss = grad.as_ref().map(|(_, g)| *g);
+    let frames = input.pred_frames.len();
+    let positions = input.pred_positions.len();
+    let blocks: Vec<FapeBlock> = (0..frames.div_ceil(BLOCK_FRAMES))
+        .into_par_iter()
+        .map(|b| {
+            let start = b * BLOCK_FRAMES;
+            let end = frames.min(start + BLOCK_FRAMES);
+            let mut block = FapeBlock {
+                total: 0.0,
+                frames: Vec::new(),
+                positions: Vec::new(),
+            };
+            if grad_loss.is_some() {
+                block.frames = vec![Rigid::ZERO; end - start];
+                block.positions = vec![[0.0; 3]; positions];
             }
-            let local_pred = pred_frame.invert_apply(pred_x);
-            let diff = sub(&local_pred, &true_frame.invert_apply(true_x));
-            let dist = (dot(&diff, &diff) + cfg.epsilon).sqrt();
-            total += weight * dist.min(clamp);
-            if let Some((g, grad_loss)) = grad.as_mut()
-                && dist < clamp
-            {
-                let g_local = scale(&diff, *grad_loss * weight * norm / dist);
-                let (g_frame, g_x) = pred_frame.invert_apply_backward(pred_x, &g_local);
-                g.frames[i].accumulate(&g_frame);
-                let p = &mut g.positions[j];
-                *p = add(p, &g_x);
+            for i in start..end {
+                let frame_weight = input.frame_mask[i];
+                if frame_weight == 0.0 {
+                    continue;
+                }
+                let (pred_frame, true_frame) = (&input.pred_frames[i], &input.true_frames[i]);
+                for (j, (pred_x, true_x)) in input
+                    .pred_positions
+                    .iter()
+                    .zip(input.true_positions)
+                    .enumerate()
+                {
+                    let weight = frame_weight * input.position_mask[j];
+                    if weight == 0.0 {
+                        continue;
+                    }
+                    let local_pred = pred_frame.invert_apply(pred_x);
+                    let diff = sub(&local_pred, &true_frame.invert_apply(true_x));
+                    let dist = (dot(&diff, &diff) + cfg.epsilon).sqrt();
+                    block.total += weight * dist.min(clamp);
+                    if let Some(grad_loss) = grad_loss
+                        && dist < clamp
+                    {
+                        let g_local = scale(&diff, grad_loss * weight * norm / dist);
+                        let (g_frame, g_x) = pred_frame.invert_apply_backward(pred_x, &g_local);
+                        block.frames[i - start].accumulate(&g_frame);
+                        let p = &mut block.positions[j];
+                        *p = add(p, &g_x);
+                    }
+                }
+            }
+            block
+        })
+        .collect();
+    let mut total = 0.0;
+    let mut grad = grad;
+    for (b, block) in blocks.iter().enumerate() {
+        total += block.total;
+        if let Some((g, _)) = grad.as_mut() {
+            for (k, f) in block.frames.iter().enumerate() {
+                g.frames[b * BLOCK_FRAMES + k].accumulate(f);
+            }
+            for (p, q) in g.positions.iter_mut().zip(&block.positions) {
+                *p = add(p, q);
             }
         }
     }
     total * norm
+}
+
+/// Frames per parallel block of the FAPE loop.
+const BLOCK_FRAMES: usize = 32;
+
+/// One block's share of the FAPE loop: its part of the sum and, for a
+/// backward, the gradients of its frames and its additions to every
+/// position's gradient.
+struct FapeBlock {
+    total: f64,
+    frames: Vec<Rigid>,
+    positions: Vec<Vec3>,
 }
 
 /// Backbone FAPE: frames are the backbone frames, positions their translations

@@ -12,6 +12,7 @@ use super::ipa::Dense;
 use super::nn::{LayerNorm, Params, relu, relu_backward};
 use super::rigid::Vec3;
 use crate::error::{Result, ensure};
+use rayon::prelude::*;
 
 /// Epsilon in the denominator of every masked mean.
 pub const MASK_EPSILON: f64 = 1e-8;
@@ -53,24 +54,46 @@ pub fn softmax_cross_entropy(
         });
     }
     let norm = 1.0 / (MASK_EPSILON + weights.iter().sum::<f64>());
-    let mut value = 0.0;
     let mut grad = vec![0.0; logits.len()];
-    for (r, row) in logits.chunks_exact(classes).enumerate() {
-        if weights[r] == 0.0 {
-            continue;
-        }
-        let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let sum: f64 = row.iter().map(|x| (x - max).exp()).sum();
-        let log_z = max + sum.ln();
-        value += weights[r] * (log_z - row[targets[r]]) * norm;
-        for (c, x) in row.iter().enumerate() {
-            let p = (x - log_z).exp();
-            let onehot = if c == targets[r] { 1.0 } else { 0.0 };
-            grad[r * classes + c] = weights[r] * norm * (p - onehot);
-        }
-    }
-    Ok(LossGrad { value, grad })
+    // Blocks of rows in parallel, each returning its share of the value;
+    // the shares are added in order (independent of the thread count).
+    let chunk = LOSS_BLOCK_ROWS * classes;
+    let shares: Vec<f64> = logits
+        .par_chunks(chunk)
+        .zip(grad.par_chunks_mut(chunk))
+        .enumerate()
+        .map(|(b, (block, g_block))| {
+            let mut value = 0.0;
+            for (k, (row, g_row)) in block
+                .chunks_exact(classes)
+                .zip(g_block.chunks_exact_mut(classes))
+                .enumerate()
+            {
+                let r = b * LOSS_BLOCK_ROWS + k;
+                if weights[r] == 0.0 {
+                    continue;
+                }
+                let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let sum: f64 = row.iter().map(|x| (x - max).exp()).sum();
+                let log_z = max + sum.ln();
+                value += weights[r] * (log_z - row[targets[r]]) * norm;
+                for (c, (x, g)) in row.iter().zip(g_row.iter_mut()).enumerate() {
+                    let p = (x - log_z).exp();
+                    let onehot = if c == targets[r] { 1.0 } else { 0.0 };
+                    *g = weights[r] * norm * (p - onehot);
+                }
+            }
+            value
+        })
+        .collect();
+    Ok(LossGrad {
+        value: shares.iter().sum(),
+        grad,
+    })
 }
+
+/// Rows per parallel block of [`softmax_cross_entropy`].
+const LOSS_BLOCK_ROWS: usize = 1024;
 
 /// Sigmoid cross-entropy of independent logits against targets in [0, 1], as
 /// a masked mean with one weight per logit.
@@ -134,14 +157,19 @@ impl DistogramHead {
 /// `x_ij + x_ji` over the leading two axes of `residues × residues × width`.
 fn symmetrize(x: &[f64], residues: usize, width: usize) -> Vec<f64> {
     let mut out = vec![0.0; x.len()];
-    for i in 0..residues {
-        for j in 0..residues {
-            for k in 0..width {
-                out[(i * residues + j) * width + k] =
-                    x[(i * residues + j) * width + k] + x[(j * residues + i) * width + k];
+    out.par_chunks_mut(residues * width)
+        .enumerate()
+        .for_each(|(i, row)| {
+            for (j, o) in row.chunks_exact_mut(width).enumerate() {
+                let (a, b) = (
+                    &x[(i * residues + j) * width..][..width],
+                    &x[(j * residues + i) * width..][..width],
+                );
+                for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
+                    *o = a + b;
+                }
             }
-        }
-    }
+        });
     out
 }
 
@@ -200,15 +228,14 @@ pub fn distogram_loss(
             bins.bins
         )
     })?;
-    let mut targets = Vec::with_capacity(n * n);
-    let mut weights = Vec::with_capacity(n * n);
-    for i in 0..n {
-        for j in 0..n {
+    let (targets, weights): (Vec<usize>, Vec<f64>) = (0..n * n)
+        .into_par_iter()
+        .map(|k| {
+            let (i, j) = (k / n, k % n);
             let d = super::rigid::sub(&pseudo_beta[i], &pseudo_beta[j]);
-            targets.push(bins.bin(super::rigid::dot(&d, &d).sqrt()));
-            weights.push(mask[i] * mask[j]);
-        }
-    }
+            (bins.bin(super::rigid::dot(&d, &d).sqrt()), mask[i] * mask[j])
+        })
+        .unzip();
     softmax_cross_entropy(logits, bins.bins, &targets, &weights)
 }
 

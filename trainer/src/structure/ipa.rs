@@ -17,6 +17,7 @@
 //! parameter (an [`IpaParams`] of the same layout), the single and pair
 //! representations and the frames.
 
+use super::gemm::{View, ViewMut, gemm, par_gemm_add};
 use super::rigid::{NORM_EPSILON, Rigid, Vec3, add, dot, scale, sub};
 use crate::error::{Result, ensure};
 use rayon::prelude::*;
@@ -69,82 +70,67 @@ impl Dense {
         }
     }
 
-    /// Applies the map to `x` (rows × inputs). Rows run in parallel when
-    /// the map is large; each row's sum has a fixed order, so the result does
-    /// not depend on the thread count.
+    /// Applies the map to `x` (rows × inputs): [`par_gemm_add`] over rows
+    /// holding the bias, so the result does not depend on the thread count.
     pub(crate) fn forward(&self, x: &[f64]) -> Vec<f64> {
-        let rows = x.len() / self.inputs;
-        let mut y = vec![0.0; rows * self.outputs];
-        let row = |(xr, yr): (&[f64], &mut [f64])| {
-            yr.copy_from_slice(&self.bias);
-            for (xi, w) in xr.iter().zip(self.weight.chunks_exact(self.outputs)) {
-                if *xi != 0.0 {
-                    yr.iter_mut().zip(w).for_each(|(y, w)| *y += xi * w);
-                }
-            }
-        };
-        if self.is_large(rows) {
-            y.par_chunks_mut(self.outputs)
-                .zip(x.par_chunks(self.inputs))
-                .map(|(yr, xr)| (xr, yr))
-                .for_each(row);
-        } else {
-            x.chunks_exact(self.inputs)
-                .zip(y.chunks_exact_mut(self.outputs))
-                .for_each(row);
-        }
+        let (inputs, outputs) = (self.inputs, self.outputs);
+        let rows = x.len() / inputs;
+        let mut y = vec![0.0; rows * outputs];
+        y.chunks_exact_mut(outputs)
+            .for_each(|yr| yr.copy_from_slice(&self.bias));
+        par_gemm_add(
+            View::rows(x, rows, inputs),
+            View::rows(&self.weight, inputs, outputs),
+            &mut y,
+        );
         y
     }
 
-    /// Whether `rows` rows are worth spreading over threads.
-    fn is_large(&self, rows: usize) -> bool {
-        rows * self.inputs * self.outputs >= PARALLEL_WORK
-    }
-
-    /// Adds dL/dW, dL/db into `grad` and dL/dx into `grad_x`. dL/dW and
-    /// dL/db are summed over fixed blocks of rows and the block sums added in
-    /// order: the result does not depend on the thread count.
+    /// Adds dL/dW, dL/db into `grad` and dL/dx into `grad_x`. With many
+    /// rows, dL/dW and dL/db are summed over fixed blocks of
+    /// [`BACKWARD_BLOCK_ROWS`] rows and the block sums added in order; with
+    /// few, dL/dW is one tiled product. Either way the result does not
+    /// depend on the thread count.
     pub(crate) fn backward(&self, x: &[f64], grad_y: &[f64], grad: &mut Dense, grad_x: &mut [f64]) {
         let rows = x.len() / self.inputs;
         let (inputs, outputs) = (self.inputs, self.outputs);
-        let input_grad = |(gx, gy): (&mut [f64], &[f64])| {
-            for (g, w) in gx.iter_mut().zip(self.weight.chunks_exact(outputs)) {
-                *g += dot_slices(w, gy);
+        let x_view = View::rows(x, rows, inputs);
+        let gy_view = View::rows(grad_y, rows, outputs);
+        par_gemm_add(
+            gy_view,
+            View::rows(&self.weight, inputs, outputs).t(),
+            grad_x,
+        );
+        if rows < BLOCKED_WEIGHT_GRAD_ROWS {
+            par_gemm_add(x_view.t(), gy_view, &mut grad.weight);
+            for gy in grad_y.chunks_exact(outputs) {
+                grad.bias.iter_mut().zip(gy).for_each(|(b, g)| *b += g);
             }
-        };
+            return;
+        }
         // dL/dW and dL/db of one block of rows: `inputs·outputs + outputs` values.
         let block_grad = |(xb, gb): (&[f64], &[f64])| -> Vec<f64> {
+            let r = xb.len() / inputs;
             let mut acc = vec![0.0; (inputs + 1) * outputs];
             let (gw, gbias) = acc.split_at_mut(inputs * outputs);
-            for (xr, gy) in xb.chunks_exact(inputs).zip(gb.chunks_exact(outputs)) {
+            gemm(
+                1.0,
+                View::rows(xb, r, inputs).t(),
+                View::rows(gb, r, outputs),
+                0.0,
+                ViewMut::rows(gw, inputs, outputs),
+            );
+            for gy in gb.chunks_exact(outputs) {
                 gbias.iter_mut().zip(gy).for_each(|(b, g)| *b += g);
-                for (xi, row) in xr.iter().zip(gw.chunks_exact_mut(outputs)) {
-                    if *xi != 0.0 {
-                        row.iter_mut().zip(gy).for_each(|(w, g)| *w += xi * g);
-                    }
-                }
             }
             acc
         };
-        let blocks: Vec<Vec<f64>> = if self.is_large(rows) {
-            grad_x
-                .par_chunks_mut(inputs)
-                .zip(grad_y.par_chunks(outputs))
-                .for_each(input_grad);
-            x.par_chunks(BACKWARD_BLOCK_ROWS * inputs)
-                .zip(grad_y.par_chunks(BACKWARD_BLOCK_ROWS * outputs))
-                .map(block_grad)
-                .collect()
-        } else {
-            grad_x
-                .chunks_exact_mut(inputs)
-                .zip(grad_y.chunks_exact(outputs))
-                .for_each(input_grad);
-            x.chunks(BACKWARD_BLOCK_ROWS * inputs)
-                .zip(grad_y.chunks(BACKWARD_BLOCK_ROWS * outputs))
-                .map(block_grad)
-                .collect()
-        };
+        let (bx, by) = (BACKWARD_BLOCK_ROWS * inputs, BACKWARD_BLOCK_ROWS * outputs);
+        let blocks: Vec<Vec<f64>> = x
+            .par_chunks(bx)
+            .zip(grad_y.par_chunks(by))
+            .map(block_grad)
+            .collect();
         for b in &blocks {
             let (gw, gbias) = b.split_at(inputs * outputs);
             grad.weight.iter_mut().zip(gw).for_each(|(a, v)| *a += v);
@@ -153,10 +139,11 @@ impl Dense {
     }
 }
 
-/// Multiply-adds above which a [`Dense`] map runs its rows in parallel.
-const PARALLEL_WORK: usize = 1 << 20;
-/// Rows per block of the weight-gradient sums of [`Dense::backward`].
-const BACKWARD_BLOCK_ROWS: usize = 256;
+/// Rows from which [`Dense::backward`] sums the weight gradient over row
+/// blocks (pair-sized inputs) rather than as one tiled product.
+const BLOCKED_WEIGHT_GRAD_ROWS: usize = 4096;
+/// Rows per block of the blocked weight-gradient sums of [`Dense::backward`].
+const BACKWARD_BLOCK_ROWS: usize = 512;
 
 fn dot_slices(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
@@ -279,6 +266,20 @@ pub struct IpaGrad {
     pub frames: Vec<Rigid>,
 }
 
+/// Gradients of one IPA evaluation up to its attention bias
+/// ([`Ipa::backward_to_bias`]).
+#[derive(Clone, Debug)]
+pub(crate) struct IpaBiasGrad {
+    /// dL/d(parameters), the pair-bias map's left zero.
+    pub params: IpaParams,
+    /// dL/d(single).
+    pub single: Vec<f64>,
+    /// dL/d(attention bias), `[i][j][head]`.
+    pub bias: Vec<f64>,
+    /// dL/d(frames), [`Rigid`]-shaped.
+    pub frames: Vec<Rigid>,
+}
+
 /// One IPA layer: its sizes and parameters.
 #[derive(Clone, Debug)]
 pub struct Ipa {
@@ -341,7 +342,33 @@ impl Ipa {
 
     /// The layer's output, `residues × c_s`, and the intermediates for backward.
     pub fn forward(&self, input: &IpaInput) -> Result<(Vec<f64>, IpaCache)> {
+        self.residues(input)?;
+        let bias = self.pair_bias(input.pair);
+        self.forward_with_bias(input, &bias)
+    }
+
+    /// The per-head attention bias `[i][j][head]` of a pair representation:
+    /// the pair-bias map, which depends on the pair alone (layers sharing the
+    /// weights and the pair compute it once).
+    pub(crate) fn pair_bias(&self, pair: &[f64]) -> Vec<f64> {
+        self.params.pair_bias.forward(pair)
+    }
+
+    /// [`Ipa::forward`] given the attention bias of `input.pair`
+    /// ([`Ipa::pair_bias`]).
+    pub(crate) fn forward_with_bias(
+        &self,
+        input: &IpaInput,
+        bias: &[f64],
+    ) -> Result<(Vec<f64>, IpaCache)> {
         let n = self.residues(input)?;
+        ensure(bias.len() == n * n * self.dims.heads, "ipa", || {
+            format!(
+                "attention bias of {} values, expected {}",
+                bias.len(),
+                n * n * self.dims.heads
+            )
+        })?;
         let d = self.dims;
         let p = &self.params;
         let (h_n, c, pq, pv) = (d.heads, d.head_dim, d.query_points, d.value_points);
@@ -356,7 +383,6 @@ impl Ipa {
         let q_global = self.globalize(&q_local, input.frames, h_n * pq);
         let k_global = self.globalize(&k_local, input.frames, h_n * pq);
         let v_global = self.globalize(&v_local, input.frames, h_n * pv);
-        let bias = p.pair_bias.forward(input.pair);
         let (w_l, w_c) = self.weights();
         let inv_sqrt_c = 1.0 / (c as f64).sqrt();
         // One attention row per (head, query): rows run in parallel.
@@ -410,9 +436,6 @@ impl Ipa {
                             let o = &mut points[h * pv + pt];
                             *o = add(o, &scale(&v_global[(j * h_n + h) * pv + pt], a));
                         }
-                        let zij = &input.pair[(i * n + j) * d.c_z..(i * n + j + 1) * d.c_z];
-                        let fp = &mut f_pair[h * d.c_z..(h + 1) * d.c_z];
-                        fp.iter_mut().zip(zij).for_each(|(f, z)| *f += a * z);
                     }
                     for pt in 0..pv {
                         let slot = h * pv + pt;
@@ -421,6 +444,15 @@ impl Ipa {
                         f_norms[slot] = (dot(&local, &local) + NORM_EPSILON).sqrt();
                     }
                 }
+                // The attended pair rows of all heads: attention row block
+                // `[head][j]` of query i times the pair rows `[j][c_z]` of i.
+                gemm(
+                    1.0,
+                    attention_rows(&attn, n, h_n, i),
+                    View::rows(pair_rows(input.pair, n, d.c_z, i), n, d.c_z),
+                    0.0,
+                    ViewMut::rows(f_pair, h_n, d.c_z),
+                );
             });
         let out = p.output.forward(&features);
         Ok((
@@ -450,6 +482,45 @@ impl Ipa {
         grad_out: &[f64],
     ) -> Result<IpaGrad> {
         let n = self.residues(input)?;
+        let mut pair = vec![0.0; n * n * self.dims.c_z];
+        let mut g = self.backward_to_bias(input, cache, grad_out, &mut pair)?;
+        self.params.pair_bias.backward(
+            input.pair,
+            &g.bias,
+            &mut g.params.pair_bias,
+            &mut pair,
+        );
+        Ok(IpaGrad {
+            params: g.params,
+            single: g.single,
+            pair,
+            frames: g.frames,
+        })
+    }
+
+    /// The backward of [`Ipa::forward_with_bias`]: adds the pair gradient of
+    /// the attended pair rows into `grad_pair` and returns the attention
+    /// bias's gradient in place of the pair-bias map's (whose parameter
+    /// gradients stay zero).
+    pub(crate) fn backward_to_bias(
+        &self,
+        input: &IpaInput,
+        cache: &IpaCache,
+        grad_out: &[f64],
+        grad_pair: &mut [f64],
+    ) -> Result<IpaBiasGrad> {
+        let n = self.residues(input)?;
+        ensure(
+            grad_pair.len() == n * n * self.dims.c_z,
+            "ipa backward",
+            || {
+                format!(
+                    "pair gradient of {} values, expected {}",
+                    grad_pair.len(),
+                    n * n * self.dims.c_z
+                )
+            },
+        )?;
         let d = self.dims;
         ensure(grad_out.len() == n * d.c_s, "ipa backward", || {
             format!(
@@ -460,10 +531,10 @@ impl Ipa {
         })?;
         let p = &self.params;
         let (h_n, c, pq, pv) = (d.heads, d.head_dim, d.query_points, d.value_points);
-        let mut g = IpaGrad {
+        let mut g = IpaBiasGrad {
             params: IpaParams::zeros(&d),
             single: vec![0.0; n * d.c_s],
-            pair: vec![0.0; n * n * d.c_z],
+            bias: Vec::new(),
             frames: vec![Rigid::ZERO; n],
         };
         let width = d.feature_width();
@@ -486,7 +557,7 @@ impl Ipa {
         let mut g_query_frames = vec![Rigid::ZERO; n];
         g_attn_by_query
             .par_chunks_mut(row_width)
-            .zip(g.pair.par_chunks_mut(n * d.c_z))
+            .zip(grad_pair.par_chunks_mut(n * d.c_z))
             .zip(g_out_global.par_chunks_mut(h_n * pv))
             .zip(g_query_frames.par_iter_mut())
             .enumerate()
@@ -513,24 +584,33 @@ impl Ipa {
                         g_frame_i.accumulate(&g_frame);
                         g_points_i[slot] = g_global;
                     }
+                }
+                // The attended pair rows: dL/d(attention) `[head][j]` gets
+                // dL/d(rows) `[head][c_z]` times the pair rows of i
+                // transposed, and the pair rows of i get the attention
+                // transposed times dL/d(rows).
+                let z_i = View::rows(pair_rows(input.pair, n, d.c_z, i), n, d.c_z);
+                let g_rows = View::rows(g_pair, h_n, d.c_z);
+                gemm(1.0, g_rows, z_i.t(), 0.0, ViewMut::rows(g_attn_i, h_n, n));
+                gemm(
+                    1.0,
+                    attention_rows(&cache.attn, n, h_n, i).t(),
+                    g_rows,
+                    1.0,
+                    ViewMut::rows(g_pair_i, n, d.c_z),
+                );
+                for h in 0..h_n {
                     let gv_h = &g_values[h * c..(h + 1) * c];
-                    let gz_h = &g_pair[h * d.c_z..(h + 1) * d.c_z];
                     for j in 0..n {
-                        let a = cache.attn[(h * n + i) * n + j];
                         let vj = &cache.v[(j * h_n + h) * c..(j * h_n + h + 1) * c];
-                        let zij = &input.pair[(i * n + j) * d.c_z..(i * n + j + 1) * d.c_z];
-                        let mut ga = dot_slices(gv_h, vj) + dot_slices(gz_h, zij);
-                        g_pair_i[j * d.c_z..(j + 1) * d.c_z]
-                            .iter_mut()
-                            .zip(gz_h)
-                            .for_each(|(gp, gz)| *gp += a * gz);
+                        let mut ga = dot_slices(gv_h, vj);
                         for pt in 0..pv {
                             ga += dot(
                                 &g_points_i[h * pv + pt],
                                 &cache.v_global[(j * h_n + h) * pv + pt],
                             );
                         }
-                        g_attn_i[h * n + j] = ga;
+                        g_attn_i[h * n + j] += ga;
                     }
                 }
             });
@@ -666,8 +746,7 @@ impl Ipa {
                     }
                 }
             });
-        p.pair_bias
-            .backward(input.pair, &g_bias, &mut g.params.pair_bias, &mut g.pair);
+        g.bias = g_bias;
 
         // Back through the frames to the local points, then the projections.
         let g_q_local = self.localize_backward(
@@ -725,6 +804,23 @@ impl Ipa {
         }
         out
     }
+}
+
+/// The attention weights of query `i`, all heads, as a `heads × n` view of
+/// the `[head][i][j]` attention array.
+fn attention_rows(attn: &[f64], n: usize, heads: usize, i: usize) -> View<'_> {
+    View {
+        data: &attn[i * n..],
+        rows: heads,
+        cols: n,
+        row_stride: n * n,
+        col_stride: 1,
+    }
+}
+
+/// Row `i` of a `n × n × c_z` pair array: `n · c_z` values.
+fn pair_rows(pair: &[f64], n: usize, c_z: usize, i: usize) -> &[f64] {
+    &pair[i * n * c_z..(i + 1) * n * c_z]
 }
 
 /// Softmax of `logits` over the entries whose `mask` is non-zero, written to

@@ -25,6 +25,7 @@
 
 pub mod allatom;
 pub mod fape;
+mod gemm;
 pub mod heads;
 pub mod ipa;
 pub mod module;

@@ -209,6 +209,9 @@ pub struct StructureCache {
     single_initial: Vec<f64>,
     /// Normalised pair input.
     pair: Vec<f64>,
+    /// The IPA attention bias of the normalised pair, `[i][j][head]`: the
+    /// same in every layer (shared weights, unchanged pair), so computed once.
+    pair_bias: Vec<f64>,
     layers: Vec<LayerCache>,
     /// Last layer's frames in Å and normalised angles, inputs of Alg. 24.
     last_frames: Vec<Rigid>,
@@ -299,6 +302,7 @@ impl StructureModule {
         };
         let single_initial = p.single_norm.forward(input.single);
         let pair = p.pair_norm.forward(input.pair);
+        let pair_bias = ipa.pair_bias(&pair);
         let mut single = p.input.forward(&single_initial);
         let mut frames = vec![Rigid::IDENTITY; n];
         let mut out = StructureOutput {
@@ -316,12 +320,15 @@ impl StructureModule {
                     f.rot = *r;
                 }
             }
-            let (ipa_out, ipa_cache) = ipa.forward(&IpaInput {
-                single: &single,
-                pair: &pair,
-                frames: &frames,
-                mask: input.mask,
-            })?;
+            let (ipa_out, ipa_cache) = ipa.forward_with_bias(
+                &IpaInput {
+                    single: &single,
+                    pair: &pair,
+                    frames: &frames,
+                    mask: input.mask,
+                },
+                &pair_bias,
+            )?;
             let mut after_ipa = single.clone();
             add_into(&mut after_ipa, &ipa_out);
             let normed = p.ipa_norm.forward(&after_ipa);
@@ -369,6 +376,7 @@ impl StructureModule {
             StructureCache {
                 single_initial,
                 pair,
+                pair_bias,
                 layers,
                 last_frames,
                 last_torsions,
@@ -448,6 +456,7 @@ impl StructureModule {
         let mut g_frames_next = vec![Rigid::ZERO; n];
         let mut g_single_initial = vec![0.0; n * c_s];
         let mut g_pair = vec![0.0; n * n * c_z];
+        let mut g_pair_bias = vec![0.0; cache.pair_bias.len()];
         for (l, lc) in cache.layers.iter().enumerate().rev() {
             let last = l + 1 == d.layers;
             // Frames out: this layer's output (in Å) and the next layer's input.
@@ -509,7 +518,7 @@ impl StructureModule {
                 &mut g.params.ipa_norm,
                 &mut g_after_ipa,
             );
-            let mut ipa_grad = ipa.backward(
+            let mut ipa_grad = ipa.backward_to_bias(
                 &IpaInput {
                     single: &lc.single_in,
                     pair: &cache.pair,
@@ -518,9 +527,10 @@ impl StructureModule {
                 },
                 &lc.ipa,
                 &g_after_ipa,
+                &mut g_pair,
             )?;
             accumulate_params(&mut g.params.ipa, &mut ipa_grad.params);
-            add_into(&mut g_pair, &ipa_grad.pair);
+            add_into(&mut g_pair_bias, &ipa_grad.bias);
             for (a, b) in g_frames_in.iter_mut().zip(&ipa_grad.frames) {
                 a.accumulate(b);
             }
@@ -531,6 +541,13 @@ impl StructureModule {
             add_into(&mut g_single, &ipa_grad.single);
             g_frames_next = g_frames_in;
         }
+        // The attention bias of every layer came from one pair-bias map.
+        p.ipa.pair_bias.backward(
+            &cache.pair,
+            &g_pair_bias,
+            &mut g.params.ipa.pair_bias,
+            &mut g_pair,
+        );
         // The first layer's frames are the constant identity; its single is
         // `input(single_initial)`.
         p.input.backward(

@@ -11,6 +11,7 @@
 use super::ipa::{Dense, IpaParams};
 use super::rigid::NORM_EPSILON;
 use crate::error::{Result, ensure};
+use rayon::prelude::*;
 
 /// Epsilon under the square root of the layer-norm variance.
 pub const LAYER_NORM_EPSILON: f64 = 1e-5;
@@ -121,39 +122,76 @@ impl LayerNorm {
         (mean, 1.0 / (var + LAYER_NORM_EPSILON).sqrt())
     }
 
-    /// Normalises each row of `x` (rows × width).
+    /// Normalises each row of `x` (rows × width); blocks of rows run in
+    /// parallel (each row is independent).
     pub fn forward(&self, x: &[f64]) -> Vec<f64> {
         let w = self.scale.len();
-        let mut y = Vec::with_capacity(x.len());
-        for row in x.chunks_exact(w) {
-            let (mean, inv) = Self::stats(row);
-            y.extend(
-                row.iter()
-                    .enumerate()
-                    .map(|(c, v)| (v - mean) * inv * self.scale[c] + self.offset[c]),
-            );
-        }
+        let mut y = vec![0.0; x.len()];
+        let block = |(xb, yb): (&[f64], &mut [f64])| {
+            for (row, out) in xb.chunks_exact(w).zip(yb.chunks_exact_mut(w)) {
+                let (mean, inv) = Self::stats(row);
+                for (c, (o, v)) in out.iter_mut().zip(row).enumerate() {
+                    *o = (v - mean) * inv * self.scale[c] + self.offset[c];
+                }
+            }
+        };
+        let chunk = NORM_BLOCK_ROWS * w;
+        x.par_chunks(chunk)
+            .zip(y.par_chunks_mut(chunk))
+            .for_each(block);
         y
     }
 
-    /// Adds dL/dγ, dL/dβ into `grad` and dL/dx into `grad_x`.
+    /// Adds dL/dγ, dL/dβ into `grad` and dL/dx into `grad_x`. Blocks of
+    /// [`NORM_BLOCK_ROWS`] rows run in parallel; the parameter gradients are
+    /// summed per block and the block sums added in order, so the result
+    /// does not depend on the thread count.
     pub fn backward(&self, x: &[f64], grad_y: &[f64], grad: &mut LayerNorm, grad_x: &mut [f64]) {
         let w = self.scale.len();
-        for (r, row) in x.chunks_exact(w).enumerate() {
-            let (mean, inv) = Self::stats(row);
-            let gy = &grad_y[r * w..(r + 1) * w];
-            let xhat: Vec<f64> = row.iter().map(|v| (v - mean) * inv).collect();
-            let g_xhat: Vec<f64> = (0..w).map(|c| gy[c] * self.scale[c]).collect();
-            let mean_g = g_xhat.iter().sum::<f64>() / w as f64;
-            let mean_gx = g_xhat.iter().zip(&xhat).map(|(g, h)| g * h).sum::<f64>() / w as f64;
-            for c in 0..w {
-                grad.scale[c] += gy[c] * xhat[c];
-                grad.offset[c] += gy[c];
-                grad_x[r * w + c] += inv * (g_xhat[c] - mean_g - xhat[c] * mean_gx);
+        let chunk = NORM_BLOCK_ROWS * w;
+        // Per block: dL/dγ then dL/dβ, `2·w` values.
+        let block = |((xb, gyb), gxb): ((&[f64], &[f64]), &mut [f64])| -> Vec<f64> {
+            let mut acc = vec![0.0; 2 * w];
+            let (g_scale, g_offset) = acc.split_at_mut(w);
+            let mut xhat = vec![0.0; w];
+            let mut g_xhat = vec![0.0; w];
+            for ((row, gy), gx) in xb
+                .chunks_exact(w)
+                .zip(gyb.chunks_exact(w))
+                .zip(gxb.chunks_exact_mut(w))
+            {
+                let (mean, inv) = Self::stats(row);
+                for c in 0..w {
+                    xhat[c] = (row[c] - mean) * inv;
+                    g_xhat[c] = gy[c] * self.scale[c];
+                }
+                let mean_g = g_xhat.iter().sum::<f64>() / w as f64;
+                let mean_gx =
+                    g_xhat.iter().zip(&xhat).map(|(g, h)| g * h).sum::<f64>() / w as f64;
+                for c in 0..w {
+                    g_scale[c] += gy[c] * xhat[c];
+                    g_offset[c] += gy[c];
+                    gx[c] += inv * (g_xhat[c] - mean_g - xhat[c] * mean_gx);
+                }
             }
+            acc
+        };
+        let blocks: Vec<Vec<f64>> = x
+            .par_chunks(chunk)
+            .zip(grad_y.par_chunks(chunk))
+            .zip(grad_x.par_chunks_mut(chunk))
+            .map(block)
+            .collect();
+        for b in &blocks {
+            let (g_scale, g_offset) = b.split_at(w);
+            add_into(&mut grad.scale, g_scale);
+            add_into(&mut grad.offset, g_offset);
         }
     }
 }
+
+/// Rows per parallel block of [`LayerNorm`].
+const NORM_BLOCK_ROWS: usize = 256;
 
 /// The structure-module transition (Alg. 20 lines 8–9):
 /// `s ← LayerNorm(s + L₃(relu(L₂(relu(L₁(s))))))`, all maps `c_s → c_s`.

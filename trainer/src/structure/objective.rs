@@ -60,6 +60,7 @@ use super::torsion::{TorsionConfig, TorsionInput, torsion_loss, torsion_loss_bac
 use super::violation::{ViolationConfig, ViolationInput, violation_loss, violation_loss_backward};
 use crate::error::{Result, TrainerError};
 use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
 use scalefold_featurize::transform::{RecycleFeatures, Sample};
 use serde::{Deserialize, Serialize};
 
@@ -672,11 +673,11 @@ pub fn host_forward_backward(
 }
 
 fn to_f64(x: &[f32]) -> Vec<f64> {
-    x.iter().map(|&v| f64::from(v)).collect()
+    x.par_iter().map(|&v| f64::from(v)).collect()
 }
 
 fn to_f32(x: &[f64]) -> Vec<f32> {
-    x.iter().map(|&v| v as f32).collect()
+    x.par_iter().map(|&v| v as f32).collect()
 }
 
 fn shape_error(field: &str, got: usize, expected: usize, what: &str) -> TrainerError {
@@ -1066,7 +1067,7 @@ fn expected_plddt(logits: &[f64], bins: usize) -> Vec<f32> {
 }
 
 fn add_into(a: &mut [f64], b: &[f64]) {
-    a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+    a.par_iter_mut().zip(b).for_each(|(x, y)| *x += y);
 }
 
 fn scaled(x: &[f64], factor: f64) -> Vec<f64> {
