@@ -156,7 +156,7 @@ const TILE_COLS: usize = 64;
 
 impl<'a> View<'a> {
     /// Rows `start..start + rows` of this matrix.
-    fn row_range(self, start: usize, rows: usize) -> View<'a> {
+    pub fn row_range(self, start: usize, rows: usize) -> View<'a> {
         View {
             data: if rows == 0 {
                 &[]
@@ -169,7 +169,7 @@ impl<'a> View<'a> {
     }
 
     /// Columns `start..start + cols` of this matrix.
-    fn col_range(self, start: usize, cols: usize) -> View<'a> {
+    pub fn col_range(self, start: usize, cols: usize) -> View<'a> {
         View {
             data: if cols == 0 {
                 &[]
@@ -281,7 +281,13 @@ mod tests {
         assert!(c.iter().zip(&expected).all(|(x, e)| (x - e).abs() < 1e-12));
         let mut c = vec![3.0; 4];
         let empty = View::rows(&[], 2, 0);
-        gemm(1.0, empty, View::rows(&[], 0, 2), 2.0, ViewMut::rows(&mut c, 2, 2));
+        gemm(
+            1.0,
+            empty,
+            View::rows(&[], 0, 2),
+            2.0,
+            ViewMut::rows(&mut c, 2, 2),
+        );
         assert_eq!(c, vec![6.0; 4]);
     }
 

@@ -233,7 +233,10 @@ pub fn distogram_loss(
         .map(|k| {
             let (i, j) = (k / n, k % n);
             let d = super::rigid::sub(&pseudo_beta[i], &pseudo_beta[j]);
-            (bins.bin(super::rigid::dot(&d, &d).sqrt()), mask[i] * mask[j])
+            (
+                bins.bin(super::rigid::dot(&d, &d).sqrt()),
+                mask[i] * mask[j],
+            )
         })
         .unzip();
     softmax_cross_entropy(logits, bins.bins, &targets, &weights)

@@ -385,32 +385,60 @@ impl Ipa {
         let v_global = self.globalize(&v_local, input.frames, h_n * pv);
         let (w_l, w_c) = self.weights();
         let inv_sqrt_c = 1.0 / (c as f64).sqrt();
-        // One attention row per (head, query): rows run in parallel.
+        let gammas: Vec<f64> = p.head_weights.iter().map(|&x| softplus(x)).collect();
+        // Logits per head as two products, with |q̃ - k̃|² expanded as
+        // |q̃|² + |k̃|² - 2 q̃·k̃: `w_L (q·k/√C + γ w_C q̃·k̃ + b
+        // - γ w_C/2 (|q̃|² + |k̃|²))`, then the masked softmax of each row.
+        let (q_points, k_points) = (q_global.as_flattened(), k_global.as_flattened());
+        let (q_norms, k_norms) = (point_norms(&q_global, pq), point_norms(&k_global, pq));
         let mut attn = vec![0.0; h_n * n * n];
-        attn.par_chunks_mut(n)
-            .enumerate()
-            .for_each(|(row_index, row)| {
-                let (h, i) = (row_index / n, row_index % n);
-                let gamma = softplus(p.head_weights[h]);
-                let qi = &q[(i * h_n + h) * c..(i * h_n + h + 1) * c];
-                let logits: Vec<f64> = (0..n)
-                    .map(|j| {
-                        let kj = &k[(j * h_n + h) * c..(j * h_n + h + 1) * c];
-                        let dist2: f64 = (0..pq)
-                            .map(|pt| {
-                                let diff = sub(
-                                    &q_global[(i * h_n + h) * pq + pt],
-                                    &k_global[(j * h_n + h) * pq + pt],
-                                );
-                                dot(&diff, &diff)
-                            })
-                            .sum();
-                        w_l * (dot_slices(qi, kj) * inv_sqrt_c + bias[(i * n + j) * h_n + h]
-                            - 0.5 * gamma * w_c * dist2)
-                    })
-                    .collect();
-                softmax_masked(&logits, input.mask, row);
-            });
+        for_head_row_blocks(&mut attn, n, n, |h, r0, block| {
+            let rows = block.len() / n;
+            let gamma = gammas[h];
+            gemm(
+                w_l * inv_sqrt_c,
+                head_rows(&q, h_n, c, h).row_range(r0, rows),
+                head_rows(&k, h_n, c, h).t(),
+                0.0,
+                ViewMut::rows(block, rows, n),
+            );
+            gemm(
+                w_l * gamma * w_c,
+                head_rows(q_points, h_n, 3 * pq, h).row_range(r0, rows),
+                head_rows(k_points, h_n, 3 * pq, h).t(),
+                1.0,
+                ViewMut::rows(block, rows, n),
+            );
+            for (r, row) in block.chunks_exact_mut(n).enumerate() {
+                let i = r0 + r;
+                let q_norm = q_norms[i * h_n + h];
+                for (j, l) in row.iter_mut().enumerate() {
+                    *l += w_l
+                        * (bias[(i * n + j) * h_n + h]
+                            - 0.5 * gamma * w_c * (q_norm + k_norms[j * h_n + h]));
+                }
+                softmax_masked(row, input.mask);
+            }
+        });
+        // Attended values and value points per head: `[head][i][c | 3·P_v]`.
+        let v_points = v_global.as_flattened();
+        let attended_width = c + 3 * pv;
+        let mut attended = vec![0.0; h_n * n * attended_width];
+        for_head_row_blocks(&mut attended, n, attended_width, |h, r0, block| {
+            let rows = block.len() / attended_width;
+            let a = head_attention(&attn, n, h).row_range(r0, rows);
+            let values = head_rows(&v, h_n, c, h);
+            let points = head_rows(v_points, h_n, 3 * pv, h);
+            gemm(
+                1.0,
+                a,
+                values,
+                0.0,
+                block_columns(block, rows, attended_width, 0, c),
+            );
+            let out = block_columns(block, rows, attended_width, c, 3 * pv);
+            gemm(1.0, a, points, 0.0, out);
+        });
         // Per-query features: queries run in parallel.
         let width = d.feature_width();
         let mut features = vec![0.0; n * width];
@@ -424,22 +452,13 @@ impl Ipa {
                 let (f_points, rest) = rest.split_at_mut(h_n * pv * 3);
                 let (f_norms, f_pair) = rest.split_at_mut(h_n * pv);
                 for h in 0..h_n {
-                    for j in 0..n {
-                        let a = attn[(h * n + i) * n + j];
-                        if a == 0.0 {
-                            continue;
-                        }
-                        for ch in 0..c {
-                            f_values[h * c + ch] += a * v[(j * h_n + h) * c + ch];
-                        }
-                        for pt in 0..pv {
-                            let o = &mut points[h * pv + pt];
-                            *o = add(o, &scale(&v_global[(j * h_n + h) * pv + pt], a));
-                        }
-                    }
+                    let att = &attended[(h * n + i) * attended_width..][..attended_width];
+                    f_values[h * c..(h + 1) * c].copy_from_slice(&att[..c]);
                     for pt in 0..pv {
                         let slot = h * pv + pt;
-                        let local = input.frames[i].invert_apply(&points[slot]);
+                        let global = [att[c + 3 * pt], att[c + 3 * pt + 1], att[c + 3 * pt + 2]];
+                        points[slot] = global;
+                        let local = input.frames[i].invert_apply(&global);
                         f_points[3 * slot..3 * slot + 3].copy_from_slice(&local);
                         f_norms[slot] = (dot(&local, &local) + NORM_EPSILON).sqrt();
                     }
@@ -484,12 +503,9 @@ impl Ipa {
         let n = self.residues(input)?;
         let mut pair = vec![0.0; n * n * self.dims.c_z];
         let mut g = self.backward_to_bias(input, cache, grad_out, &mut pair)?;
-        self.params.pair_bias.backward(
-            input.pair,
-            &g.bias,
-            &mut g.params.pair_bias,
-            &mut pair,
-        );
+        self.params
+            .pair_bias
+            .backward(input.pair, &g.bias, &mut g.params.pair_bias, &mut pair);
         Ok(IpaGrad {
             params: g.params,
             single: g.single,
@@ -548,9 +564,9 @@ impl Ipa {
 
         // Back through the per-residue feature assembly to the attention
         // weights and the attended quantities.
-        // Pass 1, queries in parallel: dL/d(attention) (`[i][h][j]` here),
-        // the pair and frame gradients of query i, and dL/d(attended value
-        // points) in global coordinates.
+        // Pass 1, queries in parallel: the pair rows' share of
+        // dL/d(attention) (`[i][h][j]` here), the pair and frame gradients of
+        // query i, and dL/d(attended value points) in global coordinates.
         let row_width = h_n * n;
         let mut g_attn_by_query = vec![0.0; n * row_width];
         let mut g_out_global = vec![[0.0; 3]; n * h_n * pv];
@@ -564,26 +580,23 @@ impl Ipa {
             .for_each(|(i, (((g_attn_i, g_pair_i), g_points_i), g_frame_i))| {
                 let gf = &g_features[i * width..(i + 1) * width];
                 let f = &cache.features[i * width..(i + 1) * width];
-                let (g_values, rest) = gf.split_at(h_n * c);
+                let (_, rest) = gf.split_at(h_n * c);
                 let (g_points, rest) = rest.split_at(h_n * pv * 3);
                 let (g_norms, g_pair) = rest.split_at(h_n * pv);
                 let f_points = &f[h_n * c..h_n * c + h_n * pv * 3];
                 let f_norms = &f[h_n * c + h_n * pv * 3..h_n * c + h_n * pv * 4];
-                for h in 0..h_n {
-                    for pt in 0..pv {
-                        let slot = h * pv + pt;
-                        let local: Vec3 = f_points[3 * slot..3 * slot + 3].try_into().unwrap();
-                        let g_local = add(
-                            &g_points[3 * slot..3 * slot + 3].try_into().unwrap(),
-                            &scale(&local, g_norms[slot] / f_norms[slot]),
-                        );
-                        let (g_frame, g_global) = input.frames[i].invert_apply_backward(
-                            &cache.out_points_global[(i * h_n + h) * pv + pt],
-                            &g_local,
-                        );
-                        g_frame_i.accumulate(&g_frame);
-                        g_points_i[slot] = g_global;
-                    }
+                for slot in 0..h_n * pv {
+                    let local: Vec3 = f_points[3 * slot..3 * slot + 3].try_into().unwrap();
+                    let g_local = add(
+                        &g_points[3 * slot..3 * slot + 3].try_into().unwrap(),
+                        &scale(&local, g_norms[slot] / f_norms[slot]),
+                    );
+                    let (g_frame, g_global) = input.frames[i].invert_apply_backward(
+                        &cache.out_points_global[i * h_n * pv + slot],
+                        &g_local,
+                    );
+                    g_frame_i.accumulate(&g_frame);
+                    g_points_i[slot] = g_global;
                 }
                 // The attended pair rows: dL/d(attention) `[head][j]` gets
                 // dL/d(rows) `[head][c_z]` times the pair rows of i
@@ -599,153 +612,174 @@ impl Ipa {
                     1.0,
                     ViewMut::rows(g_pair_i, n, d.c_z),
                 );
-                for h in 0..h_n {
-                    let gv_h = &g_values[h * c..(h + 1) * c];
-                    for j in 0..n {
-                        let vj = &cache.v[(j * h_n + h) * c..(j * h_n + h + 1) * c];
-                        let mut ga = dot_slices(gv_h, vj);
-                        for pt in 0..pv {
-                            ga += dot(
-                                &g_points_i[h * pv + pt],
-                                &cache.v_global[(j * h_n + h) * pv + pt],
-                            );
-                        }
-                        g_attn_i[h * n + j] += ga;
-                    }
-                }
             });
         for (gf, gq) in g.frames.iter_mut().zip(&g_query_frames) {
             gf.accumulate(gq);
         }
+        // The attended values' and value points' share of dL/d(attention),
+        // per head: `[head][i][j]`.
+        let g_values = View::rows(&g_features, n, width);
+        let g_points_flat = g_out_global.as_flattened();
+        let (v_points, k_points) = (cache.v_global.as_flattened(), cache.k_global.as_flattened());
+        let q_points = cache.q_global.as_flattened();
         let mut g_attn = vec![0.0; h_n * n * n];
-        for i in 0..n {
-            for h in 0..h_n {
-                g_attn[(h * n + i) * n..(h * n + i + 1) * n]
-                    .copy_from_slice(&g_attn_by_query[i * row_width + h * n..][..n]);
-            }
-        }
-        // Pass 2, keys in parallel: dL/d(values) and dL/d(value points),
-        // summed over the queries in order.
+        for_head_row_blocks(&mut g_attn, n, n, |h, r0, block| {
+            let rows = block.len() / n;
+            let g_v_rows = g_values.col_range(h * c, c).row_range(r0, rows);
+            let g_p_rows = head_rows(g_points_flat, h_n, 3 * pv, h).row_range(r0, rows);
+            let values = head_rows(&cache.v, h_n, c, h);
+            let points = head_rows(v_points, h_n, 3 * pv, h);
+            gemm(
+                1.0,
+                g_v_rows,
+                values.t(),
+                0.0,
+                ViewMut::rows(block, rows, n),
+            );
+            gemm(
+                1.0,
+                g_p_rows,
+                points.t(),
+                1.0,
+                ViewMut::rows(block, rows, n),
+            );
+        });
+        // Pass 2, per head: dL/d(values) and dL/d(value points), the
+        // attention transposed times dL/d(attended): `[head][j][c | 3·P_v]`.
+        let attended_width = c + 3 * pv;
+        let mut g_attended = vec![0.0; h_n * n * attended_width];
+        for_head_row_blocks(&mut g_attended, n, attended_width, |h, r0, block| {
+            let rows = block.len() / attended_width;
+            let a_t = head_attention(&cache.attn, n, h).t().row_range(r0, rows);
+            let g_v_all = g_values.col_range(h * c, c);
+            let g_p_all = head_rows(g_points_flat, h_n, 3 * pv, h);
+            let out = block_columns(block, rows, attended_width, 0, c);
+            gemm(1.0, a_t, g_v_all, 0.0, out);
+            let out = block_columns(block, rows, attended_width, c, 3 * pv);
+            gemm(1.0, a_t, g_p_all, 0.0, out);
+        });
         let mut g_v = vec![0.0; cache.v.len()];
         let mut g_v_global = vec![[0.0; 3]; cache.v_global.len()];
-        g_v.par_chunks_mut(h_n * c)
-            .zip(g_v_global.par_chunks_mut(h_n * pv))
-            .enumerate()
-            .for_each(|(j, (g_v_j, g_vg_j))| {
-                for i in 0..n {
-                    let gf = &g_features[i * width..(i + 1) * width];
-                    for h in 0..h_n {
-                        let a = cache.attn[(h * n + i) * n + j];
-                        if a == 0.0 {
-                            continue;
-                        }
-                        let gv_h = &gf[h * c..(h + 1) * c];
-                        g_v_j[h * c..(h + 1) * c]
-                            .iter_mut()
-                            .zip(gv_h)
-                            .for_each(|(g, x)| *g += a * x);
-                        for pt in 0..pv {
-                            let slot = h * pv + pt;
-                            g_vg_j[slot] = add(
-                                &g_vg_j[slot],
-                                &scale(&g_out_global[(i * h_n + h) * pv + pt], a),
-                            );
-                        }
-                    }
-                }
-            });
+        unpack_heads(&g_attended, n, h_n, attended_width, |j, h, row| {
+            g_v[(j * h_n + h) * c..][..c].copy_from_slice(&row[..c]);
+            for pt in 0..pv {
+                g_v_global[(j * h_n + h) * pv + pt] =
+                    [row[c + 3 * pt], row[c + 3 * pt + 1], row[c + 3 * pt + 2]];
+            }
+        });
 
-        // Back through the softmax and the logits.
+        // Back through the softmax: dL/d(logits), `[h][i][j]`, rows in
+        // parallel, with each row's sum.
         let (w_l, w_c) = self.weights();
         let inv_sqrt_c = 1.0 / (c as f64).sqrt();
         let gammas: Vec<f64> = p.head_weights.iter().map(|&x| softplus(x)).collect();
-        // dL/d(logits), `[h][i][j]`: rows in parallel.
         let mut g_logits = vec![0.0; h_n * n * n];
-        g_logits
+        let row_sums: Vec<f64> = g_logits
             .par_chunks_mut(n)
             .enumerate()
-            .for_each(|(row, g_row)| {
+            .map(|(row, g_row)| {
+                let (h, i) = (row / n, row % n);
                 let a_row = &cache.attn[row * n..(row + 1) * n];
                 let ga_row = &g_attn[row * n..(row + 1) * n];
-                let mean = dot_slices(a_row, ga_row);
+                let ga_pair = &g_attn_by_query[i * row_width + h * n..][..n];
+                let mut mean = 0.0;
                 for j in 0..n {
-                    g_row[j] = w_l * a_row[j] * (ga_row[j] - mean);
+                    mean += a_row[j] * (ga_row[j] + ga_pair[j]);
                 }
-            });
-        // Pass 1, queries in parallel: the bias, query and query-point
-        // gradients, and each query's share of the point-weight gradient.
-        let mut g_q = vec![0.0; cache.q.len()];
-        let mut g_q_global = vec![[0.0; 3]; cache.q_global.len()];
-        let mut g_bias = vec![0.0; n * n * h_n];
-        let g_gamma_by_query: Vec<Vec<f64>> = g_q
-            .par_chunks_mut(h_n * c)
-            .zip(g_q_global.par_chunks_mut(h_n * pq))
-            .zip(g_bias.par_chunks_mut(n * h_n))
-            .enumerate()
-            .map(|(i, ((g_q_i, g_qg_i), g_bias_i))| {
-                let mut g_gamma = vec![0.0; h_n];
-                for h in 0..h_n {
-                    for j in 0..n {
-                        let g_logit = g_logits[(h * n + i) * n + j];
-                        if g_logit == 0.0 {
-                            continue;
-                        }
-                        g_bias_i[j * h_n + h] += g_logit;
-                        let kj = &cache.k[(j * h_n + h) * c..(j * h_n + h + 1) * c];
-                        g_q_i[h * c..(h + 1) * c]
-                            .iter_mut()
-                            .zip(kj)
-                            .for_each(|(g, k)| *g += g_logit * inv_sqrt_c * k);
-                        for pt in 0..pq {
-                            let diff = sub(
-                                &cache.q_global[(i * h_n + h) * pq + pt],
-                                &cache.k_global[(j * h_n + h) * pq + pt],
-                            );
-                            g_gamma[h] -= 0.5 * w_c * g_logit * dot(&diff, &diff);
-                            let g_diff = scale(&diff, -gammas[h] * w_c * g_logit);
-                            let slot = h * pq + pt;
-                            g_qg_i[slot] = add(&g_qg_i[slot], &g_diff);
-                        }
-                    }
+                let mut sum = 0.0;
+                for j in 0..n {
+                    g_row[j] = w_l * a_row[j] * (ga_row[j] + ga_pair[j] - mean);
+                    sum += g_row[j];
                 }
-                g_gamma
+                sum
             })
             .collect();
-        for h in 0..h_n {
-            let g_gamma: f64 = g_gamma_by_query.iter().map(|g| g[h]).sum();
-            g.params.head_weights[h] = g_gamma * sigmoid(p.head_weights[h]);
-        }
-        // Pass 2, keys in parallel: key and key-point gradients, summed over
-        // the queries in order.
-        let mut g_k = vec![0.0; cache.k.len()];
-        let mut g_k_global = vec![[0.0; 3]; cache.k_global.len()];
-        g_k.par_chunks_mut(h_n * c)
-            .zip(g_k_global.par_chunks_mut(h_n * pq))
+        // Column sums per head, `[h][j]`, each summed over i in order.
+        let col_sums: Vec<f64> = (0..h_n * n)
+            .into_par_iter()
+            .map(|hj| {
+                let (h, j) = (hj / n, hj % n);
+                (0..n).map(|i| g_logits[(h * n + i) * n + j]).sum()
+            })
+            .collect();
+        // The bias gradient is dL/d(logits) in the bias layout `[i][j][h]`.
+        let mut g_bias = vec![0.0; n * n * h_n];
+        g_bias
+            .par_chunks_mut(n * h_n)
             .enumerate()
-            .for_each(|(j, (g_k_j, g_kg_j))| {
-                for i in 0..n {
-                    for h in 0..h_n {
-                        let g_logit = g_logits[(h * n + i) * n + j];
-                        if g_logit == 0.0 {
-                            continue;
-                        }
-                        let qi = &cache.q[(i * h_n + h) * c..(i * h_n + h + 1) * c];
-                        g_k_j[h * c..(h + 1) * c]
-                            .iter_mut()
-                            .zip(qi)
-                            .for_each(|(g, q)| *g += g_logit * inv_sqrt_c * q);
-                        for pt in 0..pq {
-                            let diff = sub(
-                                &cache.q_global[(i * h_n + h) * pq + pt],
-                                &cache.k_global[(j * h_n + h) * pq + pt],
-                            );
-                            let g_diff = scale(&diff, -gammas[h] * w_c * g_logit);
-                            let slot = h * pq + pt;
-                            g_kg_j[slot] = sub(&g_kg_j[slot], &g_diff);
-                        }
+            .for_each(|(i, row)| {
+                for (j, gh) in row.chunks_exact_mut(h_n).enumerate() {
+                    for (h, g) in gh.iter_mut().enumerate() {
+                        *g = g_logits[(h * n + i) * n + j];
                     }
                 }
             });
+        // The logits are `q·k/√C + γ w_C q̃·k̃ + b - γ w_C/2 (|q̃|² + |k̃|²)`
+        // (times w_L, already in dL/d(logits) = G). Per head:
+        // queries `[G K/√C | G K̃]`, keys `[Gᵀ Q/√C | Gᵀ Q̃]`.
+        let key_width = c + 3 * pq;
+        let mut g_by_query = vec![0.0; h_n * n * key_width];
+        let mut g_by_key = vec![0.0; h_n * n * key_width];
+        let query_side = |h: usize, r0: usize, block: &mut [f64]| {
+            let rows = block.len() / key_width;
+            let g = head_attention(&g_logits, n, h).row_range(r0, rows);
+            let out = block_columns(block, rows, key_width, 0, c);
+            gemm(inv_sqrt_c, g, head_rows(&cache.k, h_n, c, h), 0.0, out);
+            let out = block_columns(block, rows, key_width, c, 3 * pq);
+            gemm(1.0, g, head_rows(k_points, h_n, 3 * pq, h), 0.0, out);
+        };
+        let key_side = |h: usize, r0: usize, block: &mut [f64]| {
+            let rows = block.len() / key_width;
+            let g_t = head_attention(&g_logits, n, h).t().row_range(r0, rows);
+            let out = block_columns(block, rows, key_width, 0, c);
+            gemm(inv_sqrt_c, g_t, head_rows(&cache.q, h_n, c, h), 0.0, out);
+            let out = block_columns(block, rows, key_width, c, 3 * pq);
+            gemm(1.0, g_t, head_rows(q_points, h_n, 3 * pq, h), 0.0, out);
+        };
+        rayon::join(
+            || for_head_row_blocks(&mut g_by_query, n, key_width, query_side),
+            || for_head_row_blocks(&mut g_by_key, n, key_width, key_side),
+        );
+        let (q_norms, k_norms) = (
+            point_norms(&cache.q_global, pq),
+            point_norms(&cache.k_global, pq),
+        );
+        let mut g_q = vec![0.0; cache.q.len()];
+        let mut g_q_global = vec![[0.0; 3]; cache.q_global.len()];
+        // Σ_ij G_ij |q̃_i - k̃_j|² per head, for the point weights.
+        let mut dist_terms = vec![0.0; h_n];
+        unpack_heads(&g_by_query, n, h_n, key_width, |i, h, row| {
+            g_q[(i * h_n + h) * c..][..c].copy_from_slice(&row[..c]);
+            let scale_h = -gammas[h] * w_c;
+            let row_sum = row_sums[h * n + i];
+            let mut cross = 0.0;
+            for pt in 0..pq {
+                let qp = cache.q_global[(i * h_n + h) * pq + pt];
+                let gk: Vec3 = [row[c + 3 * pt], row[c + 3 * pt + 1], row[c + 3 * pt + 2]];
+                cross += dot(&qp, &gk);
+                g_q_global[(i * h_n + h) * pq + pt] =
+                    scale(&sub(&scale(&qp, row_sum), &gk), scale_h);
+            }
+            dist_terms[h] += row_sum * q_norms[i * h_n + h] - 2.0 * cross;
+        });
+        let mut g_k = vec![0.0; cache.k.len()];
+        let mut g_k_global = vec![[0.0; 3]; cache.k_global.len()];
+        unpack_heads(&g_by_key, n, h_n, key_width, |j, h, row| {
+            g_k[(j * h_n + h) * c..][..c].copy_from_slice(&row[..c]);
+            let scale_h = gammas[h] * w_c;
+            let col_sum = col_sums[h * n + j];
+            for pt in 0..pq {
+                let kp = cache.k_global[(j * h_n + h) * pq + pt];
+                let gq: Vec3 = [row[c + 3 * pt], row[c + 3 * pt + 1], row[c + 3 * pt + 2]];
+                g_k_global[(j * h_n + h) * pq + pt] =
+                    scale(&sub(&gq, &scale(&kp, col_sum)), scale_h);
+            }
+            dist_terms[h] += col_sum * k_norms[j * h_n + h];
+        });
+        for h in 0..h_n {
+            let g_gamma = -0.5 * w_c * dist_terms[h];
+            g.params.head_weights[h] = g_gamma * sigmoid(p.head_weights[h]);
+        }
         g.bias = g_bias;
 
         // Back through the frames to the local points, then the projections.
@@ -823,23 +857,101 @@ fn pair_rows(pair: &[f64], n: usize, c_z: usize, i: usize) -> &[f64] {
     &pair[i * n * c_z..(i + 1) * n * c_z]
 }
 
-/// Softmax of `logits` over the entries whose `mask` is non-zero, written to
-/// `out` (masked entries 0; all 0 when nothing is unmasked).
-fn softmax_masked(logits: &[f64], mask: &[f64], out: &mut [f64]) {
-    let max = logits
+/// Softmax, in place, of the logits in `row` over the entries whose `mask`
+/// is non-zero (masked entries 0; all 0 when nothing is unmasked).
+fn softmax_masked(row: &mut [f64], mask: &[f64]) {
+    let max = row
         .iter()
         .zip(mask)
         .filter(|(_, m)| **m != 0.0)
         .map(|(l, _)| *l)
         .fold(f64::NEG_INFINITY, f64::max);
     let mut total = 0.0;
-    for ((o, l), m) in out.iter_mut().zip(logits).zip(mask) {
-        *o = if *m != 0.0 { (l - max).exp() } else { 0.0 };
+    for (o, m) in row.iter_mut().zip(mask) {
+        *o = if *m != 0.0 { (*o - max).exp() } else { 0.0 };
         total += *o;
     }
     if total > 0.0 {
-        out.iter_mut().for_each(|o| *o /= total);
+        row.iter_mut().for_each(|o| *o /= total);
     }
+}
+
+/// Rows per parallel block of the per-head products.
+const HEAD_BLOCK_ROWS: usize = 64;
+
+/// Runs `f(head, first_row, block)` in parallel over blocks of
+/// [`HEAD_BLOCK_ROWS`] rows of a `[head][rows][width]` array (the blocks are
+/// fixed by the shapes, not by the thread count).
+fn for_head_row_blocks(
+    out: &mut [f64],
+    rows: usize,
+    width: usize,
+    f: impl Fn(usize, usize, &mut [f64]) + Sync,
+) {
+    out.par_chunks_mut(rows * width)
+        .enumerate()
+        .for_each(|(h, head)| {
+            head.par_chunks_mut(HEAD_BLOCK_ROWS * width)
+                .enumerate()
+                .for_each(|(b, block)| f(h, b * HEAD_BLOCK_ROWS, block));
+        });
+}
+
+/// Head `h` of a `[residue][head][width]` array as a `residues × width` view.
+fn head_rows(data: &[f64], heads: usize, width: usize, h: usize) -> View<'_> {
+    View {
+        data: &data[h * width..],
+        rows: data.len() / (heads * width),
+        cols: width,
+        row_stride: heads * width,
+        col_stride: 1,
+    }
+}
+
+/// The `n × n` attention weights of head `h` in a `[head][i][j]` array.
+fn head_attention(attn: &[f64], n: usize, h: usize) -> View<'_> {
+    View::rows(&attn[h * n * n..(h + 1) * n * n], n, n)
+}
+
+/// Columns `start..start + cols` of a row-major `rows × width` block.
+fn block_columns(
+    block: &mut [f64],
+    rows: usize,
+    width: usize,
+    start: usize,
+    cols: usize,
+) -> ViewMut<'_> {
+    ViewMut {
+        data: &mut block[start..],
+        rows,
+        cols,
+        row_stride: width,
+        col_stride: 1,
+    }
+}
+
+/// Calls `f(residue, head, row)` for every row of a `[head][residue][width]`
+/// array, residue-major (residues in order, heads in order within each).
+fn unpack_heads(
+    data: &[f64],
+    n: usize,
+    heads: usize,
+    width: usize,
+    mut f: impl FnMut(usize, usize, &[f64]),
+) {
+    for r in 0..n {
+        for h in 0..heads {
+            f(r, h, &data[(h * n + r) * width..][..width]);
+        }
+    }
+}
+
+/// `Σ_p |x_p|²` over the `points` points of each (residue, head).
+fn point_norms(global: &[Vec3], points: usize) -> Vec<f64> {
+    global
+        .chunks_exact(points)
+        .map(|ps| ps.iter().map(|x| dot(x, x)).sum())
+        .collect()
 }
 
 #[cfg(test)]

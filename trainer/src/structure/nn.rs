@@ -166,8 +166,7 @@ impl LayerNorm {
                     g_xhat[c] = gy[c] * self.scale[c];
                 }
                 let mean_g = g_xhat.iter().sum::<f64>() / w as f64;
-                let mean_gx =
-                    g_xhat.iter().zip(&xhat).map(|(g, h)| g * h).sum::<f64>() / w as f64;
+                let mean_gx = g_xhat.iter().zip(&xhat).map(|(g, h)| g * h).sum::<f64>() / w as f64;
                 for c in 0..w {
                     g_scale[c] += gy[c] * xhat[c];
                     g_offset[c] += gy[c];
