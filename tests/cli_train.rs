@@ -195,4 +195,9 @@ fn bad_configs_fail_with_the_key_named() {
     assert!(e.contains("nowhere"), "{e}");
     let e = fail(&["--resume"]);
     assert!(e.contains("nowhere") || e.contains("no checkpoint"), "{e}");
+    let e = fail(&["--set", "run.cuda_graphs=true", "--device", "cpu"]);
+    assert!(
+        e.contains("run.cuda_graphs") && e.contains("--device cuda"),
+        "{e}"
+    );
 }

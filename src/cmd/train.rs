@@ -12,8 +12,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use scalefold_trainer::Backend;
 use scalefold_trainer::backend::cpu::CpuBackend;
 use scalefold_trainer::backend::cuda::CudaBackend;
-use scalefold_trainer::train::alphafold::build_alphafold;
+use scalefold_trainer::model::AlphaFold;
+use scalefold_trainer::train::alphafold::{GraphedAlphaFold, build_alphafold};
 use scalefold_trainer::train::config::TrainConfig;
+use scalefold_trainer::train::model::TrainModel;
 use scalefold_trainer::train::run::{Event, RunOptions, RunSummary, train};
 
 /// Where the model runs.
@@ -182,13 +184,14 @@ impl Display {
     }
 }
 
-/// Runs the loop on backend `be`.
-fn train_on<B: Backend>(
+/// Runs the loop on backend `be` with the model `wrap` makes of the declared AlphaFold.
+fn train_on<B: Backend, M: TrainModel<B>>(
     mut be: B,
     cfg: &TrainConfig,
     args: &TrainArgs,
+    wrap: impl FnOnce(AlphaFold) -> M,
 ) -> anyhow::Result<RunSummary> {
-    let mut model = build_alphafold(&mut be, cfg)?;
+    let mut model = wrap(build_alphafold(&mut be, cfg)?);
     let opts = RunOptions {
         out: args.out.clone(),
         data_url: args.data.clone(),
@@ -210,12 +213,19 @@ pub fn train_with(args: &TrainArgs) -> anyhow::Result<RunSummary> {
         None => None,
     };
     let result = match args.device {
-        Device::Cpu => train_on(CpuBackend::<f32>::new(), &cfg, args),
+        Device::Cpu if cfg.run.cuda_graphs => Err(anyhow::anyhow!(
+            "run.cuda_graphs = true needs --device cuda (CUDA graphs replay GPU work)"
+        )),
+        Device::Cpu => train_on(CpuBackend::<f32>::new(), &cfg, args, |m| m),
         Device::Cuda => {
             let be = CudaBackend::new(0).context(
                 "--device cuda needs an NVIDIA GPU with its driver (none could be opened); use --device cpu",
             )?;
-            train_on(be, &cfg, args)
+            if cfg.run.cuda_graphs {
+                train_on(be, &cfg, args, GraphedAlphaFold::new)
+            } else {
+                train_on(be, &cfg, args, |m| m)
+            }
         }
     };
     if let Some(child) = eval_child.as_mut() {

@@ -29,6 +29,11 @@ __device__ __forceinline__ unsigned long long mix64(unsigned long long x) {
     return x ^ (x >> 31);
 }
 // Factor of element i of a [d0, d1, c] tensor: 0 or 1/(1-p). shared: 0 none, 1 axis0, 2 axis1.
+// The seed of one op's mask in one step: the step's seed mixed with the op's site seed
+// (the host's `backend::mask_seed`).
+__device__ __forceinline__ unsigned long long mask_seed(unsigned long long step, unsigned long long site) {
+    return mix64(step ^ mix64(site + 0xD1B54A32D192ED03ull));
+}
 __device__ __forceinline__ float dropout_factor(long i, float p, unsigned long long seed, long d1, long c, int shared) {
     if (p <= 0.0f) return 1.0f;
     long i0 = i / (d1 * c), rest = i % (d1 * c), i1 = rest / c, ic = rest % c;

@@ -98,20 +98,30 @@ extern "C" __global__ void softmax_bwd(const bf16* y, const bf16* dy, bf16* dx, 
     for (int c = lane; c < cols; c += 32) st(dx, base + c, ld(y, base + c) * (ld(dy, base + c) - dot));
 }
 
+// Dropout masks: `site` is the op's fixed seed (a launch argument, the same in every
+// step), `*step_seed` the current step's seed in device memory (written by the host
+// before a launch or a graph replay), so a captured graph draws new masks each step.
 extern "C" __global__ void residual_dropout_fwd(const bf16* resid, const bf16* x, bf16* out, long n, float p,
-        unsigned long long seed, long d1, long c, int shared) {
+        unsigned long long site, const unsigned long long* step_seed, long d1, long c, int shared) {
+    unsigned long long seed = mask_seed(*step_seed, site);
     GRID_STRIDE(i, n) st(out, i, ld(resid, i) + ld(x, i) * dropout_factor(i, p, seed, d1, c, shared));
 }
 
 // dout in bf16 or f32 (the residual-stream gradients); dx in bf16.
 template <typename T>
-__device__ void dropout_bwd(const T* dout, bf16* dx, long n, float p, unsigned long long seed, long d1, long c, int shared) {
+__device__ void dropout_bwd(const T* dout, bf16* dx, long n, float p, unsigned long long site,
+        const unsigned long long* step_seed, long d1, long c, int shared) {
+    unsigned long long seed = mask_seed(*step_seed, site);
     GRID_STRIDE(i, n) st(dx, i, ld(dout, i) * dropout_factor(i, p, seed, d1, c, shared));
 }
-extern "C" __global__ void dropout_bwd_b(const bf16* dout, bf16* dx, long n, float p, unsigned long long seed,
-        long d1, long c, int shared) { dropout_bwd<bf16>(dout, dx, n, p, seed, d1, c, shared); }
-extern "C" __global__ void dropout_bwd_f(const float* dout, bf16* dx, long n, float p, unsigned long long seed,
-        long d1, long c, int shared) { dropout_bwd<float>(dout, dx, n, p, seed, d1, c, shared); }
+extern "C" __global__ void dropout_bwd_b(const bf16* dout, bf16* dx, long n, float p, unsigned long long site,
+        const unsigned long long* step_seed, long d1, long c, int shared) {
+    dropout_bwd<bf16>(dout, dx, n, p, site, step_seed, d1, c, shared);
+}
+extern "C" __global__ void dropout_bwd_f(const float* dout, bf16* dx, long n, float p, unsigned long long site,
+        const unsigned long long* step_seed, long d1, long c, int shared) {
+    dropout_bwd<float>(dout, dx, n, p, site, step_seed, d1, c, shared);
+}
 
 // y[a, c, b, d] (=|+=) x[a, b, c, d]; the general form, coalesced along d.
 template <typename Ti, typename To>

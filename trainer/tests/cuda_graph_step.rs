@@ -2,7 +2,9 @@
 //! with the trunk's forward and backward as CUDA graphs
 //! ([`scalefold_trainer::model::graph`]) against the eager step on the same
 //! GPU, for several recycling counts (step variants), and eager vs graph
-//! times of the trunk forward, trunk backward and whole step.
+//! times of the trunk forward, trunk backward and whole step. Dropout is on
+//! (the tiny model's rates): the step seed lives in device memory, so every
+//! replay draws the masks the eager step with that seed draws.
 //!
 //! Run: `cargo test -p scalefold-trainer --release --test cuda_graph_step -- --ignored --nocapture`
 
@@ -61,8 +63,6 @@ fn time(gpu: &mut CudaBackend, iters: usize, mut f: impl FnMut(&mut CudaBackend)
 
 fn setup(crop: usize, n_res: usize) -> (CudaBackend, AlphaFold, Sample) {
     let cfg = ModelConfig {
-        msa_dropout: 0.0,
-        pair_dropout: 0.0,
         // The CUDA attention kernels take head widths 8, 16 or 32.
         msa_head_dim: 8,
         extra_msa_head_dim: 8,
@@ -94,7 +94,7 @@ fn setup(crop: usize, n_res: usize) -> (CudaBackend, AlphaFold, Sample) {
 fn graph_step_matches_eager_and_is_timed() {
     for (crop, n_res) in [(8, 7), (64, 60)] {
         let (mut gpu, mut model, sample) = setup(crop, n_res);
-        let mut graphs = TrunkGraphs::new(&model).unwrap();
+        let mut graphs = TrunkGraphs::default();
         // Step variants by recycling count; each graphed step is compared with
         // the eager step of the same variant and seed. The first graphed steps
         // warm up, then capture; the later ones replay.
@@ -118,13 +118,30 @@ fn graph_step_matches_eager_and_is_timed() {
             assert!(err < TOL, "gradients differ: rel err {err}");
         }
         assert_eq!(graphs.captured(), (true, true));
+        // Replays draw fresh masks per seed, and the same masks for the same seed.
+        let replay =
+            |model: &mut AlphaFold, gpu: &mut CudaBackend, graphs: &mut TrunkGraphs, seed| {
+                model
+                    .train_step_graphed(gpu, graphs, &sample, 1, seed)
+                    .unwrap()
+                    .total
+            };
+        let a = replay(&mut model, &mut gpu, &mut graphs, 200);
+        let b = replay(&mut model, &mut gpu, &mut graphs, 201);
+        let a2 = replay(&mut model, &mut gpu, &mut graphs, 200);
+        println!(
+            "crop {crop}: replayed losses seed 200 {a:.6}, seed 201 {b:.6}, seed 200 again {a2:.6}"
+        );
+        assert_ne!(
+            a, b,
+            "a replay with another seed must draw other dropout masks"
+        );
+        assert_eq!(a, a2, "replays with one seed must be identical");
 
         let iters = 20;
-        let fwd_eager = time(&mut gpu, iters, |g| {
-            model.trunk.forward(g, Some(5)).unwrap()
-        });
+        let fwd_eager = time(&mut gpu, iters, |g| model.trunk.forward(g, true).unwrap());
         let fwd_graph = time(&mut gpu, iters, |g| {
-            graphs.forward(&mut model.trunk, g, Some(5)).unwrap()
+            graphs.forward(&mut model.trunk, g, true).unwrap()
         });
         let bwd_eager = time(&mut gpu, iters, |g| model.trunk.backward(g).unwrap());
         let bwd_graph = time(&mut gpu, iters, |g| {

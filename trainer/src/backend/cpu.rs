@@ -104,6 +104,8 @@ struct Meta {
 pub struct CpuBackend<T: Real = f32> {
     metas: Vec<Meta>,
     roots: Vec<(Class, Vec<T>)>,
+    /// The step seed of dropout masks ([`Backend::set_dropout_seed`]).
+    dropout_seed: u64,
 }
 
 impl<T: Real> Default for CpuBackend<T> {
@@ -118,6 +120,7 @@ impl<T: Real> CpuBackend<T> {
         Self {
             metas: Vec::new(),
             roots: Vec::new(),
+            dropout_seed: 0,
         }
     }
 
@@ -911,6 +914,11 @@ impl<T: Real> Backend for CpuBackend<T> {
         self.write_exact(y, &yv)
     }
 
+    fn set_dropout_seed(&mut self, seed: u64) -> Result<()> {
+        self.dropout_seed = seed;
+        Ok(())
+    }
+
     fn residual_dropout_fwd(
         &mut self,
         d: &Dropout,
@@ -923,8 +931,9 @@ impl<T: Real> Backend for CpuBackend<T> {
             self.check_len("residual_dropout_fwd", t, n)?;
         }
         let (rv, xv) = (self.rd(resid)?, self.rd(x)?);
+        let step = self.dropout_seed;
         let ov: Vec<T> = (0..n)
-            .map(|i| rv[i] + xv[i] * T::from_f32(d.factor(i)))
+            .map(|i| rv[i] + xv[i] * T::from_f32(d.factor(step, i)))
             .collect();
         self.write_exact(out, &ov)
     }
@@ -934,7 +943,10 @@ impl<T: Real> Backend for CpuBackend<T> {
         self.check_len("dropout_bwd", dout, n)?;
         self.check_len("dropout_bwd", dx, n)?;
         let dov = self.rd(dout)?;
-        let v: Vec<T> = (0..n).map(|i| dov[i] * T::from_f32(d.factor(i))).collect();
+        let step = self.dropout_seed;
+        let v: Vec<T> = (0..n)
+            .map(|i| dov[i] * T::from_f32(d.factor(step, i)))
+            .collect();
         self.write_exact(dx, &v)
     }
 }

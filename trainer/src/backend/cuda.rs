@@ -219,10 +219,15 @@ pub struct CudaBackend {
     roots: Vec<Root>,
     lt: ltsys::cublasLtHandle_t,
     workspace: dsys::CUdeviceptr,
+    /// One u64 in device memory: the step seed of dropout masks
+    /// ([`Backend::set_dropout_seed`]), read by the dropout kernels.
+    dropout_seed: dsys::CUdeviceptr,
     gemms: HashMap<GemmKey, GemmPlan>,
     device: String,
     sm_count: u32,
     attention_kernels: AttentionKernels,
+    /// Whether the vectorised element-wise and LayerNorm kernels may run ([`VECTOR_KERNELS_ENV`]).
+    vector_kernels: bool,
     /// Largest dynamic shared memory (bytes) each `ATTN_TC_BWD_Q` kernel was opened up to.
     attn_tc_dyn_smem: [usize; 3],
     /// Resident CTAs per SM of `ATTN_TC_BWD_Q[k]` with a given dynamic shared memory.
@@ -368,6 +373,12 @@ impl CudaBackend {
         // SAFETY: a plain device allocation of a fixed size, freed in Drop.
         let workspace = unsafe { drv::malloc_sync(WORKSPACE_BYTES) }
             .map_err(cuda_err("allocating the cuBLASLt workspace"))?;
+        // SAFETY: a plain device allocation of one u64, freed in Drop.
+        let dropout_seed = unsafe { drv::malloc_sync(std::mem::size_of::<u64>()) }
+            .map_err(cuda_err("allocating the dropout seed"))?;
+        // SAFETY: `dropout_seed` is a live allocation of exactly one u64.
+        unsafe { drv::memcpy_htod_sync(dropout_seed, &[0u64]) }
+            .map_err(cuda_err("writing the dropout seed"))?;
         Ok(Self {
             ctx,
             stream,
@@ -377,10 +388,12 @@ impl CudaBackend {
             roots: Vec::new(),
             lt,
             workspace,
+            dropout_seed,
             gemms: HashMap::new(),
             device,
             sm_count,
             attention_kernels: AttentionKernels::from_env()?,
+            vector_kernels: vector_kernels_from_env()?,
             attn_tc_dyn_smem,
             attn_tc_resident: HashMap::new(),
         })
@@ -865,6 +878,7 @@ impl Drop for CudaBackend {
             }
             let _ = lt::destroy_handle(self.lt);
             let _ = drv::free_sync(self.workspace);
+            let _ = drv::free_sync(self.dropout_seed);
             for r in &self.roots {
                 let _ = drv::free_sync(r.ptr);
             }
@@ -1655,6 +1669,16 @@ impl Backend for CudaBackend {
         }
     }
 
+    fn set_dropout_seed(&mut self, seed: u64) -> Result<()> {
+        self.stream
+            .synchronize()
+            .map_err(cuda_err("synchronizing before writing the dropout seed"))?;
+        // SAFETY: `self.dropout_seed` is a live allocation of exactly one u64, and the
+        // stream is idle, so no queued kernel reads it while it changes.
+        unsafe { drv::memcpy_htod_sync(self.dropout_seed, &[seed]) }
+            .map_err(cuda_err("writing the dropout seed"))
+    }
+
     fn residual_dropout_fwd(
         &mut self,
         d: &Dropout,
@@ -1674,6 +1698,7 @@ impl Backend for CudaBackend {
             KArg::I64(n as i64),
             KArg::F32(d.p),
             KArg::I64(d.seed as i64),
+            KArg::Ptr(self.dropout_seed),
             KArg::I64(d.shape[1] as i64),
             KArg::I64(d.shape[2] as i64),
             KArg::I32(shared_code(d.shared)),
@@ -1693,6 +1718,7 @@ impl Backend for CudaBackend {
             KArg::I64(n as i64),
             KArg::F32(d.p),
             KArg::I64(d.seed as i64),
+            KArg::Ptr(self.dropout_seed),
             KArg::I64(d.shape[1] as i64),
             KArg::I64(d.shape[2] as i64),
             KArg::I32(shared_code(d.shared)),

@@ -192,13 +192,17 @@ pub enum SharedAxis {
     Axis1,
 }
 
-/// A seeded dropout applied to a `[d0, d1, c]` tensor. The same seed gives the
-/// same mask on every backend (a counter-based hash, [`dropout_keep`]).
+/// A seeded dropout applied to a `[d0, d1, c]` tensor. Its mask depends on the
+/// op's fixed `seed` (its site: which block, which stage) and on the backend's
+/// step seed ([`Backend::set_dropout_seed`]), mixed by [`mask_seed`]; the same two
+/// seeds give the same mask on every backend (a counter-based hash, [`dropout_keep`]).
+/// Keeping the per-step part out of the launch arguments lets a captured CUDA
+/// graph draw fresh masks on every replay.
 #[derive(Clone, Copy, Debug)]
 pub struct Dropout {
     /// Dropout probability (0 disables dropout).
     pub p: f32,
-    /// Seed of the mask.
+    /// The op's site seed: the same in every step.
     pub seed: u64,
     /// Tensor shape `[d0, d1, c]`.
     pub shape: [usize; 3],
@@ -228,12 +232,13 @@ impl Dropout {
             SharedAxis::Axis1 => i0 * c + ic,
         }) as u64
     }
-    /// The factor element `i` is multiplied by: 0 or 1/(1-p).
+    /// The factor element `i` is multiplied by under the backend's step seed
+    /// `step_seed`: 0 or 1/(1-p).
     #[inline]
-    pub fn factor(&self, i: usize) -> f32 {
+    pub fn factor(&self, step_seed: u64, i: usize) -> f32 {
         if self.p <= 0.0 {
             1.0
-        } else if dropout_keep(self.seed, self.mask_index(i), self.p) {
+        } else if dropout_keep(mask_seed(step_seed, self.seed), self.mask_index(i), self.p) {
             1.0 / (1.0 - self.p)
         } else {
             0.0
@@ -299,6 +304,13 @@ pub fn mix64(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     x ^ (x >> 31)
+}
+
+/// The seed of one op's mask in one step: the step seed mixed with the op's
+/// site seed. `kernels/common.cuh` holds the identical device version.
+#[inline]
+pub fn mask_seed(step_seed: u64, site_seed: u64) -> u64 {
+    mix64(step_seed ^ mix64(site_seed.wrapping_add(0xD1B5_4A32_D192_ED03)))
 }
 
 /// Whether mask element `idx` survives dropout with probability `p` under `seed`.
@@ -481,6 +493,11 @@ pub trait Backend {
         y: TensorId,
         accumulate: bool,
     ) -> Result<()>;
+    /// Sets the step seed every later dropout mask mixes with its op's site seed
+    /// (see [`Dropout`]); 0 until set. On CUDA it lives in device memory, written
+    /// in stream order: call it between launches or graph replays, never while
+    /// capturing.
+    fn set_dropout_seed(&mut self, seed: u64) -> Result<()>;
     /// `out = resid + dropout(x)`, all `[d0, d1, c]`.
     fn residual_dropout_fwd(
         &mut self,

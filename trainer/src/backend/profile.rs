@@ -305,6 +305,9 @@ impl<B: Backend> Backend for Profiled<B> {
             |b| b.transpose(dims, x, y, accumulate),
         )
     }
+    fn set_dropout_seed(&mut self, seed: u64) -> Result<()> {
+        self.inner.set_dropout_seed(seed)
+    }
     fn residual_dropout_fwd(
         &mut self,
         d: &Dropout,

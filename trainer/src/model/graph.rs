@@ -12,19 +12,18 @@
 //! replays it afterwards. The recycling count only changes how often the
 //! forward graph runs, so one forward graph serves every step variant.
 //!
-//! Dropout: a mask's seed is a kernel launch argument
-//! ([`crate::backend::Dropout::seed`]), and a graph bakes launch arguments in,
-//! so a replay would reuse the captured masks on every later step and
-//! iteration, which is not AlphaFold's training. Graph mode is therefore
-//! allowed only where the trunk's ops do not depend on the seed: inference,
-//! and training with `msa_dropout` and `pair_dropout` both zero (a dropout of
-//! rate 0 launches with seed 0 whatever the step's seed). Training with
-//! dropout in graphs needs the seed read from a device tensor by the kernels;
-//! [`TrunkGraphs::new`] refuses such a model with a typed error instead.
+//! Dropout: a graph bakes kernel launch arguments in, so no per-step value
+//! may be one. Each dropout op's launch carries only its fixed site seed
+//! ([`crate::backend::Dropout::seed`]: which block, which stage); the step's
+//! (and iteration's) seed lives in device memory, written by
+//! [`crate::backend::Backend::set_dropout_seed`] before each replay, and the
+//! kernels mix the two. A replay therefore draws the same masks as the eager
+//! step with the same seed. Training (dropout on) and inference (dropout off)
+//! launch different argument values, so each has its own forward graph.
 
 use super::{AlphaFold, HostOutputs, LossTerms, Sample, Trunk};
 use crate::backend::cuda::CudaBackend;
-use crate::error::{Result, TrainerError};
+use crate::error::Result;
 use cudarc::driver::CudaGraph;
 
 /// One op sequence's lifecycle: eager once, captured on the next use, replayed after.
@@ -74,45 +73,37 @@ impl Stage {
     }
 }
 
-/// The trunk's forward and backward graphs of one [`AlphaFold`] on one
+/// The trunk's forward graphs (training with dropout, inference without) and
+/// backward graph of one [`AlphaFold`] on one
 /// [`CudaBackend`] (the graphs hold that model's tensor addresses: use them
 /// with no other model or backend).
 #[derive(Default)]
 pub struct TrunkGraphs {
-    forward: Stage,
+    forward_train: Stage,
+    forward_infer: Stage,
     backward: Stage,
 }
 
 impl TrunkGraphs {
-    /// Empty graphs for `model`; an error if its trunk uses dropout in
-    /// training (replays would reuse the captured masks; module docs).
-    pub fn new(model: &AlphaFold) -> Result<Self> {
-        if model.cfg.msa_dropout != 0.0 || model.cfg.pair_dropout != 0.0 {
-            return Err(TrainerError::Config {
-                field: "run.cuda_graphs",
-                detail: format!(
-                    "CUDA graphs need msa_dropout and pair_dropout 0 (got {} and {}): dropout \
-                     seeds are kernel launch arguments, so a replay would reuse one step's masks",
-                    model.cfg.msa_dropout, model.cfg.pair_dropout
-                ),
-            });
-        }
-        Ok(Self::default())
-    }
-
-    /// Whether the forward and backward graphs are both captured.
+    /// Whether the training forward and the backward graphs are both captured.
     pub fn captured(&self) -> (bool, bool) {
-        (self.forward.captured(), self.backward.captured())
+        (self.forward_train.captured(), self.backward.captured())
     }
 
-    /// One trunk forward (inputs already written) through the forward graph.
+    /// One trunk forward (inputs and, with `dropout`, the step's dropout seed
+    /// already written) through the training or the inference forward graph.
     pub fn forward(
         &mut self,
         trunk: &mut Trunk,
         gpu: &mut CudaBackend,
-        seed: Option<u64>,
+        dropout: bool,
     ) -> Result<()> {
-        self.forward.run(gpu, |gpu| trunk.forward(gpu, seed))
+        let stage = if dropout {
+            &mut self.forward_train
+        } else {
+            &mut self.forward_infer
+        };
+        stage.run(gpu, |gpu| trunk.forward(gpu, dropout))
     }
 
     /// One trunk backward (output gradients already written) through the backward graph.
@@ -124,7 +115,7 @@ impl TrunkGraphs {
 impl AlphaFold {
     /// [`AlphaFold::train_step`] with the trunk's forward (every recycling
     /// iteration) and backward run as CUDA graphs from `graphs` (made by
-    /// [`TrunkGraphs::new`] for this model). Same result as the eager step up
+    /// `TrunkGraphs::default()` for this model). Same result as the eager step up
     /// to bf16 rounding.
     pub fn train_step_graphed(
         &mut self,
@@ -134,13 +125,17 @@ impl AlphaFold {
         num_recycles: usize,
         dropout_seed: u64,
     ) -> Result<LossTerms> {
-        let TrunkGraphs { forward, backward } = graphs;
+        let TrunkGraphs {
+            forward_train,
+            backward,
+            ..
+        } = graphs;
         self.train_step_with(
             gpu,
             sample,
             num_recycles,
             dropout_seed,
-            |t, gpu, seed| forward.run(gpu, |gpu| t.forward(gpu, seed)),
+            |t, gpu, dropout| forward_train.run(gpu, |gpu| t.forward(gpu, dropout)),
             |t, gpu| backward.run(gpu, |gpu| t.backward(gpu)),
         )
     }
@@ -158,7 +153,7 @@ impl AlphaFold {
             sample,
             num_recycles,
             None,
-            |t, gpu, seed| graphs.forward(t, gpu, seed),
+            |t, gpu, dropout| graphs.forward(t, gpu, dropout),
             |m, _gpu, host, x| super::host_forward(&m.cfg.host, &m.cfg.losses, host, x),
         )
     }

@@ -120,14 +120,15 @@ impl AlphaFold {
     /// Runs the recycling iterations `0..=num_recycles`, the last through
     /// `last(self, be, inputs)`; earlier ones forward only. `dropout_seed`
     /// `None` is inference. Each iteration's trunk forward runs through
-    /// `forward(trunk, be, seed)` (eager, or a CUDA-graph replay: [`graph`]).
+    /// `forward(trunk, be, dropout)` (eager, or a CUDA-graph replay: [`graph`])
+    /// after the iteration's dropout seed is set on the backend.
     fn run<B: Backend, R>(
         &mut self,
         be: &mut B,
         sample: &Sample,
         num_recycles: usize,
         dropout_seed: Option<u64>,
-        mut forward: impl FnMut(&mut Trunk, &mut B, Option<u64>) -> Result<()>,
+        mut forward: impl FnMut(&mut Trunk, &mut B, bool) -> Result<()>,
         last: impl FnOnce(&mut Self, &mut B, &[Vec<f32>], &HostInputs) -> Result<R>,
     ) -> Result<R> {
         features::check_sample(sample, self.trunk.dims, num_recycles + 1)?;
@@ -137,8 +138,10 @@ impl AlphaFold {
         let mut prev_pb: Option<Vec<[f32; 3]>> = None;
         for it in 0..=num_recycles {
             self.trunk.set_inputs(be, sample, it, prev_pb.as_deref())?;
-            let seed = dropout_seed.map(|s| mix64(s ^ mix64(0x4ec7_c1e0 + it as u64)));
-            forward(&mut self.trunk, be, seed)?;
+            if let Some(s) = dropout_seed {
+                be.set_dropout_seed(mix64(s ^ mix64(0x4ec7_c1e0 + it as u64)))?;
+            }
+            forward(&mut self.trunk, be, dropout_seed.is_some())?;
             let single = be.read(self.trunk.single)?;
             let pair = be.read(self.trunk.pair)?;
             let msa = be.read(self.trunk.msa)?;
@@ -178,7 +181,7 @@ impl AlphaFold {
             sample,
             num_recycles,
             dropout_seed,
-            |t, be, seed| t.forward(be, seed),
+            |t, be, dropout| t.forward(be, dropout),
             |t, be| t.backward(be),
         )
     }
@@ -191,7 +194,7 @@ impl AlphaFold {
         sample: &Sample,
         num_recycles: usize,
         dropout_seed: u64,
-        forward: impl FnMut(&mut Trunk, &mut B, Option<u64>) -> Result<()>,
+        forward: impl FnMut(&mut Trunk, &mut B, bool) -> Result<()>,
         backward: impl FnOnce(&Trunk, &mut B) -> Result<()>,
     ) -> Result<LossTerms> {
         self.params.zero_grads(be)?;
@@ -227,7 +230,7 @@ impl AlphaFold {
             sample,
             num_recycles,
             None,
-            |t, be, seed| t.forward(be, seed),
+            |t, be, dropout| t.forward(be, dropout),
             |m, _be, host, x| host_forward(&m.cfg.host, &m.cfg.losses, host, x),
         )
     }

@@ -244,7 +244,7 @@ fn trunk_gradient_matches_finite_differences() {
         .collect();
     model.trunk.set_inputs(&mut be, &smp, 1, Some(&pb)).unwrap();
     let loss = |model: &mut AlphaFold, be: &mut Be| {
-        model.trunk.forward(be, None).unwrap();
+        model.trunk.forward(be, false).unwrap();
         outs.iter()
             .zip(&weights)
             .map(|(&t, w)| {
@@ -315,7 +315,7 @@ fn loss_with_fixed_recycling(
         .trunk
         .set_inputs(be, smp, 1, Some(&recycled.2))
         .unwrap();
-    model.trunk.forward(be, None).unwrap();
+    model.trunk.forward(be, false).unwrap();
     let (single, pair, msa) = (
         be.read(model.trunk.single).unwrap(),
         be.read(model.trunk.pair).unwrap(),
@@ -382,7 +382,7 @@ fn recycling_feeds_forward_and_stops_the_gradient() {
     // Iteration 0's predicted pseudo-beta, recomputed by hand.
     model.trunk.reset_recycling(&mut be).unwrap();
     model.trunk.set_inputs(&mut be, &smp, 0, None).unwrap();
-    model.trunk.forward(&mut be, None).unwrap();
+    model.trunk.forward(&mut be, false).unwrap();
     let host = model.host_values(&mut be).unwrap();
     let (single, pair, msa) = (
         be.read(model.trunk.single).unwrap(),
@@ -617,7 +617,7 @@ fn embedders_match_direct_formulas() {
     model.trunk.set_inputs(&mut be, &smp, 1, Some(&pb)).unwrap();
     be.write(model.trunk.input.m_prev, &m_prev).unwrap();
     be.write(model.trunk.input.z_prev, &z_prev).unwrap();
-    model.trunk.forward(&mut be, None).unwrap();
+    model.trunk.forward(&mut be, false).unwrap();
     let p = |be: &mut CpuBackend<f32>, name: &str| be.read(entry(&model, name).param.w).unwrap();
 
     // Input + recycling embedder (Algorithms 3, 4, 32).
@@ -716,7 +716,7 @@ fn embedders_match_direct_formulas() {
         .trunk
         .set_inputs(&mut be, &none, 1, Some(&pb))
         .unwrap();
-    model.trunk.forward(&mut be, None).unwrap();
+    model.trunk.forward(&mut be, false).unwrap();
     let te = model.trunk.templates.as_ref().unwrap();
     assert_eq!(
         be.read(te.z_out).unwrap(),

@@ -129,6 +129,10 @@ fn stack_backward<B: Backend>(
     Ok(())
 }
 
+/// The root of the trunk's dropout site seeds (each block and stage derives its
+/// own from it); the per-step part of every mask is the backend's seed.
+const TRUNK_DROPOUT_SITE: u64 = 0x5ca1_ef01_d000_0001;
+
 impl Trunk {
     /// Plans the trunk: declares every parameter into `params` and every tensor.
     pub fn new<B: Backend>(
@@ -324,9 +328,10 @@ impl Trunk {
         self.extra[0].set_masks(be, &rec.extra_msa_mask, &buf.pair_mask)
     }
 
-    /// Sets the dropout seed of every block from the step's seed and the
-    /// iteration (`None`: inference, no dropout).
-    fn set_seeds(&mut self, seed: Option<u64>) {
+    /// Sets every block's dropout site seed (fixed: the step's and iteration's
+    /// part is the backend's [`Backend::set_dropout_seed`]), or turns dropout off.
+    fn set_seeds(&mut self, dropout: bool) {
+        let seed = dropout.then_some(TRUNK_DROPOUT_SITE);
         self.seeds = seed;
         for (k, blk) in self
             .extra
@@ -342,10 +347,11 @@ impl Trunk {
         self.seeds.map(|s| mix64(s ^ 0x7e3a_11a7e))
     }
 
-    /// Forward of one iteration. `dropout_seed` (training) seeds every dropout
-    /// mask; pass a different one per iteration.
-    pub fn forward<B: Backend>(&mut self, be: &mut B, dropout_seed: Option<u64>) -> Result<()> {
-        self.set_seeds(dropout_seed);
+    /// Forward of one iteration, with dropout (training) or without. The masks
+    /// come from the backend's dropout seed ([`Backend::set_dropout_seed`]): set
+    /// a different one per step and iteration.
+    pub fn forward<B: Backend>(&mut self, be: &mut B, dropout: bool) -> Result<()> {
+        self.set_seeds(dropout);
         let n = self.dims.n;
         self.input.forward(be)?;
         if let Some(te) = &self.templates {

@@ -224,6 +224,7 @@ fn transpose_softmax_sigmoid_mul_match_formulas() {
 
 #[test]
 fn dropout_masks_are_shared_along_the_named_axis_and_keep_the_expected_fraction() {
+    const STEP: u64 = 7;
     let (d0, d1, c) = (4, 50, 40);
     let d = Dropout {
         p: 0.25,
@@ -232,11 +233,11 @@ fn dropout_masks_are_shared_along_the_named_axis_and_keep_the_expected_fraction(
         shared: SharedAxis::Axis0,
     };
     let n = d0 * d1 * c;
-    let kept = (0..n).filter(|&i| d.factor(i) > 0.0).count() as f64 / n as f64;
+    let kept = (0..n).filter(|&i| d.factor(STEP, i) > 0.0).count() as f64 / n as f64;
     assert!((kept - 0.75).abs() < 0.03, "kept fraction {kept}");
     for i in 0..d1 * c {
         for k in 1..d0 {
-            assert_eq!(d.factor(i), d.factor(k * d1 * c + i));
+            assert_eq!(d.factor(STEP, i), d.factor(STEP, k * d1 * c + i));
         }
     }
     let col = Dropout {
@@ -246,16 +247,20 @@ fn dropout_masks_are_shared_along_the_named_axis_and_keep_the_expected_fraction(
     for i0 in 0..d0 {
         for i1 in 1..d1 {
             assert_eq!(
-                col.factor(i0 * d1 * c + 3),
-                col.factor((i0 * d1 + i1) * c + 3)
+                col.factor(STEP, i0 * d1 * c + 3),
+                col.factor(STEP, (i0 * d1 + i1) * c + 3)
             );
         }
     }
-    assert!(d.factor(0) == 0.0 || d.factor(0) == 1.0 / 0.75);
+    assert!(d.factor(STEP, 0) == 0.0 || d.factor(STEP, 0) == 1.0 / 0.75);
     let other = Dropout { seed: 100, ..d };
     assert!(
-        (0..n).any(|i| other.factor(i) != d.factor(i)),
-        "seeds must change the mask"
+        (0..n).any(|i| other.factor(STEP, i) != d.factor(STEP, i)),
+        "site seeds must change the mask"
+    );
+    assert!(
+        (0..n).any(|i| d.factor(STEP + 1, i) != d.factor(STEP, i)),
+        "step seeds must change the mask"
     );
 }
 

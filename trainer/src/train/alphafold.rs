@@ -6,9 +6,12 @@ use scalefold_featurize::Sample;
 use super::config::TrainConfig;
 use super::model::{Prediction, StepLosses, TrainModel};
 use crate::backend::Backend;
+use crate::backend::cuda::CudaBackend;
 use crate::error::Result;
 use crate::layers::ParamTable;
 use crate::model::AlphaFold;
+use crate::model::graph::TrunkGraphs;
+use crate::structure::HostOutputs;
 use crate::structure::LossTerms;
 
 /// Declares the model of `cfg` on `be` (not materialized).
@@ -49,6 +52,15 @@ pub fn step_losses(t: &LossTerms) -> StepLosses {
     }
 }
 
+/// The loop's view of the model's inference output.
+fn prediction(out: HostOutputs) -> Prediction {
+    Prediction {
+        losses: step_losses(&out.losses),
+        atom14: out.atom14,
+        plddt: out.plddt,
+    }
+}
+
 impl<B: Backend> TrainModel<B> for AlphaFold {
     fn param_table(&self) -> &ParamTable {
         &self.params
@@ -75,11 +87,72 @@ impl<B: Backend> TrainModel<B> for AlphaFold {
     }
 
     fn predict(&mut self, be: &mut B, sample: &Sample, num_recycles: usize) -> Result<Prediction> {
-        let out = AlphaFold::predict(self, be, sample, num_recycles)?;
-        Ok(Prediction {
-            losses: step_losses(&out.losses),
-            atom14: out.atom14,
-            plddt: out.plddt,
-        })
+        Ok(prediction(AlphaFold::predict(
+            self,
+            be,
+            sample,
+            num_recycles,
+        )?))
+    }
+}
+
+/// [`AlphaFold`] whose trunk forward and backward run as CUDA-graph replays
+/// (`run.cuda_graphs`): the graphs are captured on their second use and then
+/// replayed for every recycling count (see [`crate::model::graph`]).
+pub struct GraphedAlphaFold {
+    /// The model.
+    pub model: AlphaFold,
+    /// Its trunk graphs on the one backend it trains on.
+    pub graphs: TrunkGraphs,
+}
+
+impl GraphedAlphaFold {
+    /// Wraps `model` with empty graphs.
+    pub fn new(model: AlphaFold) -> Self {
+        Self {
+            model,
+            graphs: TrunkGraphs::default(),
+        }
+    }
+}
+
+impl TrainModel<CudaBackend> for GraphedAlphaFold {
+    fn param_table(&self) -> &ParamTable {
+        &self.model.params
+    }
+
+    fn init_weights(&self, be: &mut CudaBackend, seed: u64) -> Result<()> {
+        self.model.init(be, seed)
+    }
+
+    fn train_step(
+        &mut self,
+        be: &mut CudaBackend,
+        sample: &Sample,
+        num_recycles: usize,
+        dropout_seed: u64,
+    ) -> Result<StepLosses> {
+        let t = self.model.train_step_graphed(
+            be,
+            &mut self.graphs,
+            sample,
+            num_recycles,
+            dropout_seed,
+        )?;
+        Ok(step_losses(&t))
+    }
+
+    fn predict(
+        &mut self,
+        be: &mut CudaBackend,
+        sample: &Sample,
+        num_recycles: usize,
+    ) -> Result<Prediction> {
+        Ok(prediction(self.model.predict_graphed(
+            be,
+            &mut self.graphs,
+            sample,
+            num_recycles,
+        )?))
     }
 }

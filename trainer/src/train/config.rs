@@ -37,6 +37,11 @@ pub struct RunConfig {
     pub keep_checkpoints: usize,
     /// Print a progress line every this many steps when stderr is not a terminal.
     pub log_every: u64,
+    /// Run the trunk's forward and backward as CUDA-graph replays
+    /// ([`crate::model::graph`]; `--device cuda` only). Same numbers as eager
+    /// up to bf16 rounding, fewer launches.
+    #[serde(default)]
+    pub cuda_graphs: bool,
 }
 
 /// Settings of evaluation.
