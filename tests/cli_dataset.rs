@@ -1,14 +1,12 @@
 //! `scalefold inspect` and `scalefold verify` on a real dataset written by the storage crate.
 
-use std::process::Command;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int32Array, RecordBatch, StringArray};
 use scalefold_storage::{DatasetWriter, WriterOptions};
 
-fn scalefold() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_scalefold"))
-}
+mod support;
+use support::scalefold;
 
 fn write_dataset(path: &std::path::Path) {
     let rt = tokio::runtime::Runtime::new().unwrap();

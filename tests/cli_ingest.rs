@@ -11,39 +11,21 @@ use futures::TryStreamExt;
 use scalefold_ingest::schema::batch_to_rows;
 use scalefold_storage::Dataset;
 
-fn scalefold() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_scalefold"))
-}
+mod support;
+use support::{run_ok, scalefold};
 
 fn synth(out: &Path, chains: usize, seed: u64) {
-    let status = scalefold()
-        .args([
-            "synth",
-            "--chains",
-            &chains.to_string(),
-            "--seed",
-            &seed.to_string(),
-        ])
-        .args(["--max-length", "150", "--max-msa-depth", "600", "--out"])
-        .arg(out)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    run_ok(support::synth_command(out, chains, seed).args([
+        "--max-length",
+        "150",
+        "--max-msa-depth",
+        "600",
+    ]));
 }
 
 fn ingest_command(corpus: &Path, out: &Path) -> Command {
-    let mut cmd = scalefold();
-    cmd.arg("ingest")
-        .arg("--structures")
-        .arg(corpus.join("mmcif"))
-        .arg("--alignments")
-        .arg(corpus.join("alignments"))
-        .arg("--clusters")
-        .arg(corpus.join("clusters.txt"))
-        .arg("--out")
-        .arg(out)
-        .args(["--threads", "1", "--shard-bytes", "20000", "--quiet"]);
+    let mut cmd = support::ingest_command(corpus, out);
+    cmd.args(["--shard-bytes", "20000"]);
     cmd
 }
 

@@ -4,56 +4,25 @@
 //! `--resume` without checkpoints fail with clear messages and a non-zero exit.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn scalefold() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_scalefold"))
-}
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+mod support;
+use support::{ingest_command, run_ok, scalefold, synth_command};
 
 /// A dataset of 8 short chains with shallow MSAs.
 fn dataset(dir: &Path) -> String {
     let corpus = dir.join("corpus");
-    run_ok(
-        scalefold()
-            .args([
-                "synth",
-                "--chains",
-                "8",
-                "--seed",
-                "5",
-                "--min-length",
-                "12",
-            ])
-            .args(["--max-length", "30", "--max-msa-depth", "20", "--out"])
-            .arg(&corpus)
-            .stdout(Stdio::null()),
-    );
+    run_ok(synth_command(&corpus, 8, 5).args([
+        "--min-length",
+        "12",
+        "--max-length",
+        "30",
+        "--max-msa-depth",
+        "20",
+    ]));
     let ds = dir.join("ds");
-    run_ok(
-        scalefold()
-            .arg("ingest")
-            .arg("--structures")
-            .arg(corpus.join("mmcif"))
-            .arg("--alignments")
-            .arg(corpus.join("alignments"))
-            .arg("--clusters")
-            .arg(corpus.join("clusters.txt"))
-            .arg("--out")
-            .arg(&ds)
-            .args(["--threads", "1", "--quiet"]),
-    );
+    run_ok(&mut ingest_command(&corpus, &ds));
     ds.display().to_string()
 }
 

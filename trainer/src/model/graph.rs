@@ -154,7 +154,7 @@ impl AlphaFold {
             num_recycles,
             None,
             |t, gpu, dropout| graphs.forward(t, gpu, dropout),
-            |m, _gpu, host, x| super::host_forward(&m.cfg.host, &m.cfg.losses, host, x),
+            |m, _gpu, host, x| m.timed_host_forward(host, x),
         )
     }
 }

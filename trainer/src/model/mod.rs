@@ -27,6 +27,8 @@ pub use config::ModelConfig;
 pub use features::FeatureDims;
 pub use trunk::Trunk;
 
+use std::time::Instant;
+
 use crate::backend::{Backend, mix64};
 use crate::error::{Result, TrainerError};
 use crate::layers::{Builder, Init, Param, ParamTable};
@@ -54,6 +56,10 @@ pub struct AlphaFold {
     host_params: Vec<Param>,
     /// Number of trunk entries at the front of `params`.
     trunk_params: usize,
+    /// Seconds the last [`AlphaFold::train_step`] or [`AlphaFold::predict`]
+    /// spent in the host part (structure module, heads, losses and their
+    /// backward), i.e. on the CPU between the trunk's passes.
+    host_seconds: f64,
 }
 
 impl AlphaFold {
@@ -91,7 +97,14 @@ impl AlphaFold {
             trunk,
             host_params,
             trunk_params,
+            host_seconds: 0.0,
         })
+    }
+
+    /// Seconds the last step or prediction spent in the host part (the
+    /// structure module, heads, losses and their backward on the CPU).
+    pub fn host_seconds(&self) -> f64 {
+        self.host_seconds
     }
 
     /// Writes initial weights (AlphaFold2's rules, [`init`]; the host's from
@@ -135,6 +148,7 @@ impl AlphaFold {
         let host = self.host_values(be)?;
         let clamp = dropout_seed.is_none_or(|s| self.cfg.losses.clamp_backbone_fape(s));
         self.trunk.reset_recycling(be)?;
+        self.host_seconds = 0.0;
         let mut prev_pb: Option<Vec<[f32; 3]>> = None;
         for it in 0..=num_recycles {
             self.trunk.set_inputs(be, sample, it, prev_pb.as_deref())?;
@@ -156,7 +170,7 @@ impl AlphaFold {
             if it == num_recycles {
                 return last(self, be, &host, &x);
             }
-            let out = host_forward(&self.cfg.host, &self.cfg.losses, &host, &x)?;
+            let out = self.timed_host_forward(&host, &x)?;
             prev_pb = Some(features::pseudo_beta(&sample.aatype, &out.atom14));
             self.trunk.save_recycling(be)?;
         }
@@ -205,7 +219,9 @@ impl AlphaFold {
             Some(dropout_seed),
             forward,
             |m, be, host, x| {
+                let started = Instant::now();
                 let (out, grads) = host_forward_backward(&m.cfg.host, &m.cfg.losses, host, x)?;
+                m.host_seconds += started.elapsed().as_secs_f64();
                 m.trunk
                     .write_output_grads(be, &grads.single, &grads.pair, &grads.msa)?;
                 for (p, g) in m.host_params.iter().zip(&grads.params) {
@@ -215,6 +231,14 @@ impl AlphaFold {
                 Ok(out.losses)
             },
         )
+    }
+
+    /// The last iteration's host forward at inference, timed into `host_seconds`.
+    fn timed_host_forward(&mut self, host: &[Vec<f32>], x: &HostInputs) -> Result<HostOutputs> {
+        let started = Instant::now();
+        let out = host_forward(&self.cfg.host, &self.cfg.losses, host, x);
+        self.host_seconds += started.elapsed().as_secs_f64();
+        out
     }
 
     /// Inference (no dropout, no gradient): final atom14 positions and pLDDT,
@@ -231,7 +255,7 @@ impl AlphaFold {
             num_recycles,
             None,
             |t, be, dropout| t.forward(be, dropout),
-            |m, _be, host, x| host_forward(&m.cfg.host, &m.cfg.losses, host, x),
+            |m, _be, host, x| m.timed_host_forward(host, x),
         )
     }
 }

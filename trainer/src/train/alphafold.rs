@@ -86,6 +86,10 @@ impl<B: Backend> TrainModel<B> for AlphaFold {
         )?))
     }
 
+    fn host_seconds(&self) -> f64 {
+        AlphaFold::host_seconds(self)
+    }
+
     fn predict(&mut self, be: &mut B, sample: &Sample, num_recycles: usize) -> Result<Prediction> {
         Ok(prediction(AlphaFold::predict(
             self,
@@ -140,6 +144,10 @@ impl TrainModel<CudaBackend> for GraphedAlphaFold {
             dropout_seed,
         )?;
         Ok(step_losses(&t))
+    }
+
+    fn host_seconds(&self) -> f64 {
+        self.model.host_seconds()
     }
 
     fn predict(

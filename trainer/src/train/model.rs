@@ -50,6 +50,11 @@ pub trait TrainModel<B: Backend> {
         num_recycles: usize,
         dropout_seed: u64,
     ) -> Result<StepLosses>;
+    /// Seconds the last `train_step` or `predict` spent in host (CPU) work
+    /// between the device passes; 0 for a model without such a part.
+    fn host_seconds(&self) -> f64 {
+        0.0
+    }
     /// Inference without dropout or gradient.
     fn predict(&mut self, be: &mut B, sample: &Sample, num_recycles: usize) -> Result<Prediction>;
 }

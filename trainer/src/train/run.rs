@@ -70,6 +70,9 @@ pub struct StepRecord {
     pub step_seconds: f64,
     /// Seconds spent waiting for the sample.
     pub data_wait_seconds: f64,
+    /// Seconds of the step in the model's host (CPU) part, inside `step_seconds`.
+    #[serde(default)]
+    pub host_seconds: f64,
     /// Samples per second over the whole step including the wait.
     pub samples_per_second: f64,
 }
@@ -304,6 +307,7 @@ pub fn train<B: Backend, M: TrainModel<B>>(
             skipped,
             step_seconds,
             data_wait_seconds: waited,
+            host_seconds: model.host_seconds(),
             samples_per_second: 1.0 / (step_seconds + waited).max(1e-9),
         };
         let mut line =
