@@ -137,20 +137,19 @@ impl DistogramHead {
         symmetrize(&self.linear.forward(pair), residues, self.linear.outputs)
     }
 
-    /// Adds parameter gradients into `grad` and returns dL/d(pair).
+    /// Adds parameter gradients into `grad` and dL/d(pair) into `grad_pair`.
     pub fn backward(
         &self,
         pair: &[f64],
         residues: usize,
         grad_logits: &[f64],
         grad: &mut DistogramHead,
-    ) -> Vec<f64> {
+        grad_pair: &mut [f64],
+    ) {
         // The symmetrisation is its own adjoint.
         let g_h = symmetrize(grad_logits, residues, self.linear.outputs);
-        let mut g_pair = vec![0.0; pair.len()];
         self.linear
-            .backward(pair, &g_h, &mut grad.linear, &mut g_pair);
-        g_pair
+            .backward(pair, &g_h, &mut grad.linear, grad_pair);
     }
 }
 
@@ -482,7 +481,8 @@ mod tests {
         let mut grad = DistogramHead {
             linear: Dense::zeros(c_z, bins.bins),
         };
-        let g_pair = head.backward(&pair, n, &lg.grad, &mut grad);
+        let mut g_pair = vec![0.0; pair.len()];
+        head.backward(&pair, n, &lg.grad, &mut grad, &mut g_pair);
         check_gradient(&|z| loss(&head, z), &pair, &g_pair);
         let theta = flatten_params(&mut head);
         let f = |t: &[f64]| {

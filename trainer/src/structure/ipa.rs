@@ -276,6 +276,8 @@ pub(crate) struct IpaBiasGrad {
     pub single: Vec<f64>,
     /// dL/d(attention bias), `[i][j][head]`.
     pub bias: Vec<f64>,
+    /// dL/d(attended pair rows), `[i][head][c_z]`.
+    pub attended_pair: Vec<f64>,
     /// dL/d(frames), [`Rigid`]-shaped.
     pub frames: Vec<Rigid>,
 }
@@ -502,7 +504,8 @@ impl Ipa {
     ) -> Result<IpaGrad> {
         let n = self.residues(input)?;
         let mut pair = vec![0.0; n * n * self.dims.c_z];
-        let mut g = self.backward_to_bias(input, cache, grad_out, &mut pair)?;
+        let mut g = self.backward_to_bias(input, cache, grad_out)?;
+        self.attended_pair_backward(&[(cache, &g.attended_pair)], &mut pair);
         self.params
             .pair_bias
             .backward(input.pair, &g.bias, &mut g.params.pair_bias, &mut pair);
@@ -514,29 +517,17 @@ impl Ipa {
         })
     }
 
-    /// The backward of [`Ipa::forward_with_bias`]: adds the pair gradient of
-    /// the attended pair rows into `grad_pair` and returns the attention
-    /// bias's gradient in place of the pair-bias map's (whose parameter
-    /// gradients stay zero).
+    /// The backward of [`Ipa::forward_with_bias`] up to the pair: returns
+    /// the attention bias's gradient in place of the pair-bias map's (whose
+    /// parameter gradients stay zero) and the gradient of the attended pair
+    /// rows, which [`Ipa::attended_pair_backward`] takes to the pair.
     pub(crate) fn backward_to_bias(
         &self,
         input: &IpaInput,
         cache: &IpaCache,
         grad_out: &[f64],
-        grad_pair: &mut [f64],
     ) -> Result<IpaBiasGrad> {
         let n = self.residues(input)?;
-        ensure(
-            grad_pair.len() == n * n * self.dims.c_z,
-            "ipa backward",
-            || {
-                format!(
-                    "pair gradient of {} values, expected {}",
-                    grad_pair.len(),
-                    n * n * self.dims.c_z
-                )
-            },
-        )?;
         let d = self.dims;
         ensure(grad_out.len() == n * d.c_s, "ipa backward", || {
             format!(
@@ -551,6 +542,7 @@ impl Ipa {
             params: IpaParams::zeros(&d),
             single: vec![0.0; n * d.c_s],
             bias: Vec::new(),
+            attended_pair: vec![0.0; n * d.heads * d.c_z],
             frames: vec![Rigid::ZERO; n],
         };
         let width = d.feature_width();
@@ -573,11 +565,11 @@ impl Ipa {
         let mut g_query_frames = vec![Rigid::ZERO; n];
         g_attn_by_query
             .par_chunks_mut(row_width)
-            .zip(grad_pair.par_chunks_mut(n * d.c_z))
+            .zip(g.attended_pair.par_chunks_mut(h_n * d.c_z))
             .zip(g_out_global.par_chunks_mut(h_n * pv))
             .zip(g_query_frames.par_iter_mut())
             .enumerate()
-            .for_each(|(i, (((g_attn_i, g_pair_i), g_points_i), g_frame_i))| {
+            .for_each(|(i, (((g_attn_i, g_rows_i), g_points_i), g_frame_i))| {
                 let gf = &g_features[i * width..(i + 1) * width];
                 let f = &cache.features[i * width..(i + 1) * width];
                 let (_, rest) = gf.split_at(h_n * c);
@@ -600,18 +592,11 @@ impl Ipa {
                 }
                 // The attended pair rows: dL/d(attention) `[head][j]` gets
                 // dL/d(rows) `[head][c_z]` times the pair rows of i
-                // transposed, and the pair rows of i get the attention
-                // transposed times dL/d(rows).
+                // transposed.
+                g_rows_i.copy_from_slice(g_pair);
                 let z_i = View::rows(pair_rows(input.pair, n, d.c_z, i), n, d.c_z);
                 let g_rows = View::rows(g_pair, h_n, d.c_z);
                 gemm(1.0, g_rows, z_i.t(), 0.0, ViewMut::rows(g_attn_i, h_n, n));
-                gemm(
-                    1.0,
-                    attention_rows(&cache.attn, n, h_n, i).t(),
-                    g_rows,
-                    1.0,
-                    ViewMut::rows(g_pair_i, n, d.c_z),
-                );
             });
         for (gf, gq) in g.frames.iter_mut().zip(&g_query_frames) {
             gf.accumulate(gq);
@@ -817,6 +802,36 @@ impl Ipa {
         p.value_points
             .backward(s, &g_v_local, &mut g.params.value_points, &mut g.single);
         Ok(g)
+    }
+
+    /// Adds into `grad_pair` (`[i][j][c_z]`) the pair gradient of the
+    /// attended pair rows of evaluations over the same pair, given each one's
+    /// cache and dL/d(attended pair rows) (`[i][head][c_z]`): per query i,
+    /// the attention of i transposed times dL/d(rows), the evaluations added
+    /// in the order given while the rows of i stay in cache. Queries run in
+    /// parallel; the result does not depend on the thread count.
+    pub(crate) fn attended_pair_backward(
+        &self,
+        evaluations: &[(&IpaCache, &Vec<f64>)],
+        grad_pair: &mut [f64],
+    ) {
+        let (h_n, c_z) = (self.dims.heads, self.dims.c_z);
+        let n = (grad_pair.len() / c_z).isqrt();
+        assert_eq!(grad_pair.len(), n * n * c_z, "ipa pair gradient shape");
+        grad_pair
+            .par_chunks_mut(n * c_z)
+            .enumerate()
+            .for_each(|(i, g_pair_i)| {
+                for (cache, g_rows) in evaluations {
+                    gemm(
+                        1.0,
+                        attention_rows(&cache.attn, n, h_n, i).t(),
+                        View::rows(&g_rows[i * h_n * c_z..][..h_n * c_z], h_n, c_z),
+                        1.0,
+                        ViewMut::rows(g_pair_i, n, c_z),
+                    );
+                }
+            });
     }
 
     /// Backward of [`Ipa::globalize`]: accumulates frame gradients and returns

@@ -457,6 +457,8 @@ impl StructureModule {
         let mut g_single_initial = vec![0.0; n * c_s];
         let mut g_pair = vec![0.0; n * n * c_z];
         let mut g_pair_bias = vec![0.0; cache.pair_bias.len()];
+        // dL/d(attended pair rows) of each layer, last layer first.
+        let mut g_attended_pair = Vec::with_capacity(d.layers);
         for (l, lc) in cache.layers.iter().enumerate().rev() {
             let last = l + 1 == d.layers;
             // Frames out: this layer's output (in Å) and the next layer's input.
@@ -527,10 +529,10 @@ impl StructureModule {
                 },
                 &lc.ipa,
                 &g_after_ipa,
-                &mut g_pair,
             )?;
             accumulate_params(&mut g.params.ipa, &mut ipa_grad.params);
             add_into(&mut g_pair_bias, &ipa_grad.bias);
+            g_attended_pair.push(std::mem::take(&mut ipa_grad.attended_pair));
             for (a, b) in g_frames_in.iter_mut().zip(&ipa_grad.frames) {
                 a.accumulate(b);
             }
@@ -541,7 +543,16 @@ impl StructureModule {
             add_into(&mut g_single, &ipa_grad.single);
             g_frames_next = g_frames_in;
         }
-        // The attention bias of every layer came from one pair-bias map.
+        // The pair rows every layer attended, then the attention bias of
+        // every layer, which came from one pair-bias map.
+        let evaluations: Vec<_> = cache
+            .layers
+            .iter()
+            .rev()
+            .map(|lc| &lc.ipa)
+            .zip(&g_attended_pair)
+            .collect();
+        ipa.attended_pair_backward(&evaluations, &mut g_pair);
         p.ipa.pair_bias.backward(
             &cache.pair,
             &g_pair_bias,

@@ -1066,12 +1066,8 @@ fn expected_plddt(logits: &[f64], bins: usize) -> Vec<f32> {
         .collect()
 }
 
-fn add_into(a: &mut [f64], b: &[f64]) {
-    a.par_iter_mut().zip(b).for_each(|(x, y)| *x += y);
-}
-
 fn scaled(x: &[f64], factor: f64) -> Vec<f64> {
-    x.iter().map(|v| v * factor).collect()
+    x.par_iter().map(|v| v * factor).collect()
 }
 
 /// The host inputs in f64 (the f32 boundary converted).
@@ -1305,14 +1301,12 @@ fn evaluate_f64(
     let structure_grad = module.backward(&input, &cache, &g_out)?;
     grads.structure = structure_grad.params;
     let (mut g_single, mut g_pair) = (structure_grad.single, structure_grad.pair);
-    add_into(
+    p.distogram.backward(
+        pair,
+        n,
+        &scaled(&distogram.grad, w.distogram),
+        &mut grads.distogram,
         &mut g_pair,
-        &p.distogram.backward(
-            pair,
-            n,
-            &scaled(&distogram.grad, w.distogram),
-            &mut grads.distogram,
-        ),
     );
     let mut g_msa = vec![0.0; msa.len()];
     p.masked_msa.backward(

@@ -25,6 +25,7 @@
 use super::allatom::Atom14;
 use super::rigid::{Vec3, add, dot, scale, sub};
 use crate::error::{Result, ensure};
+use rayon::prelude::*;
 use scalefold_featurize::residue_constants as rc;
 
 /// atom14 slots of the backbone atoms.
@@ -295,40 +296,74 @@ fn distance_penalty(
 }
 
 /// Between-residue clashes: each penalised pair counts for both its atoms.
+/// Blocks of [`CLASH_BLOCK_RESIDUES`] first residues run in parallel, each
+/// with its own partial sums, added in block order (independent of the
+/// thread count).
 fn clashes(input: &ViolationInput, cfg: &ViolationConfig, per_atom: f64, grad: &mut Sink) -> f64 {
     let (x, e) = (input.positions, input.exists);
     let radius = &rc::tables().atom14_vdw_radius;
     let n = x.len();
-    let mut total = 0.0;
-    for i in 0..n {
-        let ri = usize::from(input.aatype[i].min(20));
-        for j in i + 1..n {
-            let rj = usize::from(input.aatype[j].min(20));
-            let bonded = input.residue_index[i] + 1 == input.residue_index[j];
-            let disulfide = input.aatype[i] == CYS && input.aatype[j] == CYS;
-            for a in (0..14).filter(|&a| e[i][a] > 0.0) {
-                for b in (0..14).filter(|&b| e[j][b] > 0.0) {
-                    if (bonded && a == C && b == N) || (disulfide && a == CYS_SG && b == CYS_SG) {
-                        continue;
+    let factor = grad.as_ref().map(|(_, f)| *f);
+    let blocks: Vec<(f64, Vec<Atom14>)> = (0..n.div_ceil(CLASH_BLOCK_RESIDUES))
+        .into_par_iter()
+        .map(|block| {
+            let mut local = if factor.is_some() {
+                vec![[[0.0; 3]; 14]; n]
+            } else {
+                Vec::new()
+            };
+            let mut sink: Sink = factor.map(|f| (&mut local, f));
+            let mut total = 0.0;
+            let first = block * CLASH_BLOCK_RESIDUES;
+            for i in first..n.min(first + CLASH_BLOCK_RESIDUES) {
+                let ri = usize::from(input.aatype[i].min(20));
+                for j in i + 1..n {
+                    let rj = usize::from(input.aatype[j].min(20));
+                    let bonded = input.residue_index[i] + 1 == input.residue_index[j];
+                    let disulfide = input.aatype[i] == CYS && input.aatype[j] == CYS;
+                    for a in (0..14).filter(|&a| e[i][a] > 0.0) {
+                        for b in (0..14).filter(|&b| e[j][b] > 0.0) {
+                            if (bonded && a == C && b == N)
+                                || (disulfide && a == CYS_SG && b == CYS_SG)
+                            {
+                                continue;
+                            }
+                            let w = e[i][a] * e[j][b];
+                            let bound = f64::from(radius[ri][a]) + f64::from(radius[rj][b])
+                                - cfg.overlap_tolerance;
+                            total += w * distance_penalty(
+                                x,
+                                (i, a),
+                                (j, b),
+                                bound,
+                                true,
+                                2.0 * w * per_atom,
+                                &mut sink,
+                            );
+                        }
                     }
-                    let w = e[i][a] * e[j][b];
-                    let bound =
-                        f64::from(radius[ri][a]) + f64::from(radius[rj][b]) - cfg.overlap_tolerance;
-                    total += w * distance_penalty(
-                        x,
-                        (i, a),
-                        (j, b),
-                        bound,
-                        true,
-                        2.0 * w * per_atom,
-                        grad,
-                    );
+                }
+            }
+            drop(sink);
+            (total, local)
+        })
+        .collect();
+    let mut total = 0.0;
+    for (block_total, local) in &blocks {
+        total += block_total;
+        if let Some((out, _)) = grad.as_mut() {
+            for (o, l) in out.iter_mut().zip(local) {
+                for (p, q) in o.iter_mut().zip(l) {
+                    *p = add(p, q);
                 }
             }
         }
     }
     2.0 * total * per_atom
 }
+
+/// First residues per parallel block of the clash loop.
+const CLASH_BLOCK_RESIDUES: usize = 8;
 
 /// Within-residue bound violations over ordered atom pairs, each counted for
 /// both its atoms.
