@@ -37,6 +37,8 @@ pub struct BenchReport {
     pub iters: usize,
     /// The attention kernels the blocks ran with (`SCALEFOLD_ATTENTION_KERNELS`).
     pub block_attention_kernels: String,
+    /// Whether the vectorised element-wise and LayerNorm kernels ran (`SCALEFOLD_VECTOR_KERNELS`).
+    pub vector_kernels: bool,
     /// One entry per block kind.
     pub results: Vec<BlockResult>,
     /// The fused attention alone at the blocks' shapes, per kernel kind.
@@ -89,6 +91,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         device,
         iters: opts.iters,
         block_attention_kernels: kernels_name(AttentionKernels::from_env()?).into(),
+        vector_kernels: crate::backend::cuda::vector_kernels_from_env()?,
         results,
         attention,
     })
@@ -197,8 +200,10 @@ impl BenchReport {
     /// A human-readable table.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "device: {}; block attention kernels: {}\n",
-            self.device, self.block_attention_kernels
+            "device: {}; block attention kernels: {}; vector kernels: {}\n",
+            self.device,
+            self.block_attention_kernels,
+            if self.vector_kernels { "on" } else { "off" }
         );
         for r in &self.results {
             let c = &r.config;

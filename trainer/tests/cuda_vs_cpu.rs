@@ -82,6 +82,7 @@ enum Op {
     SigMulBwd(usize, usize, View, View, View, View, View),
     BiasAct(usize, usize, View, TensorId, Activation),
     BiasActBwd(usize, usize, View, View, TensorId, Activation),
+    ScaleRows(usize, usize, TensorId, TensorId),
 }
 
 fn run<B: Backend>(be: &mut B, op: Op) {
@@ -103,6 +104,7 @@ fn run<B: Backend>(be: &mut B, op: Op) {
         Op::SigMulBwd(r, c, a, g, d, da, dg) => be.sigmoid_mul_bwd(r, c, a, g, d, da, dg),
         Op::BiasAct(r, c, y, b, act) => be.bias_act_fwd(r, c, y, b, act),
         Op::BiasActBwd(r, c, y, dy, db, act) => be.bias_act_bwd(r, c, y, dy, db, act),
+        Op::ScaleRows(r, c, x, s) => be.scale_rows(r, c, x, s),
     }
     .unwrap()
 }
@@ -527,6 +529,100 @@ fn gpu_dense_ops_match_cpu() {
     ));
     p.compare_view("bias + relu bwd, dy", View::cols(dy, 256, 10), 1000, 200);
     p.compare("bias + relu bwd, dbias", dg);
+    // The same on 16-byte aligned views, so the 8-wide kernels run: 128 columns
+    // (two rows per warp), 200 (idle lanes in the last group), 256 without ReLU.
+    for (cols, ld, off, act) in [
+        (128, 256, 64, Activation::Relu),
+        (200, 256, 48, Activation::Relu),
+        (256, 256, 0, Activation::None),
+    ] {
+        p.zero(dg);
+        p.random(y, 1.0);
+        p.random(dy, 1.0);
+        let yv = View::cols(y, ld, off);
+        let dyv = View::cols(dy, ld, off);
+        p.both(Op::BiasAct(rows, cols, yv, g, act));
+        p.compare_view(&format!("bias + act, aligned, {cols} cols"), yv, rows, cols);
+        p.both(Op::BiasActBwd(rows, cols, yv, dyv, dg, act));
+        p.compare_view(
+            &format!("bias + act bwd dy, aligned, {cols} cols"),
+            dyv,
+            rows,
+            cols,
+        );
+        p.compare(&format!("bias + act bwd dbias, aligned, {cols} cols"), dg);
+    }
+    // Sigmoid gating with aligned strided views and a broadcast operand (8-wide kernels).
+    let bc8 = View {
+        t: x,
+        off: 8,
+        ld: 256,
+        row_div: 4,
+    };
+    p.poison(y);
+    p.both(Op::SigMul(
+        800,
+        96,
+        bc8,
+        View::cols(dy, 128, 32),
+        View::cols(y, 128, 16),
+    ));
+    p.compare_view("sigmoid_mul aligned", View::cols(y, 128, 16), 800, 96);
+    p.poison(dx);
+    p.poison(c);
+    p.both(Op::SigMulBwd(
+        800,
+        96,
+        bc8,
+        View::cols(dy, 128, 32),
+        View::dense(x, 96),
+        View::dense(dx, 96),
+        View::cols(c, 104, 8),
+    ));
+    p.compare_view("sigmoid_mul aligned bwd da", View::dense(dx, 96), 800, 96);
+    p.compare_view("sigmoid_mul aligned bwd dg", View::cols(c, 104, 8), 800, 96);
+    // Transposes on the 32-bit paths: a class-converting copy (8-wide), narrow
+    // heads (scalar), and an accumulating swap with 8-wide rows.
+    p.random(st, 1.0);
+    p.poison(y);
+    p.both(Op::Transpose([1, 1, rows * cols, 1], st, y, false));
+    p.compare("copy f32 -> bf16", y);
+    p.poison(y);
+    p.both(Op::Transpose([1, 4000, 4, 1], st, y, false));
+    p.compare_view("transpose narrow f32 -> bf16", View::dense(y, 4), 4000, 4);
+    p.random(y, 1.0);
+    p.both(Op::Transpose([2, 25, 20, 256], x, y, true));
+    p.compare("transpose 8-wide, accumulate", y);
+    // 64 x 64 tiles with partial edge tiles, accumulating into f32.
+    p.random(st, 1.0);
+    p.both(Op::Transpose([3, 50, 96, 1], x, st, true));
+    let st_part = p.view(st, 0, 3 * 50 * 96);
+    p.compare("transpose tiled 64, accumulate into f32", st_part);
+    // Row scaling: 8-wide (256 columns) and scalar (100 columns).
+    for sc in [256, 100] {
+        let sr = rows * cols / sc;
+        p.random(y, 1.0);
+        p.both(Op::ScaleRows(sr, sc, y, st));
+        p.compare(&format!("scale_rows ({sc} cols)"), y);
+    }
+    // LayerNorm on the lane-contiguous kernels: 128 columns into an f32 dx, 64 columns.
+    for lc in [128, 64] {
+        let lr = rows * cols / lc;
+        let (mu_v, rs_v) = (p.view(mu, 0, 2 * rows), p.view(rs, 0, 2 * rows));
+        let lr = lr.min(2 * rows);
+        p.poison(y);
+        p.both(Op::Ln(lr, lc, [x, g, b, y, mu_v, rs_v]));
+        let yv = p.view(y, 0, lr * lc);
+        p.compare(&format!("layer_norm y ({lc} cols)"), yv);
+        p.zero(dg);
+        p.zero(dbt);
+        p.random(st, 1.0);
+        p.both(Op::LnBwd(lr, lc, [x, g, mu_v, rs_v, dy, st, dg, dbt]));
+        let stv = p.view(st, 0, lr * lc);
+        p.compare(&format!("layer_norm dx f32 ({lc} cols)"), stv);
+        p.compare(&format!("layer_norm dgamma ({lc} cols)"), dg);
+        p.compare(&format!("layer_norm dbeta ({lc} cols)"), dbt);
+    }
     // GEMMs: batched with a shared operand; both transposed; weight-gradient style into f32 with beta = 1.
     p.poison(c);
     let gm = Gemm {
@@ -792,6 +888,41 @@ fn gpu_graph_replay_matches_eager() {
         v
     };
     let same = |a: &[f32], b: &[f32]| a.iter().zip(b).filter(|(x, y)| x == y).count();
+    // Name and length of each part of a snapshot, to say where a difference lies.
+    let mut parts: Vec<(String, usize)> = [
+        ("m_out", block.m_out),
+        ("z_out", block.z_out),
+        ("d_m", block.d_m),
+        ("d_z", block.d_z),
+    ]
+    .iter()
+    .map(|&(name, t)| (name.to_string(), gpu.len(t)))
+    .collect();
+    parts.extend(
+        table
+            .entries
+            .iter()
+            .map(|e| (format!("{}.grad", e.name), gpu.len(e.param.g))),
+    );
+    // The parts where `got` differs from `want` most, worst first: "name rel (differing/total)".
+    let worst_parts = |got: &[f32], want: &[f32]| -> Vec<String> {
+        let mut at = 0;
+        let mut rows: Vec<(f64, String)> = vec![];
+        for (name, len) in &parts {
+            let (g, w) = (&got[at..at + len], &want[at..at + len]);
+            at += len;
+            let diff = same(g, w);
+            if diff < *len {
+                let e = rel_err(g, w);
+                rows.push((
+                    e,
+                    format!("{name} {e:.2e} ({} of {len} differ)", len - diff),
+                ));
+            }
+        }
+        rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+        rows.into_iter().take(8).map(|r| r.1).collect()
+    };
     step(&mut gpu);
     let eager = snapshot(&mut gpu);
     let n_out = gpu.len(block.m_out) + gpu.len(block.z_out);
@@ -838,7 +969,9 @@ fn gpu_graph_replay_matches_eager() {
         );
         assert!(
             e <= 4.0 * spread + 1e-6 && e < 1e-2,
-            "graph replay differs from eager by {e:.3e}, eager from itself by {spread:.3e}"
+            "graph replay differs from eager by {e:.3e}, eager from itself by {spread:.3e}; \
+             worst tensors: {:?}",
+            worst_parts(&replay, &eager)
         );
     }
 }

@@ -30,9 +30,11 @@ use std::sync::Arc;
 /// blocks: 256 bytes of bf16, 512 of f32.
 const PARAM_ALIGN: usize = 128;
 
-const KERNEL_SOURCES: [&str; 6] = [
+const KERNEL_SOURCES: [&str; 8] = [
     include_str!("../../kernels/common.cuh"),
+    include_str!("../../kernels/vector.cuh"),
     include_str!("../../kernels/elementwise.cu"),
+    include_str!("../../kernels/vectorized.cu"),
     include_str!("../../kernels/layernorm.cu"),
     include_str!("../../kernels/attention.cu"),
     include_str!("../../kernels/attention_tc.cu"),
@@ -62,6 +64,32 @@ const KERNEL_NAMES: &[&str] = &[
     "transpose_tiled_fb",
     "transpose_tiled_bf",
     "transpose_tiled_ff",
+    "transpose_v1_bb",
+    "transpose_v1_fb",
+    "transpose_v1_bf",
+    "transpose_v1_ff",
+    "transpose_v8_bb",
+    "transpose_v8_fb",
+    "transpose_v8_bf",
+    "transpose_v8_ff",
+    "transpose_tiled64_bb",
+    "transpose_tiled64_fb",
+    "transpose_tiled64_bf",
+    "transpose_tiled64_ff",
+    "scale_rows_v8",
+    "bias_act_fwd_v8",
+    "bias_act_bwd_v8",
+    "sigmoid_mul_fwd_v8",
+    "sigmoid_mul_bwd_v8",
+    "layer_norm_fwd_k2",
+    "layer_norm_fwd_k4",
+    "layer_norm_fwd_k8",
+    "layer_norm_bwd_b_k2",
+    "layer_norm_bwd_b_k4",
+    "layer_norm_bwd_b_k8",
+    "layer_norm_bwd_f_k2",
+    "layer_norm_bwd_f_k4",
+    "layer_norm_bwd_f_k8",
     "layer_norm_fwd",
     "layer_norm_bwd_b",
     "layer_norm_bwd_f",
@@ -132,6 +160,22 @@ impl AttentionKernels {
                 detail: format!("`{other}`; expected `tensor_core` or `simt`"),
             }),
         }
+    }
+}
+
+/// Environment variable that turns the vectorised element-wise and LayerNorm
+/// kernels off (`off`: the scalar kernels run everywhere), for side-by-side timings.
+pub const VECTOR_KERNELS_ENV: &str = "SCALEFOLD_VECTOR_KERNELS";
+
+/// Whether [`VECTOR_KERNELS_ENV`] leaves the vectorised kernels on (the default).
+pub fn vector_kernels_from_env() -> Result<bool> {
+    match std::env::var(VECTOR_KERNELS_ENV).as_deref() {
+        Err(_) | Ok("on") => Ok(true),
+        Ok("off") => Ok(false),
+        Ok(other) => Err(TrainerError::Config {
+            field: VECTOR_KERNELS_ENV,
+            detail: format!("`{other}`; expected `on` or `off`"),
+        }),
     }
 }
 
@@ -410,6 +454,12 @@ impl CudaBackend {
         self.attention_kernels = k;
     }
 
+    /// Whether the vectorised element-wise and LayerNorm kernels may run
+    /// (`SCALEFOLD_VECTOR_KERNELS`, on unless set to `off`).
+    pub fn vector_kernels(&self) -> bool {
+        self.vector_kernels
+    }
+
     /// The attention kernels in use.
     pub fn attention_kernels(&self) -> AttentionKernels {
         self.attention_kernels
@@ -567,6 +617,27 @@ impl CudaBackend {
         }
         let blocks = n.div_ceil(256).min(self.sm_count as usize * 16) as u32;
         self.launch(name, (blocks, 1, 1), (256, 1, 1), args)
+    }
+
+    /// Whether `t` at element offset `off` starts on a 16-byte boundary (the
+    /// vectorised kernels' 16-byte accesses).
+    fn aligned16(&self, t: TensorId, off: usize) -> Result<bool> {
+        Ok((self.ptr(t)? + (off * elem_bytes(self.class(t))) as u64).is_multiple_of(16))
+    }
+
+    /// Whether the 8-wide kernels (`kernels/vectorized.cu`) take `[rows, cols]`
+    /// views: whole groups of 8 columns, every row start 16-byte aligned, and 32-bit
+    /// element indices.
+    fn views_vec8(&self, rows: usize, cols: usize, views: &[&View]) -> Result<bool> {
+        if !self.vector_kernels || !cols.is_multiple_of(8) || rows * cols >= 1 << 31 {
+            return Ok(false);
+        }
+        for v in views {
+            if !v.ld.is_multiple_of(8) || v.ld >= 1 << 31 || !self.aligned16(v.t, v.off)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     fn view_args(&self, v: &View) -> Result<[KArg; 4]> {
@@ -776,6 +847,26 @@ impl CudaBackend {
             }
         }
         Ok(true)
+    }
+}
+
+impl CudaBackend {
+    /// The lane-contiguous LayerNorm kernels (`layer_norm_*_k{2,4,8}`) for rows of
+    /// 64, 128 or 256 columns whose tensors start on 16-byte boundaries: the index
+    /// of K = 2, 4, 8, or `None` for the general kernels.
+    fn layer_norm_lanes(&self, cols: usize, tensors: &[TensorId]) -> Result<Option<usize>> {
+        let Some(k) = [64, 128, 256].iter().position(|&c| c == cols) else {
+            return Ok(None);
+        };
+        if !self.vector_kernels {
+            return Ok(None);
+        }
+        for &t in tensors {
+            if !self.aligned16(t, 0)? {
+                return Ok(None);
+            }
+        }
+        Ok(Some(k))
     }
 }
 
@@ -1086,6 +1177,9 @@ impl Backend for CudaBackend {
             KArg::I32(rows as i32),
             KArg::I32(cols as i32),
         ];
+        if self.views_vec8(rows, cols, &[&View::dense(x, cols)])? {
+            return self.launch_1d("scale_rows_v8", rows * cols / 8, &a);
+        }
         self.launch_1d("scale_rows", rows * cols, &a)
     }
 
@@ -1219,8 +1313,19 @@ impl Backend for CudaBackend {
         let blocks = (rows * 32).div_ceil(256) as u32;
         let args = [x, gamma, beta, y, mean, rstd].map(|t| self.ptr(t).map(KArg::Ptr));
         let mut a: Vec<KArg> = args.into_iter().collect::<Result<_>>()?;
-        a.extend([KArg::I32(rows as i32), KArg::I32(cols as i32)]);
-        self.launch("layer_norm_fwd", (blocks.max(1), 1, 1), (256, 1, 1), &a)
+        a.push(KArg::I32(rows as i32));
+        let name = match self.layer_norm_lanes(cols, &[x, gamma, beta, y])? {
+            Some(k) => [
+                "layer_norm_fwd_k2",
+                "layer_norm_fwd_k4",
+                "layer_norm_fwd_k8",
+            ][k],
+            None => {
+                a.push(KArg::I32(cols as i32));
+                "layer_norm_fwd"
+            }
+        };
+        self.launch(name, (blocks.max(1), 1, 1), (256, 1, 1), &a)
     }
 
     fn layer_norm_bwd(
@@ -1255,7 +1360,7 @@ impl Backend for CudaBackend {
             self.need_f32("layer_norm_bwd", t, f)?;
         }
         let blocks = (rows.div_ceil(8)).min(self.sm_count as usize * 4).max(1) as u32;
-        let a = vec![
+        let mut a = vec![
             KArg::Ptr(self.ptr(x)?),
             KArg::Ptr(self.ptr(gamma)?),
             KArg::Ptr(self.ptr(mean)?),
@@ -1266,18 +1371,28 @@ impl Backend for CudaBackend {
             KArg::Ptr(self.ptr(dgamma)?),
             KArg::Ptr(self.ptr(dbeta)?),
             KArg::I32(rows as i32),
-            KArg::I32(cols as i32),
         ];
-        self.launch(
-            if dx_f32 {
-                "layer_norm_bwd_f"
-            } else {
-                "layer_norm_bwd_b"
-            },
-            (blocks, 1, 1),
-            (256, 1, 1),
-            &a,
-        )
+        let name = match self.layer_norm_lanes(cols, &[x, gamma, dy, dx])? {
+            Some(k) if dx_f32 => [
+                "layer_norm_bwd_f_k2",
+                "layer_norm_bwd_f_k4",
+                "layer_norm_bwd_f_k8",
+            ][k],
+            Some(k) => [
+                "layer_norm_bwd_b_k2",
+                "layer_norm_bwd_b_k4",
+                "layer_norm_bwd_b_k8",
+            ][k],
+            None => {
+                a.push(KArg::I32(cols as i32));
+                if dx_f32 {
+                    "layer_norm_bwd_f"
+                } else {
+                    "layer_norm_bwd_b"
+                }
+            }
+        };
+        self.launch(name, (blocks, 1, 1), (256, 1, 1), &a)
     }
 
     fn bias_act_fwd(
@@ -1291,6 +1406,18 @@ impl Backend for CudaBackend {
         self.need_view("bias_act_fwd", &y, rows, cols)?;
         self.need("bias_act_fwd", bias, cols)?;
         self.need_f32("bias_act_fwd", bias, false)?;
+        if self.views_vec8(rows, cols, &[&y])? && self.aligned16(bias, 0)? {
+            let a = [
+                KArg::Ptr(self.ptr(y.t)?),
+                KArg::I64(y.off as i64),
+                KArg::I32(y.ld as i32),
+                KArg::Ptr(self.ptr(bias)?),
+                KArg::I32(rows as i32),
+                KArg::I32(cols as i32),
+                KArg::I32((act == Activation::Relu) as i32),
+            ];
+            return self.launch_1d("bias_act_fwd_v8", rows * cols / 8, &a);
+        }
         let a = [
             KArg::Ptr(self.ptr(y.t)?),
             KArg::I64(y.off as i64),
@@ -1318,6 +1445,31 @@ impl Backend for CudaBackend {
         self.need_f32("bias_act_bwd", dbias, true)?;
         if rows == 0 || cols == 0 {
             return Ok(());
+        }
+        if self.views_vec8(rows, cols, &[&y, &dy])? {
+            // A warp spans `lpr` lanes x 8 columns and 32 / lpr rows; 8 warps per block;
+            // enough blocks for about 8 per SM, each thread summing at least 4 rows.
+            let lpr = (cols / 8).next_power_of_two().min(32);
+            let gx = cols.div_ceil(lpr * 8);
+            let rows_per_step = 8 * (32 / lpr);
+            let gy = rows
+                .div_ceil(rows_per_step * 4)
+                .min((self.sm_count as usize * 8).div_ceil(gx))
+                .max(1);
+            let a = [
+                KArg::Ptr(self.ptr(y.t)?),
+                KArg::I64(y.off as i64),
+                KArg::I32(y.ld as i32),
+                KArg::Ptr(self.ptr(dy.t)?),
+                KArg::I64(dy.off as i64),
+                KArg::I32(dy.ld as i32),
+                KArg::Ptr(self.ptr(dbias)?),
+                KArg::I32(rows as i32),
+                KArg::I32(cols as i32),
+                KArg::I32((act == Activation::Relu) as i32),
+                KArg::I32(lpr as i32),
+            ];
+            return self.launch("bias_act_bwd_v8", (gx as u32, gy as u32, 1), (32, 8, 1), &a);
         }
         let gy = rows.div_ceil(64).min(256) as u32;
         let a = [
@@ -1355,6 +1507,9 @@ impl Backend for CudaBackend {
         for v in [&a, &g, &out] {
             args.extend(self.view_args(v)?);
         }
+        if self.views_vec8(rows, cols, &[&a, &g, &out])? {
+            return self.launch_1d("sigmoid_mul_fwd_v8", rows * cols / 8, &args);
+        }
         self.launch_1d("sigmoid_mul_fwd", rows * cols, &args)
     }
 
@@ -1374,6 +1529,9 @@ impl Backend for CudaBackend {
         let mut args = vec![KArg::I32(rows as i32), KArg::I32(cols as i32)];
         for v in [&a, &g, &dout, &da, &dg] {
             args.extend(self.view_args(v)?);
+        }
+        if self.views_vec8(rows, cols, &[&a, &g, &dout, &da, &dg])? {
+            return self.launch_1d("sigmoid_mul_bwd_v8", rows * cols / 8, &args);
         }
         self.launch_1d("sigmoid_mul_bwd", rows * cols, &args)
     }
@@ -1629,7 +1787,32 @@ impl Backend for CudaBackend {
             (true, true) => 3,
         };
         let (px, py) = (self.ptr(x)?, self.ptr(y)?);
-        if d == 1 && b >= 32 && c >= 32 {
+        let pairs = b.is_multiple_of(2)
+            && c.is_multiple_of(2)
+            && px.is_multiple_of(8)
+            && py.is_multiple_of(8);
+        if self.vector_kernels && d == 1 && b >= 32 && c >= 32 && pairs && n < 1 << 31 {
+            // 64 x 64 tiles moved two elements per access.
+            let name = [
+                "transpose_tiled64_bb",
+                "transpose_tiled64_fb",
+                "transpose_tiled64_bf",
+                "transpose_tiled64_ff",
+            ][tag];
+            let args = [
+                KArg::Ptr(px),
+                KArg::Ptr(py),
+                KArg::I32(b as i32),
+                KArg::I32(c as i32),
+                KArg::I32(accumulate as i32),
+            ];
+            self.launch(
+                name,
+                (c.div_ceil(64) as u32, b.div_ceil(64) as u32, a as u32),
+                (32, 8, 1),
+                &args,
+            )
+        } else if d == 1 && b >= 32 && c >= 32 {
             let name = [
                 "transpose_tiled_bb",
                 "transpose_tiled_fb",
@@ -1649,6 +1832,36 @@ impl Backend for CudaBackend {
                 (32, 8, 1),
                 &args,
             )
+        } else if self.vector_kernels && n < 1 << 31 {
+            // 32-bit indices; a swap with a length-1 axis is a plain copy (one row of
+            // n elements); 8 consecutive elements per thread where rows allow.
+            let [a, b, c, d] = if b == 1 || c == 1 { [1, 1, 1, n] } else { dims };
+            let vec8 = d.is_multiple_of(8) && px.is_multiple_of(16) && py.is_multiple_of(16);
+            let name = if vec8 {
+                [
+                    "transpose_v8_bb",
+                    "transpose_v8_fb",
+                    "transpose_v8_bf",
+                    "transpose_v8_ff",
+                ][tag]
+            } else {
+                [
+                    "transpose_v1_bb",
+                    "transpose_v1_fb",
+                    "transpose_v1_bf",
+                    "transpose_v1_ff",
+                ][tag]
+            };
+            let args = [
+                KArg::Ptr(px),
+                KArg::Ptr(py),
+                KArg::I32(a as i32),
+                KArg::I32(b as i32),
+                KArg::I32(c as i32),
+                KArg::I32(d as i32),
+                KArg::I32(accumulate as i32),
+            ];
+            self.launch_1d(name, if vec8 { n / 8 } else { n }, &args)
         } else {
             let name = [
                 "transpose_bb",
