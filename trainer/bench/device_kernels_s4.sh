@@ -28,4 +28,12 @@ SCALEFOLD_VECTOR_KERNELS=off timeout 150 $D/bench_evoformer --profile > $OUT/ben
 grep -hE "device:|fwd\+bwd" $OUT/bench_on.log $OUT/bench_off.log
 PYTHONUNBUFFERED=1 timeout 240 python3 trainer/bench/evoformer_torch.py --iters 20 > $OUT/torch.log 2>&1
 echo "torch rc=$?"; grep -E "^torch|Error" $OUT/torch.log
+# compute-sanitizer on the dense-op test (every vectorised kernel, the shared-memory ones included).
+CS=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+if [ -n "$CS" ]; then
+  for tool in memcheck racecheck; do
+    timeout 150 $CS --tool $tool --print-limit 8 $D/cuda_vs_cpu --ignored --exact gpu_dense_ops_match_cpu > $OUT/sanitizer_$tool.log 2>&1
+    echo "compute-sanitizer $tool rc=$?"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|hazard|test result" $OUT/sanitizer_$tool.log | head -4
+  done
+fi
 echo "total $(( $(date +%s) - T0 )) s"

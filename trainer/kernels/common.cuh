@@ -28,17 +28,21 @@ __device__ __forceinline__ unsigned long long mix64(unsigned long long x) {
     x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
     return x ^ (x >> 31);
 }
-// Factor of element i of a [d0, d1, c] tensor: 0 or 1/(1-p). shared: 0 none, 1 axis0, 2 axis1.
 // The seed of one op's mask in one step: the step's seed mixed with the op's site seed
 // (the host's `backend::mask_seed`).
 __device__ __forceinline__ unsigned long long mask_seed(unsigned long long step, unsigned long long site) {
     return mix64(step ^ mix64(site + 0xD1B54A32D192ED03ull));
 }
+// Factor of mask element idx for p > 0: 0 or 1/(1-p) (the host's `dropout_keep`).
+__device__ __forceinline__ float mask_factor(unsigned long long idx, float p, unsigned long long seed) {
+    unsigned long long h = mix64(seed ^ mix64(idx + 0x9E3779B97F4A7C15ull));
+    float u = (float)(h >> 40) * (1.0f / 16777216.0f);
+    return u >= p ? 1.0f / (1.0f - p) : 0.0f;
+}
+// Factor of element i of a [d0, d1, c] tensor: 0 or 1/(1-p). shared: 0 none, 1 axis0, 2 axis1.
 __device__ __forceinline__ float dropout_factor(long i, float p, unsigned long long seed, long d1, long c, int shared) {
     if (p <= 0.0f) return 1.0f;
     long i0 = i / (d1 * c), rest = i % (d1 * c), i1 = rest / c, ic = rest % c;
     long idx = shared == 0 ? i : (shared == 1 ? i1 * c + ic : i0 * c + ic);
-    unsigned long long h = mix64(seed ^ mix64((unsigned long long)idx + 0x9E3779B97F4A7C15ull));
-    float u = (float)(h >> 40) * (1.0f / 16777216.0f);
-    return u >= p ? 1.0f / (1.0f - p) : 0.0f;
+    return mask_factor((unsigned long long)idx, p, seed);
 }

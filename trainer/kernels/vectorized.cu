@@ -204,3 +204,59 @@ TRANSPOSE_TILED64(bb, bf16, bf16)
 TRANSPOSE_TILED64(fb, float, bf16)
 TRANSPOSE_TILED64(bf, bf16, float)
 TRANSPOSE_TILED64(ff, float, float)
+
+// Dropout on 8 consecutive elements i .. i+7 of a [d0, d1, c] tensor with c % 8 == 0: they
+// share (i0, i1), so their mask indices are base .. base+7 (32-bit; the host checks n < 2^31).
+// f[j] = 1 without dropout, else the factor of dropout_factor(i + j, ...).
+__device__ __forceinline__ void dropout_factor8(unsigned i, float p, unsigned long long seed, unsigned d1, unsigned c,
+                                                int shared, float (&f)[8]) {
+    if (p <= 0.0f) {
+#pragma unroll
+        for (int j = 0; j < 8; j++) f[j] = 1.0f;
+        return;
+    }
+    const unsigned i0 = i / (d1 * c), rest = i - i0 * d1 * c, i1 = rest / c, ic = rest - i1 * c;
+    const unsigned base = shared == 0 ? i : (shared == 1 ? i1 * c + ic : i0 * c + ic);
+#pragma unroll
+    for (int j = 0; j < 8; j++) f[j] = mask_factor((unsigned long long)(base + j), p, seed);
+}
+
+// residual_dropout_fwd of elementwise.cu (same arguments, same seed), 8 elements per thread.
+extern "C" __global__ void residual_dropout_fwd_v8(const bf16* resid, const bf16* x, bf16* out, long n, float p,
+        unsigned long long site, const unsigned long long* step_seed, long d1, long c, int shared) {
+    const unsigned long long seed = mask_seed(*step_seed, site);
+    VEC_LOOP(o, n / 8) {
+        const unsigned i = o * 8;
+        float r[8], v[8], f[8];
+        ldv<8>(resid, i, r);
+        ldv<8>(x, i, v);
+        dropout_factor8(i, p, seed, d1, c, shared, f);
+#pragma unroll
+        for (int j = 0; j < 8; j++) r[j] = r[j] + v[j] * f[j];
+        stv<8>(out, i, r);
+    }
+}
+
+// dropout_bwd of elementwise.cu (same arguments, same seed), 8 elements per thread.
+template <typename T>
+__device__ void dropout_bwd8(const T* dout, bf16* dx, long n, float p, unsigned long long site,
+        const unsigned long long* step_seed, long d1, long c, int shared) {
+    const unsigned long long seed = mask_seed(*step_seed, site);
+    VEC_LOOP(o, n / 8) {
+        const unsigned i = o * 8;
+        float v[8], f[8];
+        ldv<8>(dout, i, v);
+        dropout_factor8(i, p, seed, d1, c, shared, f);
+#pragma unroll
+        for (int j = 0; j < 8; j++) v[j] *= f[j];
+        stv<8>(dx, i, v);
+    }
+}
+extern "C" __global__ void dropout_bwd_v8_b(const bf16* dout, bf16* dx, long n, float p, unsigned long long site,
+        const unsigned long long* step_seed, long d1, long c, int shared) {
+    dropout_bwd8<bf16>(dout, dx, n, p, site, step_seed, d1, c, shared);
+}
+extern "C" __global__ void dropout_bwd_v8_f(const float* dout, bf16* dx, long n, float p, unsigned long long site,
+        const unsigned long long* step_seed, long d1, long c, int shared) {
+    dropout_bwd8<float>(dout, dx, n, p, site, step_seed, d1, c, shared);
+}

@@ -459,22 +459,31 @@ fn gpu_dense_ops_match_cpu() {
     p.poison(y);
     p.both(Op::Transpose([1, 64, 4000, 1], st, y, false));
     p.compare("transpose f32 -> bf16", y);
-    for (k, shared) in [SharedAxis::None, SharedAxis::Axis0, SharedAxis::Axis1]
-        .into_iter()
-        .enumerate()
-    {
-        let d = Dropout {
-            p: 0.25,
-            seed: 1234 + k as u64,
-            shape: [10, 100, 256],
-            shared,
-        };
-        p.poison(y);
-        p.both(Op::Dropout(d, x, dy, y));
-        p.compare(&format!("residual + dropout {shared:?}"), y);
-        p.poison(dx);
-        p.both(Op::DropoutBwd(d, dy, dx));
-        p.compare(&format!("dropout bwd {shared:?}"), dx);
+    // Rows of 256 take the 8-wide dropout kernels, rows of 100 the scalar ones; the
+    // backward from bf16 and from f32 (the residual-stream gradients).
+    for shape in [[10, 100, 256], [10, 256, 100]] {
+        for (k, shared) in [SharedAxis::None, SharedAxis::Axis0, SharedAxis::Axis1]
+            .into_iter()
+            .enumerate()
+        {
+            let d = Dropout {
+                p: 0.25,
+                seed: 1234 + k as u64,
+                shape,
+                shared,
+            };
+            let c = shape[2];
+            p.poison(y);
+            p.both(Op::Dropout(d, x, dy, y));
+            p.compare(&format!("residual + dropout {shared:?}, rows of {c}"), y);
+            p.poison(dx);
+            p.both(Op::DropoutBwd(d, dy, dx));
+            p.compare(&format!("dropout bwd {shared:?}, rows of {c}"), dx);
+            p.random(st, 1.0);
+            p.poison(dx);
+            p.both(Op::DropoutBwd(d, st, dx));
+            p.compare(&format!("dropout bwd from f32 {shared:?}, rows of {c}"), dx);
+        }
     }
     let bc = View {
         t: x,

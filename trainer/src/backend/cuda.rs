@@ -77,6 +77,9 @@ const KERNEL_NAMES: &[&str] = &[
     "transpose_tiled64_bf",
     "transpose_tiled64_ff",
     "scale_rows_v8",
+    "residual_dropout_fwd_v8",
+    "dropout_bwd_v8_b",
+    "dropout_bwd_v8_f",
     "bias_act_fwd_v8",
     "bias_act_bwd_v8",
     "sigmoid_mul_fwd_v8",
@@ -851,6 +854,21 @@ impl CudaBackend {
 }
 
 impl CudaBackend {
+    /// Whether the 8-wide dropout kernels take a `[d0, d1, c]` dropout over `tensors`:
+    /// rows of whole groups of 8, 32-bit indices, every tensor 16-byte aligned.
+    fn dropout_vec8(&self, d: &Dropout, tensors: &[TensorId]) -> Result<bool> {
+        let n: usize = d.shape.iter().product();
+        if !self.vector_kernels || !d.shape[2].is_multiple_of(8) || n >= 1 << 31 {
+            return Ok(false);
+        }
+        for &t in tensors {
+            if !self.aligned16(t, 0)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// The lane-contiguous LayerNorm kernels (`layer_norm_*_k{2,4,8}`) for rows of
     /// 64, 128 or 256 columns whose tensors start on 16-byte boundaries: the index
     /// of K = 2, 4, 8, or `None` for the general kernels.
@@ -1916,6 +1934,9 @@ impl Backend for CudaBackend {
             KArg::I64(d.shape[2] as i64),
             KArg::I32(shared_code(d.shared)),
         ];
+        if self.dropout_vec8(d, &[resid, x, out])? {
+            return self.launch_1d("residual_dropout_fwd_v8", n / 8, &a);
+        }
         self.launch_1d("residual_dropout_fwd", n, &a)
     }
 
@@ -1936,6 +1957,14 @@ impl Backend for CudaBackend {
             KArg::I64(d.shape[2] as i64),
             KArg::I32(shared_code(d.shared)),
         ];
+        if self.dropout_vec8(d, &[dout, dx])? {
+            let name = if dout_f32 {
+                "dropout_bwd_v8_f"
+            } else {
+                "dropout_bwd_v8_b"
+            };
+            return self.launch_1d(name, n / 8, &a);
+        }
         self.launch_1d(
             if dout_f32 {
                 "dropout_bwd_f"
