@@ -9,6 +9,14 @@
 //! Ops only enqueue work on one stream: no allocation, compilation or
 //! synchronization happens inside an op once its GEMM shape has been seen, so a
 //! warmed-up step can be captured as a CUDA graph ([`CudaBackend::begin_capture`]).
+//!
+//! The memory-bound ops (bias + activation and its bias gradient, sigmoid gating,
+//! transposes and copies, row scaling, residual + dropout, LayerNorm) pick a
+//! vectorised kernel (`kernels/vectorized.cu`, the `_k{2,4,8}` LayerNorm kernels:
+//! 16-byte accesses, 32-bit indices) whenever every operand is 16-byte aligned, rows
+//! are whole groups of 8 (LayerNorm: 64, 128 or 256 columns) and the tensor has
+//! fewer than 2^31 elements; otherwise, or with `SCALEFOLD_VECTOR_KERNELS=off`, the
+//! scalar kernels run. Both compute the same bits (bias gradients up to float-atomic order).
 
 use super::{
     Activation, AdamStep, AttnShape, Backend, CLASSES, Class, Dropout, Gemm, OptimizerState,
