@@ -278,6 +278,7 @@ fn metrics_without_timing(out: &Path) -> Vec<StepRecord> {
             let mut r: StepRecord = serde_json::from_str(l).unwrap();
             r.step_seconds = 0.0;
             r.data_wait_seconds = 0.0;
+            r.host_seconds = 0.0;
             r.samples_per_second = 0.0;
             r
         })
