@@ -431,10 +431,7 @@ impl CudaBackend {
         // SAFETY: a plain device allocation of one u64, freed in Drop.
         let dropout_seed = unsafe { drv::malloc_sync(std::mem::size_of::<u64>()) }
             .map_err(cuda_err("allocating the dropout seed"))?;
-        // SAFETY: `dropout_seed` is a live allocation of exactly one u64.
-        unsafe { drv::memcpy_htod_sync(dropout_seed, &[0u64]) }
-            .map_err(cuda_err("writing the dropout seed"))?;
-        Ok(Self {
+        let mut backend = Self {
             ctx,
             stream,
             _module: module,
@@ -451,7 +448,9 @@ impl CudaBackend {
             vector_kernels: vector_kernels_from_env()?,
             attn_tc_dyn_smem,
             attn_tc_resident: HashMap::new(),
-        })
+        };
+        backend.set_dropout_seed(0)?;
+        Ok(backend)
     }
 
     /// The device's name, e.g. "NVIDIA H100 80GB HBM3".
@@ -479,6 +478,27 @@ impl CudaBackend {
     /// The stream every op is queued on.
     pub fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
+    }
+
+    /// Copies `src` to device memory at `dst` in the stream's order and waits
+    /// until it has landed. A plain `cuMemcpyHtoD` from pageable memory is not
+    /// enough: it runs on the legacy stream, which this non-blocking stream does
+    /// not wait for, and may return before its DMA lands, so a kernel queued (or
+    /// a graph replayed) right after could read the old contents.
+    ///
+    /// # Safety
+    /// `dst` must address at least `src.len()` elements of `T` in a live allocation.
+    unsafe fn upload<T>(
+        &self,
+        dst: dsys::CUdeviceptr,
+        src: &[T],
+        what: impl Fn() -> String,
+    ) -> Result<()> {
+        // SAFETY: the caller guarantees `dst`; `src` outlives the copy because
+        // the stream is synchronized before returning.
+        unsafe { drv::memcpy_htod_async(dst, src, self.stream.cu_stream()) }
+            .map_err(|e| cuda_err(what())(e))?;
+        self.stream.synchronize().map_err(|e| cuda_err(what())(e))
     }
 
     /// Starts capturing the stream's work into a graph.
@@ -1118,19 +1138,16 @@ impl Backend for CudaBackend {
             )
         })?;
         let dst = self.ptr(t)?;
-        self.stream
-            .synchronize()
-            .map_err(cuda_err("synchronizing before a write"))?;
+        let what = || format!("writing {}", self.metas[t.0].name);
         // SAFETY: `dst` addresses `len` elements of the class's type inside a live allocation.
         unsafe {
             if is_f32(class) {
-                drv::memcpy_htod_sync(dst, data)
+                self.upload(dst, data, what)
             } else {
                 let v: Vec<bf16> = data.iter().map(|&x| bf16::from_f32(x)).collect();
-                drv::memcpy_htod_sync(dst, &v)
+                self.upload(dst, &v, what)
             }
         }
-        .map_err(cuda_err(format!("writing {}", self.metas[t.0].name)))
     }
 
     fn read(&mut self, t: TensorId) -> Result<Vec<f32>> {
@@ -1909,13 +1926,12 @@ impl Backend for CudaBackend {
     }
 
     fn set_dropout_seed(&mut self, seed: u64) -> Result<()> {
-        self.stream
-            .synchronize()
-            .map_err(cuda_err("synchronizing before writing the dropout seed"))?;
-        // SAFETY: `self.dropout_seed` is a live allocation of exactly one u64, and the
-        // stream is idle, so no queued kernel reads it while it changes.
-        unsafe { drv::memcpy_htod_sync(self.dropout_seed, &[seed]) }
-            .map_err(cuda_err("writing the dropout seed"))
+        // SAFETY: `self.dropout_seed` is a live allocation of exactly one u64.
+        unsafe {
+            self.upload(self.dropout_seed, &[seed], || {
+                "writing the dropout seed".to_string()
+            })
+        }
     }
 
     fn residual_dropout_fwd(
