@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+mod encode;
 pub mod error;
 pub mod location;
 pub mod manifest;

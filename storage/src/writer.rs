@@ -21,19 +21,16 @@ use arrow::array::AsArray;
 use arrow::datatypes::{Int64Type, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use parquet::arrow::AsyncArrowWriter;
-use parquet::arrow::async_writer::AsyncFileWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use tokio::io::AsyncWriteExt;
 
+use crate::encode::{DEFAULT_TASK_MIN_BYTES, ShardEncoder};
 use crate::error::{Result, StorageError};
 use crate::location::Location;
 use crate::manifest::{
@@ -106,10 +103,11 @@ pub struct DatasetWriter {
     nonce: String,
 }
 
-/// The shard being written.
+/// The shard being written: its encoder and the multipart upload its bytes go to.
 struct OpenShard {
     name: String,
-    writer: AsyncArrowWriter<ChecksumWriter>,
+    encoder: ShardEncoder,
+    upload: ChecksumWriter,
     rows: u64,
     source_keys: Vec<String>,
     length_stats: Option<LengthStats>,
@@ -222,7 +220,7 @@ impl DatasetWriter {
         }
         let lengths = self.length_stats_of(batch)?;
         if let Some(open) = &self.open
-            && open.writer.bytes_written() as u64 + open.writer.in_progress_size() as u64
+            && open.encoder.bytes_written() as u64 + open.encoder.in_progress_size() as u64
                 >= self.options.shard_bytes
         {
             self.close_shard().await?;
@@ -232,10 +230,12 @@ impl DatasetWriter {
         }
         let open = self.open.as_mut().expect("a shard was just opened");
         let path = self.location.child(&open.name);
-        open.writer
+        open.encoder
             .write(batch)
             .await
             .map_err(|e| StorageError::from_parquet(path.as_ref(), e))?;
+        let encoded = open.encoder.take_output();
+        open.upload.write(encoded, &path).await?;
         open.rows += batch.num_rows() as u64;
         open.source_keys.push(source_key.to_string());
         open.length_stats = match (open.length_stats, lengths) {
@@ -306,15 +306,17 @@ impl DatasetWriter {
             self.options.upload_part_bytes,
         )
         .with_max_concurrency(self.options.upload_concurrency);
-        let writer = AsyncArrowWriter::try_new(
-            ChecksumWriter::new(upload),
+        let encoder = ShardEncoder::new(
             self.schema.clone(),
-            Some(self.properties.clone()),
+            self.properties.clone(),
+            self.options.row_group_bytes,
+            DEFAULT_TASK_MIN_BYTES,
         )
         .map_err(|e| StorageError::from_parquet(path.as_ref(), e))?;
         Ok(OpenShard {
             name,
-            writer,
+            encoder,
+            upload: ChecksumWriter::new(upload),
             rows: 0,
             source_keys: Vec::new(),
             length_stats: None,
@@ -327,11 +329,14 @@ impl DatasetWriter {
         };
         let path = self.location.child(&open.name);
         let metadata = open
-            .writer
+            .encoder
             .finish()
             .await
             .map_err(|e| StorageError::from_parquet(path.as_ref(), e))?;
-        let written = open.writer.into_inner();
+        let footer = open.encoder.take_output();
+        open.upload.write(footer, &path).await?;
+        open.upload.complete(&path).await?;
+        let written = open.upload;
         let row_groups = metadata.row_groups();
         self.part.manifest.shards.push(ShardInfo {
             name: open.name,
@@ -566,7 +571,7 @@ fn run_nonce() -> String {
     format!("{:x}{:x}", nanos & 0xffff_ffff_ffff, std::process::id())
 }
 
-/// Forwards Parquet's output to a multipart upload, computing the object's CRC32C and size.
+/// Sends a shard's bytes to its multipart upload, computing the object's CRC32C and size.
 struct ChecksumWriter {
     upload: BufWriter,
     crc: u32,
@@ -581,28 +586,47 @@ impl ChecksumWriter {
             bytes: 0,
         }
     }
+
+    /// Checksums `bytes` and hands them to the upload (which sends full parts as they fill).
+    async fn write(&mut self, bytes: Bytes, path: &Path) -> Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.crc = crc32c::crc32c_append(self.crc, &bytes);
+        self.bytes += bytes.len() as u64;
+        self.upload
+            .put(bytes)
+            .await
+            .map_err(|e| StorageError::from_store(path.as_ref(), e))
+    }
+
+    /// Sends the last part and completes the multipart upload.
+    async fn complete(&mut self, path: &Path) -> Result<()> {
+        self.upload
+            .shutdown()
+            .await
+            .map_err(|e| upload_error(path, e))
+    }
 }
 
-impl AsyncFileWriter for ChecksumWriter {
-    fn write(&mut self, bs: Bytes) -> BoxFuture<'_, parquet::errors::Result<()>> {
-        self.crc = crc32c::crc32c_append(self.crc, &bs);
-        self.bytes += bs.len() as u64;
-        Box::pin(async move {
-            self.upload
-                .put(bs)
-                .await
-                .map_err(|e| ParquetError::External(Box::new(e)))
-        })
-    }
-
-    fn complete(&mut self) -> BoxFuture<'_, parquet::errors::Result<()>> {
-        Box::pin(async move {
-            self.upload
-                .shutdown()
-                .await
-                .map_err(|e| ParquetError::External(Box::new(e)))
-        })
-    }
+/// The storage error of a failed upload completion, which `BufWriter` reports as an I/O
+/// error wrapping the object store's error.
+fn upload_error(path: &Path, error: std::io::Error) -> StorageError {
+    let kind = error.kind();
+    let source = match error.into_inner() {
+        Some(inner) => match inner.downcast::<object_store::Error>() {
+            Ok(store) => return StorageError::from_store(path.as_ref(), *store),
+            Err(other) => other,
+        },
+        None => Box::new(std::io::Error::from(kind)),
+    };
+    StorageError::from_store(
+        path.as_ref(),
+        object_store::Error::Generic {
+            store: "multipart upload",
+            source,
+        },
+    )
 }
 
 #[cfg(test)]
