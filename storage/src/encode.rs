@@ -138,12 +138,11 @@ impl ShardEncoder {
             // produce identical files: split where the average row size so far says the
             // bound would be crossed.
             let mut split_at = None;
-            if buffered_rows > 0 {
+            if let Some(average_row) = current_bytes.checked_div(buffered_rows) {
                 if current_bytes >= self.row_group_bytes {
                     self.flush_row_group().await?;
                     continue;
                 }
-                let average_row = current_bytes / buffered_rows;
                 if let Some(fit) = (self.row_group_bytes - current_bytes).checked_div(average_row)
                     && remaining.num_rows() > fit
                 {
