@@ -150,7 +150,7 @@ pub(crate) fn gemm(alpha: f64, a: View, b: View, beta: f64, c: ViewMut) {
 /// Multiply-adds above which [`par_gemm_add`] spreads its tiles over threads.
 const PARALLEL_WORK: usize = 1 << 20;
 /// Rows per tile of [`par_gemm_add`].
-const TILE_ROWS: usize = 64;
+const TILE_ROWS: usize = 32;
 /// Columns per tile of [`par_gemm_add`] when the output is wider than this.
 const TILE_COLS: usize = 64;
 

@@ -145,6 +145,7 @@ const BLOCKED_WEIGHT_GRAD_ROWS: usize = 4096;
 /// Rows per block of the blocked weight-gradient sums of [`Dense::backward`].
 const BACKWARD_BLOCK_ROWS: usize = 512;
 
+#[cfg(test)]
 fn dot_slices(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }

@@ -26,6 +26,7 @@ use super::nn::{
 };
 use super::rigid::{Mat3, Rigid};
 use crate::error::{Result, ensure};
+use rayon::prelude::*;
 
 /// Sizes and constants of the structure module.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -242,8 +243,13 @@ fn to_torsions(angles: &[f64]) -> Vec<Torsions> {
         .collect()
 }
 
+/// Adds `b` into `a` entry by entry (in parallel when long).
 fn add_into(a: &mut [f64], b: &[f64]) {
-    a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+    if a.len() >= 1 << 16 {
+        a.par_iter_mut().zip(b).for_each(|(x, y)| *x += y);
+    } else {
+        a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+    }
 }
 
 /// Adds every parameter of `from` into `into` (same layout).

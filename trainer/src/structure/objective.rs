@@ -1066,8 +1066,10 @@ fn expected_plddt(logits: &[f64], bins: usize) -> Vec<f32> {
         .collect()
 }
 
-fn scaled(x: &[f64], factor: f64) -> Vec<f64> {
-    x.par_iter().map(|v| v * factor).collect()
+/// `x` multiplied by `factor`, in place.
+fn scaled(mut x: Vec<f64>, factor: f64) -> Vec<f64> {
+    x.par_iter_mut().for_each(|v| *v *= factor);
+    x
 }
 
 /// The host inputs in f64 (the f32 boundary converted).
@@ -1295,7 +1297,7 @@ fn evaluate_f64(
     g_out.single = p.plddt.backward(
         &out.single,
         &plddt_cache,
-        &scaled(&plddt.grad, w.plddt * confidence),
+        &scaled(plddt.grad, w.plddt * confidence),
         &mut grads.plddt,
     );
     let structure_grad = module.backward(&input, &cache, &g_out)?;
@@ -1304,20 +1306,20 @@ fn evaluate_f64(
     p.distogram.backward(
         pair,
         n,
-        &scaled(&distogram.grad, w.distogram),
+        &scaled(distogram.grad, w.distogram),
         &mut grads.distogram,
         &mut g_pair,
     );
     let mut g_msa = vec![0.0; msa.len()];
     p.masked_msa.backward(
         msa,
-        &scaled(&masked_msa.grad, w.masked_msa),
+        &scaled(masked_msa.grad, w.masked_msa),
         &mut grads.masked_msa,
         &mut g_msa,
     );
     p.experimentally_resolved.backward(
         single,
-        &scaled(&resolved.grad, w.experimentally_resolved * confidence),
+        &scaled(resolved.grad, w.experimentally_resolved * confidence),
         &mut grads.experimentally_resolved,
         &mut g_single,
     );

@@ -300,9 +300,7 @@ fn distance_penalty(
 /// with its own partial sums, added in block order (independent of the
 /// thread count).
 fn clashes(input: &ViolationInput, cfg: &ViolationConfig, per_atom: f64, grad: &mut Sink) -> f64 {
-    let (x, e) = (input.positions, input.exists);
-    let radius = &rc::tables().atom14_vdw_radius;
-    let n = x.len();
+    let n = input.positions.len();
     let factor = grad.as_ref().map(|(_, f)| *f);
     let blocks: Vec<(f64, Vec<Atom14>)> = (0..n.div_ceil(CLASH_BLOCK_RESIDUES))
         .into_par_iter()
@@ -312,39 +310,8 @@ fn clashes(input: &ViolationInput, cfg: &ViolationConfig, per_atom: f64, grad: &
             } else {
                 Vec::new()
             };
-            let mut sink: Sink = factor.map(|f| (&mut local, f));
-            let mut total = 0.0;
             let first = block * CLASH_BLOCK_RESIDUES;
-            for i in first..n.min(first + CLASH_BLOCK_RESIDUES) {
-                let ri = usize::from(input.aatype[i].min(20));
-                for j in i + 1..n {
-                    let rj = usize::from(input.aatype[j].min(20));
-                    let bonded = input.residue_index[i] + 1 == input.residue_index[j];
-                    let disulfide = input.aatype[i] == CYS && input.aatype[j] == CYS;
-                    for a in (0..14).filter(|&a| e[i][a] > 0.0) {
-                        for b in (0..14).filter(|&b| e[j][b] > 0.0) {
-                            if (bonded && a == C && b == N)
-                                || (disulfide && a == CYS_SG && b == CYS_SG)
-                            {
-                                continue;
-                            }
-                            let w = e[i][a] * e[j][b];
-                            let bound = f64::from(radius[ri][a]) + f64::from(radius[rj][b])
-                                - cfg.overlap_tolerance;
-                            total += w * distance_penalty(
-                                x,
-                                (i, a),
-                                (j, b),
-                                bound,
-                                true,
-                                2.0 * w * per_atom,
-                                &mut sink,
-                            );
-                        }
-                    }
-                }
-            }
-            drop(sink);
+            let total = clash_block(input, cfg, per_atom, first, factor, &mut local);
             (total, local)
         })
         .collect();
@@ -360,6 +327,51 @@ fn clashes(input: &ViolationInput, cfg: &ViolationConfig, per_atom: f64, grad: &
         }
     }
     2.0 * total * per_atom
+}
+
+/// The clash terms of first residues `first..first + CLASH_BLOCK_RESIDUES`
+/// against every later residue; gradients (with `factor`) go into `local`.
+fn clash_block(
+    input: &ViolationInput,
+    cfg: &ViolationConfig,
+    per_atom: f64,
+    first: usize,
+    factor: Option<f64>,
+    local: &mut Vec<Atom14>,
+) -> f64 {
+    let (x, e) = (input.positions, input.exists);
+    let radius = &rc::tables().atom14_vdw_radius;
+    let n = x.len();
+    let mut sink: Sink = factor.map(|f| (local, f));
+    let mut total = 0.0;
+    for i in first..n.min(first + CLASH_BLOCK_RESIDUES) {
+        let ri = usize::from(input.aatype[i].min(20));
+        for j in i + 1..n {
+            let rj = usize::from(input.aatype[j].min(20));
+            let bonded = input.residue_index[i] + 1 == input.residue_index[j];
+            let disulfide = input.aatype[i] == CYS && input.aatype[j] == CYS;
+            for a in (0..14).filter(|&a| e[i][a] > 0.0) {
+                for b in (0..14).filter(|&b| e[j][b] > 0.0) {
+                    if (bonded && a == C && b == N) || (disulfide && a == CYS_SG && b == CYS_SG) {
+                        continue;
+                    }
+                    let w = e[i][a] * e[j][b];
+                    let bound =
+                        f64::from(radius[ri][a]) + f64::from(radius[rj][b]) - cfg.overlap_tolerance;
+                    total += w * distance_penalty(
+                        x,
+                        (i, a),
+                        (j, b),
+                        bound,
+                        true,
+                        2.0 * w * per_atom,
+                        &mut sink,
+                    );
+                }
+            }
+        }
+    }
+    total
 }
 
 /// First residues per parallel block of the clash loop.

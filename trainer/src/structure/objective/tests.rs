@@ -595,6 +595,68 @@ fn lddt_of_the_truth_against_itself_is_one() {
     assert!(scores.iter().all(|&v| (v - 1.0).abs() < 1e-9), "{scores:?}");
 }
 
+/// The host part gives the same bits on one thread and on four: every
+/// parallel loop sums in a fixed order. Sizes large enough for the blocked
+/// paths (pair maps of 4096 rows, several FAPE, clash, norm and loss
+/// blocks, per-head row blocks).
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    use scalefold_featurize::synthetic::synthetic_record;
+    let n = 64;
+    let dims = HostDims {
+        c_s: 24,
+        c_z: 16,
+        c_m: 8,
+        ipa_heads: 3,
+        ipa_head_dim: 4,
+        ipa_query_points: 2,
+        ipa_value_points: 3,
+        resnet_hidden: 8,
+        resnet_blocks: 2,
+        layers: 2,
+        distogram_bins: 64,
+        plddt_bins: 12,
+        plddt_hidden: 8,
+        msa_classes: 23,
+    };
+    let config = SampleConfig {
+        crop_size: n,
+        max_msa_clusters: 4,
+        reserve_msa_rows_for_templates: false,
+        num_recycling_iterations: 1,
+        ..SampleConfig::tiny()
+    };
+    let sample = make_sample(&synthetic_record(n, 9, 0, 1), &config, 3).unwrap();
+    let rows = config.num_msa_rows();
+    let params = host_param_init(&dims, 2);
+    let f32s = |seed, len| -> Vec<f32> { random(seed, len).iter().map(|&v| v as f32).collect() };
+    let (single, pair, msa) = (
+        f32s(4, n * dims.c_s),
+        f32s(5, n * n * dims.c_z),
+        f32s(6, rows * n * dims.c_m),
+    );
+    let x = HostInputs {
+        single: &single,
+        pair: &pair,
+        msa: &msa,
+        sample: &sample,
+        recycle: &sample.recycles[0],
+        clamp_backbone_fape: true,
+    };
+    let w = LossWeights::fine_tuning();
+    let on = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| host_forward_backward(&dims, &w, &params, &x).unwrap())
+    };
+    let ((out1, g1), (out4, g4)) = (on(1), on(4));
+    assert!(out1.losses.total.is_finite() && out1.losses.violation >= 0.0);
+    assert_eq!(out1, out4);
+    assert_eq!(g1, g4);
+}
+
 /// Wall time of the host part at the AF2 sizes on a synthetic sample
 /// (`SCALEFOLD_HOST_BENCH_N` residues, default 64; 124 MSA rows):
 /// `cargo test --release -p scalefold-trainer --lib host_timing -- --ignored --nocapture`.
