@@ -102,32 +102,68 @@ impl ChainRecord {
     ) -> Result<ChainRecord, FeaturizeError> {
         let chain_id = format!("{entry_id}_{}", chain.chain_id);
         let n = chain.sequence.len();
+        let flat = match msa {
+            Some(m) => flatten_msa(&chain_id, m, n)?,
+            None => FlatMsa {
+                msa: chain.sequence.bytes().map(restype_index).collect(),
+                deletion_matrix: vec![0; n],
+                species_ids: vec![String::new()],
+                num_rows: 1,
+            },
+        };
+        Self::with_chain_id(chain_id, header, chain, flat, templates, is_distillation)
+    }
+
+    /// [`ChainRecord::new`] with the MSA already in the record's flat layout (what a
+    /// merge that writes straight into flat arrays produces, without one allocation per
+    /// row); row 0 must be the chain's sequence.
+    pub fn from_flat_msa(
+        entry_id: &str,
+        header: &StructureHeader,
+        chain: &ChainStructure,
+        msa: FlatMsa,
+        templates: TemplateFeatures,
+        is_distillation: bool,
+    ) -> Result<ChainRecord, FeaturizeError> {
+        let chain_id = format!("{entry_id}_{}", chain.chain_id);
+        Self::with_chain_id(chain_id, header, chain, msa, templates, is_distillation)
+    }
+
+    fn with_chain_id(
+        chain_id: String,
+        header: &StructureHeader,
+        chain: &ChainStructure,
+        flat: FlatMsa,
+        templates: TemplateFeatures,
+        is_distillation: bool,
+    ) -> Result<ChainRecord, FeaturizeError> {
+        let n = chain.sequence.len();
         check_len(&chain_id, "residue_index", n, chain.residue_index.len())?;
         check_len(&chain_id, "atom_positions", n, chain.atom_positions.len())?;
         check_len(&chain_id, "atom_mask", n, chain.atom_mask.len())?;
+        check_len(&chain_id, "msa", flat.num_rows * n, flat.msa.len())?;
+        check_len(
+            &chain_id,
+            "deletion_matrix",
+            flat.num_rows * n,
+            flat.deletion_matrix.len(),
+        )?;
+        check_max(
+            &chain_id,
+            "msa",
+            &flat.msa,
+            |a| a <= GAP_ID,
+            "an MSA id 0..=21",
+        )?;
         let aatype: Vec<i8> = chain
             .sequence
             .bytes()
             .map(|c| restype_index(c) as i8)
             .collect();
-        let single;
-        let msa = match msa {
-            Some(m) => m,
-            None => {
-                single = Msa {
-                    msa: vec![aatype.iter().map(|&a| a as u8).collect()],
-                    deletion_matrix: vec![vec![0; n]],
-                    descriptions: vec![chain_id.clone()],
-                    species_ids: vec![String::new()],
-                };
-                &single
-            }
-        };
-        let flat = flatten_msa(&chain_id, msa, n)?;
-        if let Some(query) = msa.msa.first() {
+        if flat.num_rows > 0 {
             // Unknown residues may be written as X in one and anything else in the other;
             // every known residue must agree.
-            if let Some(column) = query
+            if let Some(column) = flat.msa[..n]
                 .iter()
                 .zip(&aatype)
                 .position(|(&q, &a)| q != a as u8 && q < 20 && a < 20)
@@ -159,8 +195,8 @@ impl ChainRecord {
             is_distillation,
             num_alignments: flat.num_rows as u32,
             msa: flat.msa,
-            deletion_matrix: flat.deletions,
-            msa_species_ids: flat.species,
+            deletion_matrix: flat.deletion_matrix,
+            msa_species_ids: flat.species_ids,
             aatype,
             templates,
             chain_id,
@@ -225,11 +261,39 @@ impl ChainRecord {
     }
 }
 
-struct FlatMsa {
-    msa: Vec<u8>,
-    deletions: Vec<u16>,
-    species: Vec<String>,
-    num_rows: usize,
+/// An MSA in [`ChainRecord`]'s flat layout.
+///
+/// Invariant (checked when a record is built from it): `msa` and `deletion_matrix`
+/// hold `num_rows × n` values row-major, `species_ids` one per row.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FlatMsa {
+    /// Ids 0..=21 `[m][n]`; row 0 is the query.
+    pub msa: Vec<u8>,
+    /// Deletions before each column `[m][n]`, saturated at `u16::MAX`.
+    pub deletion_matrix: Vec<u16>,
+    /// Species identifier per row `[m]`, empty when unknown.
+    pub species_ids: Vec<String>,
+    /// Number of rows `m`.
+    pub num_rows: usize,
+}
+
+impl FlatMsa {
+    /// An empty MSA with room for `rows` rows of `n` columns.
+    pub fn with_capacity(rows: usize, n: usize) -> Self {
+        FlatMsa {
+            msa: Vec::with_capacity(rows * n),
+            deletion_matrix: Vec::with_capacity(rows * n),
+            species_ids: Vec::with_capacity(rows),
+            num_rows: 0,
+        }
+    }
+
+    /// Appends one row's deletion counts, saturated at `u16::MAX` (the ids go to `msa`
+    /// by the caller, the species id to `species_ids`).
+    pub fn push_deletions(&mut self, deletions: &[u32]) {
+        self.deletion_matrix
+            .extend(deletions.iter().map(|&d| d.min(u16::MAX as u32) as u16));
+    }
 }
 
 fn flatten_msa(record: &str, msa: &Msa, n: usize) -> Result<FlatMsa, FeaturizeError> {
@@ -240,29 +304,15 @@ fn flatten_msa(record: &str, msa: &Msa, n: usize) -> Result<FlatMsa, FeaturizeEr
         rows,
         msa.deletion_matrix.len(),
     )?;
-    let mut out = FlatMsa {
-        msa: Vec::with_capacity(rows * n),
-        deletions: Vec::with_capacity(rows * n),
-        species: Vec::with_capacity(rows),
-        num_rows: rows,
-    };
+    let mut out = FlatMsa::with_capacity(rows, n);
     for (i, (row, dels)) in msa.msa.iter().zip(&msa.deletion_matrix).enumerate() {
         check_len(record, "msa row", n, row.len())?;
         check_len(record, "deletion_matrix row", n, dels.len())?;
-        if let Some(col) = row.iter().position(|&c| c > GAP_ID) {
-            return Err(FeaturizeError::InvalidValue {
-                record: record.to_string(),
-                field: "msa",
-                index: i * n + col,
-                value: row[col].to_string(),
-                expected: "an MSA id 0..=21",
-            });
-        }
         out.msa.extend_from_slice(row);
-        out.deletions
-            .extend(dels.iter().map(|&d| d.min(u16::MAX as u32) as u16));
-        out.species
+        out.push_deletions(dels);
+        out.species_ids
             .push(msa.species_ids.get(i).cloned().unwrap_or_default());
+        out.num_rows += 1;
     }
     Ok(out)
 }
@@ -402,5 +452,51 @@ mod tests {
         let mut broken = rec.clone();
         broken.deletion_matrix.pop();
         assert!(broken.validate().is_err());
+    }
+
+    #[test]
+    fn record_from_flat_msa_equals_record_from_rows() {
+        let header = StructureHeader::default();
+        let mut rows = msa(&[&[0, 4, 3, 20], &[21, 4, 3, 0]]);
+        rows.deletion_matrix[1] = vec![0, 70_000, 2, 0];
+        rows.species_ids[1] = "HUMAN".into();
+        let from_rows = ChainRecord::new(
+            "1abc",
+            &header,
+            &chain("ACDX"),
+            Some(&rows),
+            TemplateFeatures::default(),
+            false,
+        )
+        .unwrap();
+        let flat = FlatMsa {
+            msa: rows.msa.concat(),
+            deletion_matrix: vec![1, 1, 1, 1, 0, u16::MAX, 2, 0],
+            species_ids: rows.species_ids.clone(),
+            num_rows: 2,
+        };
+        let from_flat = ChainRecord::from_flat_msa(
+            "1abc",
+            &header,
+            &chain("ACDX"),
+            flat.clone(),
+            TemplateFeatures::default(),
+            false,
+        )
+        .unwrap();
+        assert_eq!(from_flat, from_rows);
+        let mut short = flat;
+        short.msa.pop();
+        assert!(matches!(
+            ChainRecord::from_flat_msa(
+                "1abc",
+                &header,
+                &chain("ACDX"),
+                short,
+                TemplateFeatures::default(),
+                false
+            ),
+            Err(FeaturizeError::LengthMismatch { field: "msa", .. })
+        ));
     }
 }

@@ -26,6 +26,6 @@ pub mod templates;
 pub mod transform;
 
 pub use error::FeaturizeError;
-pub use features::{ChainRecord, merge_msas};
+pub use features::{ChainRecord, FlatMsa, merge_msas};
 pub use templates::{TemplateFeatures, TemplateSearchConfig, template_features};
 pub use transform::{Sample, SampleConfig, make_sample};

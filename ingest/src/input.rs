@@ -1,5 +1,6 @@
 //! Reading input files: whole-file reads, transparent gzip, UTF-8 validation.
 
+use std::borrow::Cow;
 use std::io::Read;
 use std::path::Path;
 
@@ -25,8 +26,22 @@ pub fn decompress_if_gzip(file: &str, raw: Vec<u8>) -> Result<Vec<u8>> {
     if !raw.starts_with(&GZIP_MAGIC) {
         return Ok(raw);
     }
+    gunzip(file, &raw)
+}
+
+/// [`decompress_if_gzip`] on borrowed bytes: plain bytes are returned borrowed, not
+/// copied (the ingest job holds fetched files as shared buffers).
+pub fn decompress_if_gzip_borrowed<'a>(file: &str, raw: &'a [u8]) -> Result<Cow<'a, [u8]>> {
+    if !raw.starts_with(&GZIP_MAGIC) {
+        return Ok(Cow::Borrowed(raw));
+    }
+    gunzip(file, raw).map(Cow::Owned)
+}
+
+/// Decompresses a (possibly multi-member) gzip stream.
+fn gunzip(file: &str, raw: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(raw.len() * 4);
-    flate2::read::MultiGzDecoder::new(raw.as_slice())
+    flate2::read::MultiGzDecoder::new(raw)
         .read_to_end(&mut out)
         .map_err(|source| ParseError::Gzip {
             file: file.to_string(),

@@ -22,5 +22,7 @@ pub mod synth;
 pub use error::{ParseError, Result};
 pub use hhr::{parse_hhr, read_hhr};
 pub use mmcif::{Heterogeneity, MmcifOptions, parse_mmcif, read_mmcif};
-pub use msa::{Alignment, merge_alignments, parse_a3m, parse_stockholm, read_alignment};
+pub use msa::{
+    Alignment, merge_alignments, merge_alignments_flat, parse_a3m, parse_stockholm, read_alignment,
+};
 pub use pdb::{PdbEntry, parse_pdb, read_pdb};

@@ -8,6 +8,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
+use scalefold_featurize::FlatMsa;
 use scalefold_featurize::inputs::Msa;
 use scalefold_featurize::residue_constants::msa_id;
 
@@ -127,7 +128,14 @@ pub fn parse_a3m(file: &str, bytes: &[u8]) -> Result<Alignment> {
         if let Some(description) = line.strip_prefix('>') {
             finish(&mut out, current.take())?;
             out.descriptions.push(description.to_string());
-            current = Some((line_no, String::new(), Vec::new(), 0));
+            // Every row has the query's width: allocate it once.
+            let width = out.sequences.first().map_or(0, String::len);
+            current = Some((
+                line_no,
+                String::with_capacity(width),
+                Vec::with_capacity(width),
+                0,
+            ));
             continue;
         }
         if line.trim().is_empty() {
@@ -363,10 +371,49 @@ pub fn species_id(description: &str) -> &str {
 /// already seen is dropped (first occurrence wins); species ids come from descriptions.
 /// All alignments must have the same width; `names` label them in errors.
 pub fn merge_alignments(alignments: &[(&str, &Alignment)]) -> Result<Msa> {
-    let mut msa = Msa::default();
-    let mut seen: HashSet<&str> = HashSet::new();
+    let kept = kept_rows(alignments)?;
     let width = alignments.first().map_or(0, |(_, a)| a.width());
-    for (name, alignment) in alignments {
+    let mut msa = Msa::default();
+    for (k, i) in kept {
+        let (name, alignment) = alignments[k];
+        let mut ids = Vec::with_capacity(width);
+        push_ids(&mut ids, name, i, &alignment.sequences[i])?;
+        msa.msa.push(ids);
+        msa.deletion_matrix
+            .push(alignment.deletion_matrix[i].clone());
+        let description = &alignment.descriptions[i];
+        msa.species_ids.push(species_id(description).to_string());
+        msa.descriptions.push(description.clone());
+    }
+    Ok(msa)
+}
+
+/// [`merge_alignments`] straight into the record's flat layout (the same rows, ids,
+/// deletions and species ids; no descriptions): no allocation per row.
+pub fn merge_alignments_flat(alignments: &[(&str, &Alignment)]) -> Result<FlatMsa> {
+    let kept = kept_rows(alignments)?;
+    let width = alignments.first().map_or(0, |(_, a)| a.width());
+    let mut msa = FlatMsa::with_capacity(kept.len(), width);
+    for (k, i) in kept {
+        let (name, alignment) = alignments[k];
+        push_ids(&mut msa.msa, name, i, &alignment.sequences[i])?;
+        msa.push_deletions(&alignment.deletion_matrix[i]);
+        msa.species_ids
+            .push(species_id(&alignment.descriptions[i]).to_string());
+        msa.num_rows += 1;
+    }
+    Ok(msa)
+}
+
+/// The rows a merge keeps, in order, as (alignment, row) indices: every row whose
+/// aligned text was not seen before. Checks that all alignments have the first one's width.
+fn kept_rows(alignments: &[(&str, &Alignment)]) -> Result<Vec<(usize, usize)>> {
+    let width = alignments.first().map_or(0, |(_, a)| a.width());
+    let rows: usize = alignments.iter().map(|(_, a)| a.len()).sum();
+    let mut seen: HashSet<RowText<'_>, BuildPrehashed> =
+        HashSet::with_capacity_and_hasher(rows, BuildPrehashed);
+    let mut kept = Vec::with_capacity(rows);
+    for (k, (name, alignment)) in alignments.iter().enumerate() {
         if alignment.is_empty() || alignment.width() != width {
             return Err(ParseError::InvalidValue {
                 file: name.to_string(),
@@ -379,30 +426,69 @@ pub fn merge_alignments(alignments: &[(&str, &Alignment)]) -> Result<Msa> {
             });
         }
         for (i, sequence) in alignment.sequences.iter().enumerate() {
-            if !seen.insert(sequence.as_str()) {
-                continue;
+            if seen.insert(RowText(sequence.as_bytes())) {
+                kept.push((k, i));
             }
-            let ids = sequence
-                .bytes()
-                .map(|c| {
-                    msa_id(c).ok_or_else(|| ParseError::InvalidValue {
-                        file: name.to_string(),
-                        line: 0,
-                        field: format!("row {i}"),
-                        expected: "letters of the MSA alphabet".to_string(),
-                        found: excerpt(sequence.as_bytes()),
-                    })
-                })
-                .collect::<Result<Vec<u8>>>()?;
-            msa.msa.push(ids);
-            msa.deletion_matrix
-                .push(alignment.deletion_matrix[i].clone());
-            let description = &alignment.descriptions[i];
-            msa.species_ids.push(species_id(description).to_string());
-            msa.descriptions.push(description.clone());
         }
     }
-    Ok(msa)
+    Ok(kept)
+}
+
+/// Appends the MSA ids of row `row` (of alignment `name`) to `out`; on a character
+/// outside the MSA alphabet, leaves `out` as it was and names the row.
+fn push_ids(out: &mut Vec<u8>, name: &str, row: usize, sequence: &str) -> Result<()> {
+    const INVALID: u8 = u8::MAX;
+    let start = out.len();
+    out.extend(sequence.bytes().map(|c| msa_id(c).unwrap_or(INVALID)));
+    if out[start..].contains(&INVALID) {
+        out.truncate(start);
+        return Err(ParseError::InvalidValue {
+            file: name.to_string(),
+            line: 0,
+            field: format!("row {row}"),
+            expected: "letters of the MSA alphabet".to_string(),
+            found: excerpt(sequence.as_bytes()),
+        });
+    }
+    Ok(())
+}
+
+/// An aligned row as a set key, hashed once with xxh3 over its bytes (the default
+/// SipHash fed byte slices piecewise cost more than the rest of the merge).
+#[derive(PartialEq, Eq)]
+struct RowText<'a>(&'a [u8]);
+
+impl std::hash::Hash for RowText<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(xxhash_rust::xxh3::xxh3_64(self.0));
+    }
+}
+
+/// Builds [`Prehashed`] hashers.
+#[derive(Clone, Copy, Default)]
+struct BuildPrehashed;
+
+impl std::hash::BuildHasher for BuildPrehashed {
+    type Hasher = Prehashed;
+    fn build_hasher(&self) -> Prehashed {
+        Prehashed(0)
+    }
+}
+
+/// A hasher for keys that hash themselves into one `u64` ([`RowText`]): passes it on.
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is expected; fold anything else in so hashing stays correct.
+        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+    }
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
 }
 
 #[cfg(test)]
@@ -469,5 +555,55 @@ mod tests {
         assert_eq!(msa.species_ids, vec!["", "HUMAN", ""]);
         let narrow = parse_a3m("c.a3m", b">q\nA\n").unwrap();
         assert!(merge_alignments(&[("a.a3m", &a), ("c.a3m", &narrow)]).is_err());
+        assert!(merge_alignments_flat(&[("a.a3m", &a), ("c.a3m", &narrow)]).is_err());
+    }
+
+    #[test]
+    fn flat_merge_is_the_row_merge_flattened() {
+        let insertion = "abcdefghijklmnopqrstuvwxyz".repeat(3000);
+        let a3m =
+            format!(">q\nACDE\n>tr|Q12345|X_HUMAN\nA-DE\n>dup\nACDE\n>big\nA{insertion}C-E\n");
+        let a = parse_a3m("a.a3m", a3m.as_bytes()).unwrap();
+        let b = parse_a3m(
+            "b.a3m",
+            b">q\nACDE\n>sp|P12345|Y_MOUSE\nBZUO\n>again\nA-DE\n",
+        )
+        .unwrap();
+        let inputs = [("a.a3m", &a), ("b.a3m", &b)];
+        let rows = merge_alignments(&inputs).unwrap();
+        let flat = merge_alignments_flat(&inputs).unwrap();
+        assert_eq!(flat.num_rows, 4);
+        assert_eq!(rows.msa.len(), 4);
+        assert_eq!(flat.msa, rows.msa.concat());
+        assert_eq!(flat.species_ids, rows.species_ids);
+        assert_eq!(flat.species_ids, ["", "HUMAN", "", "MOUSE"]);
+        // The flat layout saturates deletions at u16::MAX (the "big" row has 78,000).
+        assert_eq!(rows.deletion_matrix[2], [0, 78_000, 0, 0]);
+        let saturated: Vec<u16> = rows
+            .deletion_matrix
+            .concat()
+            .iter()
+            .map(|&d| d.min(u16::MAX as u32) as u16)
+            .collect();
+        assert_eq!(flat.deletion_matrix, saturated);
+        assert_eq!(flat.deletion_matrix[9], u16::MAX);
+    }
+
+    #[test]
+    fn merge_rejects_characters_outside_the_msa_alphabet_naming_the_row() {
+        let good = parse_a3m("a.a3m", b">q\nACDE\n").unwrap();
+        let bad = Alignment {
+            sequences: vec!["ACDE".into(), "AC*E".into()],
+            deletion_matrix: vec![vec![0; 4]; 2],
+            descriptions: vec!["q".into(), "x".into()],
+        };
+        let inputs = [("a.a3m", &good), ("b.sto", &bad)];
+        for err in [
+            merge_alignments(&inputs).unwrap_err(),
+            merge_alignments_flat(&inputs).unwrap_err(),
+        ] {
+            let text = err.to_string();
+            assert!(text.contains("b.sto") && text.contains("row 1"), "{text}");
+        }
     }
 }

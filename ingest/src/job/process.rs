@@ -11,9 +11,9 @@ use scalefold_featurize::templates::{TemplateFeatures, TemplateSearchConfig, tem
 use super::IngestError;
 use super::fetch::{Fetched, FileBytes, TemplateInput};
 use super::report::{LineKind, ReportLine};
-use crate::input::decompress_if_gzip;
+use crate::input::decompress_if_gzip_borrowed;
 use crate::mmcif::{MmcifOptions, parse_mmcif};
-use crate::msa::{Alignment, AlignmentFormat, merge_alignments, parse_a3m, parse_stockholm};
+use crate::msa::{Alignment, AlignmentFormat, merge_alignments_flat, parse_a3m, parse_stockholm};
 use crate::pdb::parse_pdb;
 use crate::schema::{ChainRow, rows_to_batch};
 use arrow::array::RecordBatch;
@@ -279,7 +279,7 @@ fn is_pdb_format(name: &str) -> bool {
 
 /// Parses a structure file (either format, gzip or not).
 fn parse_structure(name: &str, raw: &[u8]) -> Result<Structure, String> {
-    let bytes = decompress_if_gzip(name, raw.to_vec()).map_err(|e| e.to_string())?;
+    let bytes = decompress_if_gzip_borrowed(name, raw).map_err(|e| e.to_string())?;
     if is_pdb_format(name) {
         parse_pdb(name, &bytes)
             .map(|e| e.structure)
@@ -439,7 +439,7 @@ fn source_rows(ctx: &Context, fetched: &Fetched) -> (Vec<ChainRow>, Vec<ReportLi
 /// Parses one alignment file and checks it belongs to the chain.
 fn read_alignment(name: &str, bytes: &FileBytes, sequence: &str) -> Result<Alignment, String> {
     let raw = bytes.as_ref().map_err(|e| format!("{name}: {e}"))?;
-    let text = decompress_if_gzip(name, raw.to_vec()).map_err(|e| e.to_string())?;
+    let text = decompress_if_gzip_borrowed(name, raw).map_err(|e| e.to_string())?;
     let alignment = match AlignmentFormat::from_file_name(name) {
         Some(AlignmentFormat::A3m) => parse_a3m(name, &text),
         _ => parse_stockholm(name, &text),
@@ -494,14 +494,14 @@ fn chain_row(
         .collect::<Result<_, String>>()
         .map_err(|e| ("alignment", e))?;
     let refs: Vec<(&str, &Alignment)> = alignments.iter().map(|(n, a)| (*n, a)).collect();
-    let msa = merge_alignments(&refs).map_err(|e| ("alignment", e.to_string()))?;
+    let msa = merge_alignments_flat(&refs).map_err(|e| ("alignment", e.to_string()))?;
     let mut hits: Vec<TemplateHit> = Vec::new();
     for (name, bytes) in &files.hhr {
         let raw = bytes
             .as_ref()
             .map_err(|e| ("templates", format!("{name}: {e}")))?;
         let text =
-            decompress_if_gzip(name, raw.to_vec()).map_err(|e| ("templates", e.to_string()))?;
+            decompress_if_gzip_borrowed(name, raw).map_err(|e| ("templates", e.to_string()))?;
         hits.extend(crate::hhr::parse_hhr(name, &text).map_err(|e| ("templates", e.to_string()))?);
     }
     let features = if hits.is_empty() || ctx.max_templates == 0 {
@@ -520,11 +520,11 @@ fn chain_row(
         };
         template_features(&chain.sequence, &hits, lookup, &config).features
     };
-    let record = ChainRecord::new(
+    let record = ChainRecord::from_flat_msa(
         &structure.id,
         &structure.header,
         chain,
-        Some(&msa),
+        msa,
         features,
         false,
     )
