@@ -14,6 +14,12 @@
 //! sees their values, but no gradient flows back through them; translations
 //! keep their gradient. Dropout is left out (this is the deterministic
 //! reference).
+//!
+//! The pair and the weights are the same in every layer, so the IPA
+//! attention bias (`Linear(z)`) is computed once and its gradient summed over
+//! the layers before one backward through the map; the pair gradient of the
+//! attended pair rows is likewise accumulated for all layers in one pass at
+//! the end ([`super::ipa::Ipa::attended_pair_backward`]).
 
 use super::allatom::{
     Atom14, GroupFrames, Torsions, atom14_from_frames, atom14_from_frames_backward,
