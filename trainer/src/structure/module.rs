@@ -19,7 +19,7 @@
 //! attention bias (`Linear(z)`) is computed once and its gradient summed over
 //! the layers before one backward through the map; the pair gradient of the
 //! attended pair rows is likewise accumulated for all layers in one pass at
-//! the end ([`super::ipa::Ipa::attended_pair_backward`]).
+//! the end (`Ipa::attended_pair_backward`).
 
 use super::allatom::{
     Atom14, GroupFrames, Torsions, atom14_from_frames, atom14_from_frames_backward,
