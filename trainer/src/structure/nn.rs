@@ -143,7 +143,7 @@ impl LayerNorm {
     }
 
     /// Adds dL/dγ, dL/dβ into `grad` and dL/dx into `grad_x`. Blocks of
-    /// [`NORM_BLOCK_ROWS`] rows run in parallel; the parameter gradients are
+    /// `NORM_BLOCK_ROWS` rows run in parallel; the parameter gradients are
     /// summed per block and the block sums added in order, so the result
     /// does not depend on the thread count.
     pub fn backward(&self, x: &[f64], grad_y: &[f64], grad: &mut LayerNorm, grad_x: &mut [f64]) {
