@@ -118,25 +118,29 @@ fn graph_step_matches_eager_and_is_timed() {
             assert!(err < TOL, "gradients differ: rel err {err}");
         }
         assert_eq!(graphs.captured(), (true, true));
-        // Replays draw fresh masks per seed, and the same masks for the same seed.
-        let replay =
-            |model: &mut AlphaFold, gpu: &mut CudaBackend, graphs: &mut TrunkGraphs, seed| {
-                model
-                    .train_step_graphed(gpu, graphs, &sample, 1, seed)
-                    .unwrap()
-                    .total
-            };
-        let a = replay(&mut model, &mut gpu, &mut graphs, 200);
-        let b = replay(&mut model, &mut gpu, &mut graphs, 201);
-        let a2 = replay(&mut model, &mut gpu, &mut graphs, 200);
+        // Replays draw fresh masks per seed, and the same masks for the same
+        // seed. At AlphaFold's initialisation every residual branch ends in a
+        // zero projection, so dropout leaves the loss unchanged: the gradients
+        // of those projections show the masks.
+        let mut replay = |seed| {
+            model
+                .train_step_graphed(&mut gpu, &mut graphs, &sample, 1, seed)
+                .unwrap();
+            grads(&mut gpu, &model)
+        };
+        let (a, b, a2) = (replay(200), replay(201), replay(200));
+        let (other, same) = (rel_err(&b, &a), rel_err(&a2, &a));
         println!(
-            "crop {crop}: replayed losses seed 200 {a:.6}, seed 201 {b:.6}, seed 200 again {a2:.6}"
+            "crop {crop}: replayed gradients, seed 201 vs 200 rel {other:.2e}, seed 200 twice rel {same:.2e}"
         );
-        assert_ne!(
-            a, b,
-            "a replay with another seed must draw other dropout masks"
+        assert!(
+            other > 1e-3,
+            "a replay with another seed must draw other dropout masks ({other:.2e})"
         );
-        assert_eq!(a, a2, "replays with one seed must be identical");
+        assert!(
+            same < 1e-5,
+            "replays with one seed must agree up to atomic summation order ({same:.2e})"
+        );
 
         let iters = 20;
         let fwd_eager = time(&mut gpu, iters, |g| model.trunk.forward(g, true).unwrap());
