@@ -33,8 +33,8 @@ use crate::backend::{Backend, mix64};
 use crate::error::{Result, TrainerError};
 use crate::layers::{Builder, Init, Param, ParamTable};
 use crate::structure::{
-    HostInputs, HostOutputs, LossTerms, host_forward, host_forward_backward, host_param_init,
-    host_param_layout,
+    HostInputs, HostOutputs, LossTerms, host_atom14, host_forward, host_forward_backward,
+    host_param_init, host_param_layout,
 };
 use rand::SeedableRng;
 use scalefold_featurize::transform::{Sample, SampleConfig};
@@ -170,8 +170,12 @@ impl AlphaFold {
             if it == num_recycles {
                 return last(self, be, &host, &x);
             }
-            let out = self.timed_host_forward(&host, &x)?;
-            prev_pb = Some(features::pseudo_beta(&sample.aatype, &out.atom14));
+            // An earlier iteration only feeds its positions forward: the
+            // structure module alone, no heads or losses.
+            let started = Instant::now();
+            let atom14 = host_atom14(&self.cfg.host, &host, &x)?;
+            self.host_seconds += started.elapsed().as_secs_f64();
+            prev_pb = Some(features::pseudo_beta(&sample.aatype, &atom14));
             self.trunk.save_recycling(be)?;
         }
         unreachable!("the loop returns on its last iteration")

@@ -37,8 +37,8 @@ pub mod torsion;
 pub mod violation;
 
 pub use objective::{
-    HostDims, HostGrads, HostInputs, HostOutputs, LossTerms, LossWeights, host_forward,
-    host_forward_backward, host_param_init, host_param_layout,
+    HostDims, HostGrads, HostInputs, HostOutputs, LossTerms, LossWeights, host_atom14,
+    host_forward, host_forward_backward, host_param_init, host_param_layout,
 };
 
 #[cfg(test)]

@@ -661,6 +661,57 @@ pub fn host_forward(
     Ok(evaluate(d, w, params, x, false)?.0)
 }
 
+/// The structure module alone, without heads or losses: the final atom14
+/// positions (Å, zeros in empty slots) of one recycling iteration whose only
+/// use is to feed its positions to the next one.
+pub fn host_atom14(
+    d: &HostDims,
+    params: &[Vec<f32>],
+    x: &HostInputs,
+) -> Result<Vec<[[f32; 3]; 14]>> {
+    d.validate()?;
+    let p = HostParams::load(d, params)?;
+    let s = x.sample;
+    let n = s.aatype.len();
+    for (field, got, expected, what) in [
+        ("single", x.single.len(), n * d.c_s, "N × c_s"),
+        ("pair", x.pair.len(), n * n * d.c_z, "N × N × c_z"),
+        ("sample.seq_mask", s.seq_mask.len(), n, "N"),
+    ] {
+        if got != expected {
+            return Err(shape_error(field, got, expected, what));
+        }
+    }
+    let (single, pair, mask) = (to_f64(x.single), to_f64(x.pair), to_f64(&s.seq_mask));
+    let input = StructureInput {
+        single: &single,
+        pair: &pair,
+        aatype: &s.aatype,
+        mask: &mask,
+    };
+    let (out, _) = structure_module(d, &p, true).forward(&input)?;
+    Ok(atoms_f32(&out.atom14))
+}
+
+/// The structure module of `p` at sizes `d`.
+fn structure_module(d: &HostDims, p: &HostParams, stop_rotation_gradient: bool) -> StructureModule {
+    StructureModule {
+        dims: StructureDims {
+            stop_rotation_gradient,
+            ..d.structure()
+        },
+        params: p.structure.clone(),
+    }
+}
+
+/// Atom positions in f32, as [`HostOutputs::atom14`] holds them.
+fn atoms_f32(atoms: &[Atom14]) -> Vec<[[f32; 3]; 14]> {
+    atoms
+        .iter()
+        .map(|a| a.map(|p| p.map(|v| v as f32)))
+        .collect()
+}
+
 /// Forward and backward of the weighted total loss.
 pub fn host_forward_backward(
     d: &HostDims,
@@ -1138,13 +1189,7 @@ fn evaluate_f64(
     let truth = Truth::new(x.sample);
     let (single, pair, msa) = (x.single, x.pair, x.msa);
     let aatype = &x.sample.aatype;
-    let module = StructureModule {
-        dims: StructureDims {
-            stop_rotation_gradient: x.stop_rotation_gradient,
-            ..d.structure()
-        },
-        params: p.structure.clone(),
-    };
+    let module = structure_module(d, p, x.stop_rotation_gradient);
     let input = StructureInput {
         single,
         pair,
@@ -1249,11 +1294,7 @@ fn evaluate_f64(
         + w.violation * terms.violation;
     let outputs = HostOutputs {
         losses: terms,
-        atom14: out
-            .atom14
-            .iter()
-            .map(|a| a.map(|p| p.map(|v| v as f32)))
-            .collect(),
+        atom14: atoms_f32(&out.atom14),
         plddt: expected_plddt(&plddt_logits, d.plddt_bins),
     };
     if !want_grad {

@@ -413,6 +413,17 @@ fn padding_residues_get_no_gradient_and_outputs_have_the_sample_shape() {
         host_forward_backward(&st.dims, &LossWeights::fine_tuning(), &params, &x).unwrap();
     let fwd = host_forward(&st.dims, &LossWeights::fine_tuning(), &params, &x).unwrap();
     assert_eq!(fwd, out, "forward alone gives the same outputs");
+    let atoms = host_atom14(&st.dims, &params, &x).unwrap();
+    assert_eq!(
+        atoms, out.atom14,
+        "the structure module alone gives the same atoms"
+    );
+    let mut short = x;
+    short.pair = &pair[1..];
+    let err = host_atom14(&st.dims, &params, &short)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("pair") && err.contains("N × N × c_z"), "{err}");
     assert_eq!(out.atom14.len(), CROP);
     assert_eq!(out.plddt.len(), CROP);
     assert!(out.plddt.iter().all(|p| (0.0..=100.0).contains(p)));
