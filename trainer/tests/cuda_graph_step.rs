@@ -133,13 +133,16 @@ fn graph_step_matches_eager_and_is_timed() {
         println!(
             "crop {crop}: replayed gradients, seed 201 vs 200 rel {other:.2e}, seed 200 twice rel {same:.2e}"
         );
+        // Dropout acts on the trunk only, so another seed moves the whole
+        // gradient block by little (1.1e-4 at crop 8), but by far more than the
+        // float-atomic order moves two replays with one seed (1.2e-12).
         assert!(
-            other > 1e-3,
-            "a replay with another seed must draw other dropout masks ({other:.2e})"
+            same < 1e-7,
+            "replays with one seed must agree up to atomic summation order ({same:.2e})"
         );
         assert!(
-            same < 1e-5,
-            "replays with one seed must agree up to atomic summation order ({same:.2e})"
+            other > 100.0 * same.max(1e-9),
+            "a replay with another seed must draw other dropout masks ({other:.2e} vs {same:.2e})"
         );
 
         let iters = 20;
