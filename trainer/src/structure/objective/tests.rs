@@ -606,6 +606,38 @@ fn lddt_of_the_truth_against_itself_is_one() {
     assert!(scores.iter().all(|&v| (v - 1.0).abs() < 1e-9), "{scores:?}");
 }
 
+/// Random trunk outputs (single, pair, MSA) of `n` residues and `rows` MSA
+/// rows, as f32, from seeds `seed`, `seed + 1`, `seed + 2`.
+struct RandomTrunk {
+    single: Vec<f32>,
+    pair: Vec<f32>,
+    msa: Vec<f32>,
+}
+
+impl RandomTrunk {
+    fn new(dims: &HostDims, n: usize, rows: usize, seed: u64) -> Self {
+        let f32s =
+            |seed, len| -> Vec<f32> { random(seed, len).iter().map(|&v| v as f32).collect() };
+        Self {
+            single: f32s(seed, n * dims.c_s),
+            pair: f32s(seed + 1, n * n * dims.c_z),
+            msa: f32s(seed + 2, rows * n * dims.c_m),
+        }
+    }
+
+    /// The host inputs of the first recycling iteration of `sample`, backbone FAPE clamped.
+    fn inputs<'a>(&'a self, sample: &'a Sample) -> HostInputs<'a> {
+        HostInputs {
+            single: &self.single,
+            pair: &self.pair,
+            msa: &self.msa,
+            sample,
+            recycle: &sample.recycles[0],
+            clamp_backbone_fape: true,
+        }
+    }
+}
+
 /// The host part gives the same bits on one thread and on four: every
 /// parallel loop sums in a fixed order. Sizes large enough for the blocked
 /// paths (pair maps of 4096 rows, several FAPE, clash, norm and loss
@@ -640,20 +672,8 @@ fn results_do_not_depend_on_the_thread_count() {
     let sample = make_sample(&synthetic_record(n, 9, 0, 1), &config, 3).unwrap();
     let rows = config.num_msa_rows();
     let params = host_param_init(&dims, 2);
-    let f32s = |seed, len| -> Vec<f32> { random(seed, len).iter().map(|&v| v as f32).collect() };
-    let (single, pair, msa) = (
-        f32s(4, n * dims.c_s),
-        f32s(5, n * n * dims.c_z),
-        f32s(6, rows * n * dims.c_m),
-    );
-    let x = HostInputs {
-        single: &single,
-        pair: &pair,
-        msa: &msa,
-        sample: &sample,
-        recycle: &sample.recycles[0],
-        clamp_backbone_fape: true,
-    };
+    let trunk = RandomTrunk::new(&dims, n, rows, 4);
+    let x = trunk.inputs(&sample);
     let w = LossWeights::fine_tuning();
     let on = |threads: usize| {
         rayon::ThreadPoolBuilder::new()
@@ -688,20 +708,8 @@ fn host_timing_at_af2_sizes() {
     let sample = make_sample(&synthetic_record(n, 200, 0, 1), &config, 1).unwrap();
     let rows = config.num_msa_rows();
     let params = host_param_init(&dims, 1);
-    let f32s = |seed, len| -> Vec<f32> { random(seed, len).iter().map(|&v| v as f32).collect() };
-    let (single, pair, msa) = (
-        f32s(1, n * dims.c_s),
-        f32s(2, n * n * dims.c_z),
-        f32s(3, rows * n * dims.c_m),
-    );
-    let x = HostInputs {
-        single: &single,
-        pair: &pair,
-        msa: &msa,
-        sample: &sample,
-        recycle: &sample.recycles[0],
-        clamp_backbone_fape: true,
-    };
+    let trunk = RandomTrunk::new(&dims, n, rows, 1);
+    let x = trunk.inputs(&sample);
     let w = LossWeights::fine_tuning();
     let t = std::time::Instant::now();
     let out = host_forward(&dims, &w, &params, &x).unwrap();
