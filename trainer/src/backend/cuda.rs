@@ -1836,12 +1836,7 @@ impl Backend for CudaBackend {
             && py.is_multiple_of(8);
         if self.vector_kernels && d == 1 && b >= 32 && c >= 32 && pairs && n < 1 << 31 {
             // 64 x 64 tiles moved two elements per access.
-            let name = [
-                "transpose_tiled64_bb",
-                "transpose_tiled64_fb",
-                "transpose_tiled64_bf",
-                "transpose_tiled64_ff",
-            ][tag];
+            let name = by_io_dtype!("transpose_tiled64")[tag];
             let args = [
                 KArg::Ptr(px),
                 KArg::Ptr(py),
@@ -1856,12 +1851,7 @@ impl Backend for CudaBackend {
                 &args,
             )
         } else if d == 1 && b >= 32 && c >= 32 {
-            let name = [
-                "transpose_tiled_bb",
-                "transpose_tiled_fb",
-                "transpose_tiled_bf",
-                "transpose_tiled_ff",
-            ][tag];
+            let name = by_io_dtype!("transpose_tiled")[tag];
             let args = [
                 KArg::Ptr(px),
                 KArg::Ptr(py),
@@ -1881,19 +1871,9 @@ impl Backend for CudaBackend {
             let [a, b, c, d] = if b == 1 || c == 1 { [1, 1, 1, n] } else { dims };
             let vec8 = d.is_multiple_of(8) && px.is_multiple_of(16) && py.is_multiple_of(16);
             let name = if vec8 {
-                [
-                    "transpose_v8_bb",
-                    "transpose_v8_fb",
-                    "transpose_v8_bf",
-                    "transpose_v8_ff",
-                ][tag]
+                by_io_dtype!("transpose_v8")[tag]
             } else {
-                [
-                    "transpose_v1_bb",
-                    "transpose_v1_fb",
-                    "transpose_v1_bf",
-                    "transpose_v1_ff",
-                ][tag]
+                by_io_dtype!("transpose_v1")[tag]
             };
             let args = [
                 KArg::Ptr(px),
@@ -1906,12 +1886,7 @@ impl Backend for CudaBackend {
             ];
             self.launch_1d(name, if vec8 { n / 8 } else { n }, &args)
         } else {
-            let name = [
-                "transpose_bb",
-                "transpose_fb",
-                "transpose_bf",
-                "transpose_ff",
-            ][tag];
+            let name = by_io_dtype!("transpose")[tag];
             let args = [
                 KArg::Ptr(px),
                 KArg::Ptr(py),
@@ -2000,6 +1975,20 @@ impl Backend for CudaBackend {
         )
     }
 }
+
+/// The four dtype variants of a kernel family, indexed by the transpose's
+/// `tag`: input and output bf16 (`_bb`), f32 in (`_fb`), f32 out (`_bf`), both f32 (`_ff`).
+macro_rules! by_io_dtype {
+    ($base:literal) => {
+        [
+            concat!($base, "_bb"),
+            concat!($base, "_fb"),
+            concat!($base, "_bf"),
+            concat!($base, "_ff"),
+        ]
+    };
+}
+use by_io_dtype;
 
 fn shared_code(s: SharedAxis) -> i32 {
     match s {
