@@ -20,20 +20,8 @@ use std::time::Instant;
 /// bf16 tolerance on gradients (relative L2 over the whole block).
 const TOL: f64 = 3e-2;
 
-fn rel_err(got: &[f32], want: &[f32]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    assert!(
-        got.iter().all(|x| x.is_finite()),
-        "non-finite graph gradient"
-    );
-    let num: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| ((a - b) as f64).powi(2))
-        .sum();
-    let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
-    (num / den.max(1e-30)).sqrt()
-}
+mod support;
+use support::rel_err;
 
 fn grads(gpu: &mut CudaBackend, model: &AlphaFold) -> Vec<f32> {
     let mut all = Vec::new();

@@ -22,23 +22,8 @@ const TOL: f64 = 1e-2;
 /// so a bf16 pipeline cannot be held tighter than that.
 const TOL_BLOCK_GRAD: f64 = 3e-2;
 
-fn rel_err(got: &[f32], want: &[f32]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let nan = got.iter().filter(|x| !x.is_finite()).count();
-    assert_eq!(
-        nan,
-        0,
-        "{nan} of {} GPU values are not finite (unwritten or overflow)",
-        got.len()
-    );
-    let num: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| ((a - b) as f64).powi(2))
-        .sum();
-    let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
-    (num / den.max(1e-30)).sqrt()
-}
+mod support;
+use support::rel_err;
 
 struct Pair {
     cpu: CpuBackend<f32>,

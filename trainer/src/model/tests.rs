@@ -619,16 +619,20 @@ fn embedders_match_direct_formulas() {
     be.write(model.trunk.input.z_prev, &z_prev).unwrap();
     model.trunk.forward(&mut be, false).unwrap();
     let p = |be: &mut CpuBackend<f32>, name: &str| be.read(entry(&model, name).param.w).unwrap();
+    // The linear layer `name` (its `.w` and `.b`) applied on the host.
+    let lin = |be: &mut CpuBackend<f32>, x: &[f32], name: &str, relu: bool| {
+        host_linear(
+            x,
+            &p(be, &format!("{name}.w")),
+            &p(be, &format!("{name}.b")),
+            relu,
+        )
+    };
 
     // Input + recycling embedder (Algorithms 3, 4, 32).
     let mut pf = Vec::new();
     features::pair_features(&smp, Some(&pb), &mut pf);
-    let mut z = host_linear(
-        &pf,
-        &p(&mut be, "input_embedder.lin_pair.w"),
-        &p(&mut be, "input_embedder.lin_pair.b"),
-        false,
-    );
+    let mut z = lin(&mut be, &pf, "input_embedder.lin_pair", false);
     let zl = host_ln(
         &z_prev,
         &p(&mut be, "input_embedder.recycle_ln_z.gamma"),
@@ -643,12 +647,7 @@ fn embedders_match_direct_formulas() {
     );
     let mut mf = Vec::new();
     features::msa_features(&smp, &smp.recycles[1], s, &mut mf);
-    let mut m = host_linear(
-        &mf,
-        &p(&mut be, "input_embedder.lin_msa.w"),
-        &p(&mut be, "input_embedder.lin_msa.b"),
-        false,
-    );
+    let mut m = lin(&mut be, &mf, "input_embedder.lin_msa", false);
     let ml = host_ln(
         &m_prev,
         &p(&mut be, "input_embedder.recycle_ln_m.gamma"),
@@ -658,28 +657,13 @@ fn embedders_match_direct_formulas() {
     // Template angle rows (Linear-ReLU-Linear) follow the sample rows.
     let mut af = Vec::new();
     features::template_angle_features(&smp, t, &mut af);
-    let hidden = host_linear(
-        &af,
-        &p(&mut be, "template.lin_angle1.w"),
-        &p(&mut be, "template.lin_angle1.b"),
-        true,
-    );
-    m.extend(host_linear(
-        &hidden,
-        &p(&mut be, "template.lin_angle2.w"),
-        &p(&mut be, "template.lin_angle2.b"),
-        false,
-    ));
+    let hidden = lin(&mut be, &af, "template.lin_angle1", true);
+    m.extend(lin(&mut be, &hidden, "template.lin_angle2", false));
     close(&be.read(model.trunk.m).unwrap(), &m, 1e-4, "MSA embedding");
     // Extra-MSA embedder.
     let mut ef = Vec::new();
     features::extra_msa_features(&smp.recycles[1], &mut ef);
-    let e = host_linear(
-        &ef,
-        &p(&mut be, "extra_msa.lin_embed.w"),
-        &p(&mut be, "extra_msa.lin_embed.b"),
-        false,
-    );
+    let e = lin(&mut be, &ef, "extra_msa.lin_embed", false);
     close(
         &be.read(model.trunk.extra_in).unwrap(),
         &e,
@@ -688,12 +672,7 @@ fn embedders_match_direct_formulas() {
     );
     // Single projection of the final MSA's first row.
     let m_out = be.read(model.trunk.msa).unwrap();
-    let single = host_linear(
-        &m_out[..n * cm],
-        &p(&mut be, "single.lin.w"),
-        &p(&mut be, "single.lin.b"),
-        false,
-    );
+    let single = lin(&mut be, &m_out[..n * cm], "single.lin", false);
     close(
         &be.read(model.trunk.single).unwrap(),
         &single,
