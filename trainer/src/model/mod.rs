@@ -172,9 +172,9 @@ impl AlphaFold {
             }
             // An earlier iteration only feeds its positions forward: the
             // structure module alone, no heads or losses.
-            let started = Instant::now();
-            let atom14 = host_atom14(&self.cfg.host, &host, &x)?;
-            self.host_seconds += started.elapsed().as_secs_f64();
+            let atom14 = timed(&mut self.host_seconds, || {
+                host_atom14(&self.cfg.host, &host, &x)
+            })?;
             prev_pb = Some(features::pseudo_beta(&sample.aatype, &atom14));
             self.trunk.save_recycling(be)?;
         }
@@ -223,9 +223,9 @@ impl AlphaFold {
             Some(dropout_seed),
             forward,
             |m, be, host, x| {
-                let started = Instant::now();
-                let (out, grads) = host_forward_backward(&m.cfg.host, &m.cfg.losses, host, x)?;
-                m.host_seconds += started.elapsed().as_secs_f64();
+                let (out, grads) = timed(&mut m.host_seconds, || {
+                    host_forward_backward(&m.cfg.host, &m.cfg.losses, host, x)
+                })?;
                 m.trunk
                     .write_output_grads(be, &grads.single, &grads.pair, &grads.msa)?;
                 for (p, g) in m.host_params.iter().zip(&grads.params) {
@@ -239,10 +239,9 @@ impl AlphaFold {
 
     /// The last iteration's host forward at inference, timed into `host_seconds`.
     fn timed_host_forward(&mut self, host: &[Vec<f32>], x: &HostInputs) -> Result<HostOutputs> {
-        let started = Instant::now();
-        let out = host_forward(&self.cfg.host, &self.cfg.losses, host, x);
-        self.host_seconds += started.elapsed().as_secs_f64();
-        out
+        timed(&mut self.host_seconds, || {
+            host_forward(&self.cfg.host, &self.cfg.losses, host, x)
+        })
     }
 
     /// Inference (no dropout, no gradient): final atom14 positions and pLDDT,
@@ -262,6 +261,14 @@ impl AlphaFold {
             |m, _be, host, x| m.timed_host_forward(host, x),
         )
     }
+}
+
+/// Runs `f`, adding its wall time in seconds to `total`.
+fn timed<R>(total: &mut f64, f: impl FnOnce() -> R) -> R {
+    let started = Instant::now();
+    let out = f();
+    *total += started.elapsed().as_secs_f64();
+    out
 }
 
 #[cfg(test)]
