@@ -7,7 +7,7 @@
 
 use super::{
     Activation, AdamStep, AttnShape, Backend, CLASSES, Class, Dropout, Gemm, MatRef,
-    OptimizerState, TensorId, View,
+    OptimizerState, TensorId, View, tensors::TensorTable,
 };
 use crate::error::{Result, TrainerError, ensure};
 use rayon::prelude::*;
@@ -90,19 +90,9 @@ impl_real!(f64);
 /// LayerNorm epsilon, shared by every backend.
 pub const LN_EPS: f32 = 1e-5;
 
-struct Meta {
-    name: String,
-    class: Class,
-    /// (root index, offset) once materialized.
-    place: Option<(usize, usize)>,
-    len: usize,
-    /// Parent tensor and offset for views.
-    parent: Option<(TensorId, usize)>,
-}
-
 /// CPU backend over element type `T`.
 pub struct CpuBackend<T: Real = f32> {
-    metas: Vec<Meta>,
+    tensors: TensorTable,
     roots: Vec<(Class, Vec<T>)>,
     /// The step seed of dropout masks ([`Backend::set_dropout_seed`]).
     dropout_seed: u64,
@@ -118,34 +108,26 @@ impl<T: Real> CpuBackend<T> {
     /// An empty backend.
     pub fn new() -> Self {
         Self {
-            metas: Vec::new(),
+            tensors: TensorTable::default(),
             roots: Vec::new(),
             dropout_seed: 0,
         }
     }
 
-    fn place(&self, t: TensorId) -> Result<(usize, usize, usize)> {
-        let m = &self.metas[t.0];
-        let (r, o) = m.place.ok_or_else(|| TrainerError::NotMaterialized {
-            name: m.name.clone(),
-        })?;
-        Ok((r, o, m.len))
-    }
-
-    /// Number of tensors declared so far (ids are `0..metas_len()`).
-    pub fn metas_len(&self) -> usize {
-        self.metas.len()
+    /// Number of tensors declared so far (ids are `0..tensor_count()`).
+    pub fn tensor_count(&self) -> usize {
+        self.tensors.count()
     }
 
     /// Borrow a tensor's elements.
     pub fn get(&self, t: TensorId) -> Result<&[T]> {
-        let (r, o, l) = self.place(t)?;
-        Ok(&self.roots[r].1[o..o + l])
+        let p = self.tensors.placement(t)?;
+        Ok(&self.roots[p.arena].1[p.offset..p.offset + p.len])
     }
 
     fn get_mut(&mut self, t: TensorId) -> Result<&mut [T]> {
-        let (r, o, l) = self.place(t)?;
-        Ok(&mut self.roots[r].1[o..o + l])
+        let p = self.tensors.placement(t)?;
+        Ok(&mut self.roots[p.arena].1[p.offset..p.offset + p.len])
     }
 
     /// Owned copy of a tensor's elements.
@@ -164,10 +146,7 @@ impl<T: Real> CpuBackend<T> {
     }
 
     fn check_len(&self, op: &'static str, t: TensorId, need: usize) -> Result<()> {
-        let m = &self.metas[t.0];
-        ensure(m.len >= need, op, || {
-            format!("tensor {} has {} elements, needs {need}", m.name, m.len)
-        })
+        self.tensors.need_len(op, t, need)
     }
 
     fn check_view(&self, op: &'static str, v: &View, rows: usize, cols: usize) -> Result<()> {
@@ -209,75 +188,29 @@ impl<T: Real> Backend for CpuBackend<T> {
     }
 
     fn declare(&mut self, name: &str, len: usize, class: Class) -> TensorId {
-        self.metas.push(Meta {
-            name: name.to_string(),
-            class,
-            place: None,
-            len,
-            parent: None,
-        });
-        TensorId(self.metas.len() - 1)
+        self.tensors.declare(name, len, class)
     }
 
     fn view(&mut self, parent: TensorId, offset: usize, len: usize) -> Result<TensorId> {
-        let p = &self.metas[parent.0];
-        ensure(offset + len <= p.len, "view", || {
-            format!(
-                "{}..{} outside {} of {} elements",
-                offset,
-                offset + len,
-                p.name,
-                p.len
-            )
-        })?;
-        let meta = Meta {
-            name: format!("{}[{}..{}]", p.name, offset, offset + len),
-            class: p.class,
-            place: None,
-            len,
-            parent: Some((parent, offset)),
-        };
-        self.metas.push(meta);
-        let id = TensorId(self.metas.len() - 1);
-        if let Some((r, o)) = self.metas[parent.0].place {
-            self.metas[id.0].place = Some((r, o + offset));
-        }
-        Ok(id)
+        self.tensors.view(parent, offset, len)
     }
 
     fn materialize(&mut self) -> Result<()> {
         for class in CLASSES {
-            let mut total = 0;
-            let root = self.roots.len();
-            for m in self
-                .metas
-                .iter_mut()
-                .filter(|m| m.class == class && m.place.is_none() && m.parent.is_none())
-            {
-                m.place = Some((root, total));
-                total += m.len;
-            }
-            if total > 0 {
+            if let Some(total) = self.tensors.lay_out(class, self.roots.len(), 1) {
                 self.roots.push((class, vec![T::zero(); total]));
             }
         }
-        for i in 0..self.metas.len() {
-            if let (None, Some((p, off))) = (self.metas[i].place, self.metas[i].parent) {
-                let (r, o) = self.metas[p.0]
-                    .place
-                    .expect("parents are declared before views and placed above");
-                self.metas[i].place = Some((r, o + off));
-            }
-        }
+        self.tensors.place_views();
         Ok(())
     }
 
     fn len(&self, t: TensorId) -> usize {
-        self.metas[t.0].len
+        self.tensors.len(t)
     }
 
     fn tensor_name(&self, t: TensorId) -> &str {
-        &self.metas[t.0].name
+        self.tensors.name(t)
     }
 
     fn arena_bytes(&self) -> Vec<(Class, usize)> {

@@ -21,6 +21,7 @@
 use super::{
     Activation, AdamStep, AttnShape, Backend, CLASSES, Class, Dropout, Gemm, OptimizerState,
     SharedAxis, TensorId, View,
+    tensors::{Placement, TensorTable},
 };
 use crate::error::{Result, TrainerError, ensure};
 use cudarc::cublaslt::{result as lt, sys as ltsys};
@@ -224,14 +225,6 @@ fn elem_bytes(class: Class) -> usize {
     if is_f32(class) { 4 } else { 2 }
 }
 
-struct Meta {
-    name: String,
-    class: Class,
-    len: usize,
-    place: Option<(usize, usize)>,
-    parent: Option<(TensorId, usize)>,
-}
-
 struct Root {
     class: Class,
     ptr: dsys::CUdeviceptr,
@@ -270,7 +263,7 @@ pub struct CudaBackend {
     stream: Arc<CudaStream>,
     _module: Arc<CudaModule>,
     funcs: HashMap<&'static str, CudaFunction>,
-    metas: Vec<Meta>,
+    tensors: TensorTable,
     roots: Vec<Root>,
     lt: ltsys::cublasLtHandle_t,
     workspace: dsys::CUdeviceptr,
@@ -436,7 +429,7 @@ impl CudaBackend {
             stream,
             _module: module,
             funcs,
-            metas: Vec::new(),
+            tensors: TensorTable::default(),
             roots: Vec::new(),
             lt,
             workspace,
@@ -531,37 +524,25 @@ impl CudaBackend {
             .map_err(cuda_err("reading memory info"))
     }
 
-    fn meta_place(&self, t: TensorId) -> Result<(usize, usize, usize, Class)> {
-        let m = &self.metas[t.0];
-        let (r, o) = m.place.ok_or_else(|| TrainerError::NotMaterialized {
-            name: m.name.clone(),
-        })?;
-        Ok((r, o, m.len, m.class))
-    }
-
     fn ptr(&self, t: TensorId) -> Result<u64> {
-        let (r, o, _, c) = self.meta_place(t)?;
-        Ok(self.roots[r].ptr + (o * elem_bytes(c)) as u64)
+        let p = self.tensors.placement(t)?;
+        Ok(self.roots[p.arena].ptr + (p.offset * elem_bytes(p.class)) as u64)
     }
 
     fn class(&self, t: TensorId) -> Class {
-        self.metas[t.0].class
+        self.tensors.class(t)
     }
 
     fn need(&self, op: &'static str, t: TensorId, n: usize) -> Result<()> {
-        let m = &self.metas[t.0];
-        ensure(m.len >= n, op, || {
-            format!("tensor {} has {} elements, needs {n}", m.name, m.len)
-        })
+        self.tensors.need_len(op, t, n)
     }
 
     fn need_f32(&self, op: &'static str, t: TensorId, want: bool) -> Result<()> {
-        let m = &self.metas[t.0];
-        ensure(is_f32(m.class) == want, op, || {
+        let class = self.tensors.class(t);
+        ensure(is_f32(class) == want, op, || {
             format!(
-                "tensor {} is {:?}; this operand must be {}",
-                m.name,
-                m.class,
+                "tensor {} is {class:?}; this operand must be {}",
+                self.tensors.name(t),
                 if want {
                     "f32 (WeightGrad or Stat)"
                 } else {
@@ -799,7 +780,7 @@ impl CudaBackend {
     ) -> Result<(Vec<(u64, usize)>, bool)> {
         Ok(match region {
             crate::dist::Region::Tensor(t) => (
-                vec![(self.ptr(t)?, self.metas[t.0].len)],
+                vec![(self.ptr(t)?, self.tensors.len(t))],
                 is_f32(self.class(t)),
             ),
             crate::dist::Region::Class(c) => (
@@ -1016,7 +997,7 @@ impl Drop for CudaBackend {
             let _ = lt::destroy_handle(self.lt);
             let _ = drv::free_sync(self.workspace);
             let _ = drv::free_sync(self.dropout_seed);
-            for r in &self.roots {
+            for r in self.roots.iter().filter(|r| r.bytes > 0) {
                 let _ = drv::free_sync(r.ptr);
             }
         }
@@ -1029,37 +1010,11 @@ impl Backend for CudaBackend {
     }
 
     fn declare(&mut self, name: &str, len: usize, class: Class) -> TensorId {
-        self.metas.push(Meta {
-            name: name.to_string(),
-            class,
-            len,
-            place: None,
-            parent: None,
-        });
-        TensorId(self.metas.len() - 1)
+        self.tensors.declare(name, len, class)
     }
 
     fn view(&mut self, parent: TensorId, offset: usize, len: usize) -> Result<TensorId> {
-        let p = &self.metas[parent.0];
-        ensure(offset + len <= p.len, "view", || {
-            format!(
-                "{}..{} outside {} of {} elements",
-                offset,
-                offset + len,
-                p.name,
-                p.len
-            )
-        })?;
-        let place = p.place.map(|(r, o)| (r, o + offset));
-        let meta = Meta {
-            name: format!("{}[{}..{}]", p.name, offset, offset + len),
-            class: p.class,
-            len,
-            place,
-            parent: Some((parent, offset)),
-        };
-        self.metas.push(meta);
-        Ok(TensorId(self.metas.len() - 1))
+        self.tensors.view(parent, offset, len)
     }
 
     fn materialize(&mut self) -> Result<()> {
@@ -1074,42 +1029,31 @@ impl Backend for CudaBackend {
                 Class::Weight | Class::WeightGrad => PARAM_ALIGN,
                 _ => 256 / elem_bytes(class),
             };
-            let mut total = 0;
-            let root = self.roots.len();
-            for m in self
-                .metas
-                .iter_mut()
-                .filter(|m| m.class == class && m.place.is_none() && m.parent.is_none())
-            {
-                m.place = Some((root, total));
-                total += m.len.div_ceil(per) * per;
-            }
-            if total > 0 {
-                let bytes = total * elem_bytes(class);
+            let Some(total) = self.tensors.lay_out(class, self.roots.len(), per) else {
+                continue;
+            };
+            let bytes = total * elem_bytes(class);
+            let ptr = if bytes == 0 {
+                // Only empty tensors: nothing to allocate, and nothing is ever read.
+                0
+            } else {
                 // SAFETY: plain device allocation, freed in Drop.
-                let ptr = unsafe { drv::malloc_sync(bytes) }.map_err(cuda_err(format!(
+                unsafe { drv::malloc_sync(bytes) }.map_err(cuda_err(format!(
                     "allocating {bytes} bytes for the {class:?} arena"
-                )))?;
-                self.roots.push(Root { class, ptr, bytes });
-            }
+                )))?
+            };
+            self.roots.push(Root { class, ptr, bytes });
         }
-        for i in 0..self.metas.len() {
-            if let (None, Some((p, off))) = (self.metas[i].place, self.metas[i].parent) {
-                let (r, o) = self.metas[p.0]
-                    .place
-                    .expect("parents are declared before their views");
-                self.metas[i].place = Some((r, o + off));
-            }
-        }
+        self.tensors.place_views();
         Ok(())
     }
 
     fn len(&self, t: TensorId) -> usize {
-        self.metas[t.0].len
+        self.tensors.len(t)
     }
 
     fn tensor_name(&self, t: TensorId) -> &str {
-        &self.metas[t.0].name
+        self.tensors.name(t)
     }
 
     fn arena_bytes(&self) -> Vec<(Class, usize)> {
@@ -1129,16 +1073,16 @@ impl Backend for CudaBackend {
     }
 
     fn write(&mut self, t: TensorId, data: &[f32]) -> Result<()> {
-        let (_, _, len, class) = self.meta_place(t)?;
+        let Placement { len, class, .. } = self.tensors.placement(t)?;
         ensure(len == data.len(), "write", || {
             format!(
                 "{} elements into {} of {len}",
                 data.len(),
-                self.metas[t.0].name
+                self.tensors.name(t)
             )
         })?;
         let dst = self.ptr(t)?;
-        let what = || format!("writing {}", self.metas[t.0].name);
+        let what = || format!("writing {}", self.tensors.name(t));
         // SAFETY: `dst` addresses `len` elements of the class's type inside a live allocation.
         unsafe {
             if is_f32(class) {
@@ -1151,11 +1095,11 @@ impl Backend for CudaBackend {
     }
 
     fn read(&mut self, t: TensorId) -> Result<Vec<f32>> {
-        let (_, _, len, class) = self.meta_place(t)?;
+        let Placement { len, class, .. } = self.tensors.placement(t)?;
         let src = self.ptr(t)?;
         self.stream.synchronize().map_err(cuda_err(format!(
             "synchronizing before reading {}",
-            self.metas[t.0].name
+            self.tensors.name(t)
         )))?;
         // SAFETY: `src` addresses `len` elements of the class's type inside a live allocation.
         unsafe {
@@ -1172,7 +1116,7 @@ impl Backend for CudaBackend {
     }
 
     fn fill(&mut self, t: TensorId, value: f32) -> Result<()> {
-        let (_, _, len, class) = self.meta_place(t)?;
+        let Placement { len, class, .. } = self.tensors.placement(t)?;
         let name = if is_f32(class) {
             "fill_f32"
         } else {

@@ -490,7 +490,7 @@ fn gradcheck_global_column_attention() {
         |m, be, x, _, y, dy, dx, _| m.backward(be, x, y, dy, dx),
     );
     // The "ones" constant is not an input: keep it at 1 by filling inside forward.
-    let ones = (0..case.be.metas_len())
+    let ones = (0..case.be.tensor_count())
         .map(TensorId)
         .find(|&t| case.be.tensor_name(t).ends_with(".ones"))
         .unwrap();
@@ -555,7 +555,7 @@ fn gradcheck_evoformer_block_with_masks() {
 #[test]
 fn gradcheck_extra_msa_block() {
     let mut case = block_case(true, false);
-    let ones = (0..case.be.metas_len())
+    let ones = (0..case.be.tensor_count())
         .map(TensorId)
         .find(|&t| case.be.tensor_name(t).ends_with(".ones"))
         .unwrap();
