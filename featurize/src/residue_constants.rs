@@ -44,11 +44,16 @@ pub fn atom_order(name: &str) -> Option<usize> {
 }
 
 /// Residue type index (0..=19) of a one-letter code; anything else is unknown (20).
-pub fn restype_index(one_letter: u8) -> u8 {
-    RESTYPES
-        .iter()
-        .position(|&r| r == one_letter)
-        .map_or(UNKNOWN_RESTYPE, |i| i as u8)
+/// A `const fn`, so other crates name residue types by letter in their constants.
+pub const fn restype_index(one_letter: u8) -> u8 {
+    let mut i = 0;
+    while i < RESTYPES.len() {
+        if RESTYPES[i] == one_letter {
+            return i as u8;
+        }
+        i += 1;
+    }
+    UNKNOWN_RESTYPE
 }
 
 /// Residue type index of a standard three-letter name, or `None` for anything else.

@@ -66,7 +66,7 @@ const ATOM_C: usize = 2;
 const ATOM14_CA: usize = 1;
 const ATOM14_CB: usize = 4;
 /// Residue type of glycine (its pseudo-beta is CA).
-const GLYCINE: u8 = 7;
+const GLYCINE: u8 = scalefold_featurize::residue_constants::restype_index(b'G');
 
 /// Distogram bins with lower edges evenly spaced from `first` to `last`; a
 /// distance falls in bin `k` when `lower_k < d < lower_{k+1}` (the last bin is

@@ -33,10 +33,10 @@ const N: usize = 0;
 const CA: usize = 1;
 const C: usize = 2;
 /// The residue type of cysteine and the atom14 slot of its SG.
-const CYS: u8 = 4;
+const CYS: u8 = rc::restype_index(b'C');
 const CYS_SG: usize = 5;
 /// The residue type of proline.
-const PRO: u8 = 14;
+const PRO: u8 = rc::restype_index(b'P');
 /// Under the square root of every squared distance of the clash terms (Å²).
 const DISTANCE_EPSILON: f64 = 1e-10;
 
@@ -405,4 +405,18 @@ fn within_residue(
         }
     }
     2.0 * total * per_atom
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_residue_types_and_slots_match_the_residue_tables() {
+        assert_eq!(rc::RESTYPE_NAMES[usize::from(CYS)], "CYS");
+        assert_eq!(rc::RESTYPE_NAMES[usize::from(PRO)], "PRO");
+        assert_eq!(rc::ATOM14_NAMES[usize::from(CYS)][CYS_SG], "SG");
+        let backbone = &rc::ATOM14_NAMES[usize::from(PRO)];
+        assert_eq!([backbone[N], backbone[CA], backbone[C]], ["N", "CA", "C"]);
+    }
 }
