@@ -7,14 +7,14 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use scalefold_featurize::inputs::Structure;
+use scalefold_featurize::inputs::{Structure, TemplateHit};
 use scalefold_storage::Location;
 use tokio::sync::mpsc;
 
 use super::IngestError;
 use super::process::Context;
 use crate::hhr::parse_hhr;
-use crate::input::decompress_if_gzip;
+use crate::input::{decompress_if_gzip, decompress_if_gzip_borrowed};
 use crate::mmcif::entry_id_from_file_name;
 use crate::msa::AlignmentFormat;
 
@@ -43,6 +43,25 @@ pub struct ChainFiles {
     pub alignments: Vec<(String, FileBytes)>,
     /// hhr files.
     pub hhr: Vec<(String, FileBytes)>,
+    /// The hits of each hhr file (same order as `hhr`), parsed once at fetch time (the
+    /// fetch stage needs them to choose the template structures to fetch), or why the
+    /// file could not be read, decompressed or parsed.
+    pub hhr_hits: Vec<Result<Vec<TemplateHit>, String>>,
+}
+
+impl ChainFiles {
+    /// Parses every hhr file of the folder into [`ChainFiles::hhr_hits`].
+    fn parse_hits(&mut self) {
+        self.hhr_hits = self
+            .hhr
+            .iter()
+            .map(|(name, bytes)| {
+                let raw = bytes.as_ref().map_err(|e| format!("{name}: {e}"))?;
+                let text = decompress_if_gzip_borrowed(name, raw).map_err(|e| e.to_string())?;
+                parse_hhr(name, &text).map_err(|e| e.to_string())
+            })
+            .collect();
+    }
 }
 
 /// Everything one structure file needs, fetched.
@@ -56,15 +75,28 @@ pub struct Fetched {
     pub structure: FileBytes,
     /// The alignment folders of this entry's chains that exist, by chain key.
     pub chains: HashMap<String, ChainFiles>,
-    /// Template entries' structures (entry id, file name, input), best hits first.
-    pub templates: Vec<(String, String, TemplateInput)>,
+    /// Template entries' structures, best hits first.
+    pub templates: Vec<TemplateFile>,
+}
+
+/// The structure file of one template candidate.
+#[derive(Debug)]
+pub struct TemplateFile {
+    /// Entry id (lowercase), as hhr hits name it.
+    pub entry_id: String,
+    /// Display name of the file.
+    pub name: String,
+    /// Key of the file in the shared structure cache (its object path).
+    pub cache_key: String,
+    /// Its parsed structure or its bytes.
+    pub input: TemplateInput,
 }
 
 /// A template structure: already parsed (from the cache) or fetched to be parsed.
 #[derive(Debug)]
 pub enum TemplateInput {
     /// Parsed earlier (`None`: it did not parse).
-    Cached(Arc<Option<Structure>>),
+    Cached(Option<Arc<Structure>>),
     /// The raw file.
     Raw(FileBytes),
 }
@@ -83,7 +115,7 @@ impl Fetched {
             + self
                 .templates
                 .iter()
-                .map(|(_, _, t)| match t {
+                .map(|t| match &t.input {
                     TemplateInput::Raw(b) => len(b),
                     TemplateInput::Cached(_) => 0,
                 })
@@ -290,6 +322,7 @@ async fn fetch_indexed_chain(
         dir: base.clone(),
         alignments: Vec::new(),
         hhr: Vec::new(),
+        hhr_hits: Vec::new(),
         key,
     };
     for (name, start, length) in files {
@@ -331,6 +364,7 @@ async fn fetch_chain(
                 dir: format!("{}:{folder}", root.url),
                 alignments: Vec::new(),
                 hhr: Vec::new(),
+                hhr_hits: Vec::new(),
                 key,
             }),
         };
@@ -365,23 +399,18 @@ async fn fetch_chain(
         dir: format!("{}/{folder}", root.url.trim_end_matches('/')),
         alignments: read_all(alignment_paths).await,
         hhr: read_all(hhr_paths).await,
+        hhr_hits: Vec::new(),
         key,
     })
 }
 
-/// Template entry ids of the best hits (by `Sum_probs`) in the given hhr files, at most
-/// `limit` distinct ids, not counting `own_entry`.
-fn template_candidates(hhr: &[(String, FileBytes)], own_entry: &str, limit: usize) -> Vec<String> {
-    let mut hits = Vec::new();
-    for (name, bytes) in hhr {
-        let Ok(raw) = bytes else { continue };
-        let Ok(text) = decompress_if_gzip(name, raw.to_vec()) else {
-            continue;
-        };
-        if let Ok(parsed) = parse_hhr(name, &text) {
-            hits.extend(parsed);
-        }
-    }
+/// Template entry ids of the best hits (by `Sum_probs`) of the given chains' hhr files, at
+/// most `limit` distinct ids, not counting `own_entry`.
+fn template_candidates(chains: &[ChainFiles], own_entry: &str, limit: usize) -> Vec<String> {
+    let mut hits: Vec<&TemplateHit> = chains
+        .iter()
+        .flat_map(|c| c.hhr_hits.iter().flatten().flatten())
+        .collect();
     hits.sort_by(|a, b| b.sum_probs.total_cmp(&a.sum_probs));
     let mut out: Vec<String> = Vec::new();
     for hit in hits {
@@ -417,17 +446,14 @@ async fn fetch_one(
     let keys = chain_dirs
         .get(&source.entry_id)
         .map_or(&[][..], Vec::as_slice);
-    let chain_files = futures::future::try_join_all(
+    let mut chain_files = futures::future::try_join_all(
         keys.iter()
             .map(|(key, folder)| fetch_chain(alignments, key.clone(), folder, index)),
     )
     .await?;
-    let hhr: Vec<(String, FileBytes)> = chain_files
-        .iter()
-        .flat_map(|c| c.hhr.iter().map(|(n, b)| (n.clone(), b.clone())))
-        .collect();
+    chain_files.iter_mut().for_each(ChainFiles::parse_hits);
     let mut templates = Vec::new();
-    for id in template_candidates(&hhr, &source.entry_id, context.max_templates * 2) {
+    for id in template_candidates(&chain_files, &source.entry_id, context.max_templates * 2) {
         let Some(path) = entry_paths.get(&id) else {
             continue;
         };
@@ -436,11 +462,17 @@ async fn fetch_one(
             structures.url.trim_end_matches('/'),
             relative(&structures.prefix, path)
         );
-        let input = match context.templates.get(&id) {
+        let cache_key = path.to_string();
+        let input = match context.templates.get(&cache_key) {
             Some(parsed) => TemplateInput::Cached(parsed),
             None => TemplateInput::Raw(get(&structures.store, path).await),
         };
-        templates.push((id, name, input));
+        templates.push(TemplateFile {
+            entry_id: id,
+            name,
+            cache_key,
+            input,
+        });
     }
     Ok(Fetched {
         name: format!("{}/{}", structures.url.trim_end_matches('/'), source.key),

@@ -1,6 +1,8 @@
 //! The CPU stage: parse one fetched structure file and its chains' alignments, apply the
 //! filters, build the rows. Everything that goes wrong with an input becomes a report line.
 
+use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
@@ -9,7 +11,7 @@ use scalefold_featurize::inputs::{ChainStructure, Structure, StructureHeader, Te
 use scalefold_featurize::templates::{TemplateFeatures, TemplateSearchConfig, template_features};
 
 use super::IngestError;
-use super::fetch::{Fetched, FileBytes, TemplateInput};
+use super::fetch::{Fetched, FileBytes, TemplateFile, TemplateInput};
 use super::report::{LineKind, ReportLine};
 use crate::input::decompress_if_gzip_borrowed;
 use crate::mmcif::{MmcifOptions, parse_mmcif};
@@ -174,10 +176,12 @@ impl Filters {
 }
 
 /// The cache's map and its insertion order.
-type CacheState = (HashMap<String, Arc<Option<Structure>>>, VecDeque<String>);
+type CacheState = (HashMap<String, Option<Arc<Structure>>>, VecDeque<String>);
 
-/// Parsed template structures shared by all worker threads, bounded (first in, first out).
-/// `None` records a template that could not be parsed.
+/// Parsed structure files shared by all worker threads, keyed by object path, bounded
+/// (first in, first out). A file parsed for its own rows is cached as well as one parsed
+/// as a template, so an entry that is both (every template is also an input entry) is
+/// parsed once while it stays cached. `None` records a file that could not be parsed.
 pub struct TemplateCache {
     capacity: usize,
     inner: Mutex<CacheState>,
@@ -204,26 +208,58 @@ impl TemplateCache {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The cached structure of entry `id`, if cached.
-    pub fn get(&self, id: &str) -> Option<Arc<Option<Structure>>> {
-        self.lock().0.get(id).cloned()
+    /// The cached structure of the file at `key`, if cached.
+    pub fn get(&self, key: &str) -> Option<Option<Arc<Structure>>> {
+        self.lock().0.get(key).cloned()
     }
 
-    /// Caches entry `id`'s structure, evicting the oldest entry when full.
-    pub fn insert(&self, id: String, structure: Arc<Option<Structure>>) {
+    /// Caches the structure of the file at `key`, evicting the oldest entry when full.
+    pub fn insert(&self, key: String, structure: Option<Arc<Structure>>) {
         if self.capacity == 0 {
             return;
         }
         let mut guard = self.lock();
         let (map, order) = &mut *guard;
-        if map.insert(id.clone(), structure).is_none() {
-            order.push_back(id);
+        if map.insert(key.clone(), structure).is_none() {
+            order.push_back(key);
             while order.len() > self.capacity {
                 if let Some(old) = order.pop_front() {
                     map.remove(&old);
                 }
             }
         }
+    }
+}
+
+/// A template candidate of one source, parsed on first use: a candidate that no chain's
+/// template selection asks for is never parsed.
+struct TemplateSlot<'f> {
+    file: &'f TemplateFile,
+    parsed: OnceCell<Option<Arc<Structure>>>,
+}
+
+impl TemplateSlot<'_> {
+    /// The candidate's structure: from the fetch-time cache hit, else from the cache
+    /// (another thread may have parsed the file since it was fetched), else parsed now
+    /// and cached. `None` when the file could not be read or parsed.
+    fn structure(&self, cache: &TemplateCache) -> Option<&Structure> {
+        self.parsed
+            .get_or_init(|| match &self.file.input {
+                TemplateInput::Cached(s) => s.clone(),
+                TemplateInput::Raw(bytes) => {
+                    if let Some(cached) = cache.get(&self.file.cache_key) {
+                        return cached;
+                    }
+                    let parsed = bytes
+                        .as_ref()
+                        .ok()
+                        .and_then(|b| parse_structure(&self.file.name, b).ok())
+                        .map(Arc::new);
+                    cache.insert(self.file.cache_key.clone(), parsed.clone());
+                    parsed
+                }
+            })
+            .as_deref()
     }
 }
 
@@ -377,13 +413,22 @@ fn source_rows(ctx: &Context, fetched: &Fetched) -> (Vec<ChainRow>, Vec<ReportLi
             return (out.rows, out.lines);
         }
     };
-    let structure = match parse_structure(name, raw) {
-        Ok(s) => s,
-        Err(e) => {
-            out.lines
-                .push(line(LineKind::Failed, source, name, "parse", e));
-            return (out.rows, out.lines);
-        }
+    // The file's own structure: parsed earlier as some source's template, or now.
+    let cache_key = fetched.source.path.to_string();
+    let structure: Arc<Structure> = match ctx.templates.get(&cache_key) {
+        Some(Some(cached)) => cached,
+        _ => match parse_structure(name, raw) {
+            Ok(s) => {
+                let s = Arc::new(s);
+                ctx.templates.insert(cache_key, Some(s.clone()));
+                s
+            }
+            Err(e) => {
+                out.lines
+                    .push(line(LineKind::Failed, source, name, "parse", e));
+                return (out.rows, out.lines);
+            }
+        },
     };
     if let Some((filter, reason)) = ctx.filters.entry(&structure.header) {
         out.lines
@@ -400,24 +445,18 @@ fn source_rows(ctx: &Context, fetched: &Fetched) -> (Vec<ChainRow>, Vec<ReportLi
         ));
         return (out.rows, out.lines);
     }
-    // Template structures: cached ones as they are, fetched ones parsed (and cached).
-    let mut templates: HashMap<String, Arc<Option<Structure>>> = HashMap::new();
-    for (id, template_name, input) in &fetched.templates {
-        let parsed = match input {
-            TemplateInput::Cached(s) => s.clone(),
-            TemplateInput::Raw(bytes) => {
-                let parsed = Arc::new(
-                    bytes
-                        .as_ref()
-                        .ok()
-                        .and_then(|b| parse_structure(template_name, b).ok()),
-                );
-                ctx.templates.insert(id.clone(), parsed.clone());
-                parsed
-            }
-        };
-        templates.insert(id.clone(), parsed);
-    }
+    // Template structures, parsed (or taken from the cache) when first looked up.
+    let templates: HashMap<&str, TemplateSlot> = fetched
+        .templates
+        .iter()
+        .map(|file| {
+            let slot = TemplateSlot {
+                file,
+                parsed: OnceCell::new(),
+            };
+            (file.entry_id.as_str(), slot)
+        })
+        .collect();
     for chain in &structure.chains {
         let key = format!("{}_{}", structure.id, chain.chain_id);
         if let Some((filter, reason)) = ctx.filters.chain(chain) {
@@ -471,7 +510,7 @@ fn chain_row(
     ctx: &Context,
     fetched: &Fetched,
     structure: &Structure,
-    templates: &HashMap<String, Arc<Option<Structure>>>,
+    templates: &HashMap<&str, TemplateSlot>,
     chain: &ChainStructure,
     key: &str,
 ) -> Result<ChainRow, (&'static str, String)> {
@@ -495,15 +534,17 @@ fn chain_row(
         .map_err(|e| ("alignment", e))?;
     let refs: Vec<(&str, &Alignment)> = alignments.iter().map(|(n, a)| (*n, a)).collect();
     let msa = merge_alignments_flat(&refs).map_err(|e| ("alignment", e.to_string()))?;
-    let mut hits: Vec<TemplateHit> = Vec::new();
-    for (name, bytes) in &files.hhr {
-        let raw = bytes
-            .as_ref()
-            .map_err(|e| ("templates", format!("{name}: {e}")))?;
-        let text =
-            decompress_if_gzip_borrowed(name, raw).map_err(|e| ("templates", e.to_string()))?;
-        hits.extend(crate::hhr::parse_hhr(name, &text).map_err(|e| ("templates", e.to_string()))?);
-    }
+    // The hhr files were parsed by the fetch stage; one file's hits are used in place.
+    let hits: Cow<[TemplateHit]> = match files.hhr_hits.as_slice() {
+        [one] => Cow::Borrowed(one.as_deref().map_err(|e| ("templates", e.clone()))?),
+        all => {
+            let mut hits = Vec::new();
+            for file in all {
+                hits.extend_from_slice(file.as_deref().map_err(|e| ("templates", e.clone()))?);
+            }
+            Cow::Owned(hits)
+        }
+    };
     let features = if hits.is_empty() || ctx.max_templates == 0 {
         TemplateFeatures::default()
     } else {
@@ -516,7 +557,9 @@ fn chain_row(
             if id == structure.id {
                 return Some(structure);
             }
-            templates.get(id).and_then(|s| s.as_ref().as_ref())
+            templates
+                .get(id)
+                .and_then(|slot| slot.structure(&ctx.templates))
         };
         template_features(&chain.sequence, &hits, lookup, &config).features
     };
