@@ -13,6 +13,7 @@ use clap::Args;
 use futures::{StreamExt, TryStreamExt};
 use object_store::buffered::BufWriter;
 use object_store::{ObjectStore, ObjectStoreExt};
+use scalefold_storage::writer::WriteTimings;
 use scalefold_storage::{Dataset, DatasetWriter, Location, WriterOptions};
 use tokio::io::AsyncWriteExt;
 
@@ -39,6 +40,12 @@ pub struct BenchStorageArgs {
     /// zstd level of the shards.
     #[arg(long, default_value_t = WriterOptions::default().zstd_level)]
     pub zstd_level: i32,
+    /// Row groups each writer encodes at once (default: the cores available, at most 8).
+    #[arg(long, default_value_t = WriterOptions::default().encode_parallelism)]
+    pub encode_parallelism: usize,
+    /// Columns written without Parquet statistics (comma-separated: positions, msa).
+    #[arg(long, value_delimiter = ',')]
+    pub columns_without_statistics: Vec<String>,
     /// Keep the written objects instead of deleting them at the end.
     #[arg(long)]
     pub keep: bool,
@@ -161,6 +168,8 @@ async fn bench(args: BenchStorageArgs) -> anyhow::Result<()> {
             zstd_level: args.zstd_level,
             length_column: Some("length".into()),
             source_key_column: Some("id".into()),
+            encode_parallelism: args.encode_parallelism,
+            columns_without_statistics: args.columns_without_statistics.clone(),
             ..WriterOptions::default()
         };
         tasks.push(tokio::spawn(async move {
@@ -168,13 +177,23 @@ async fn bench(args: BenchStorageArgs) -> anyhow::Result<()> {
             for (key, batch) in &sources {
                 writer.write_source(key, batch).await?;
             }
-            writer.finish().await
+            writer.finish_timed().await
         }));
     }
+    // Summed over the writers: where their time went (see `WriteTimings`).
+    let mut timings = WriteTimings::default();
     for task in tasks {
-        task.await.context("writer task")??;
+        let (_, t) = task.await.context("writer task")??;
+        timings.encoding_s += t.encoding_s;
+        timings.encode_wait_s += t.encode_wait_s;
+        timings.upload_wait_s += t.upload_wait_s;
+        timings.manifest_s += t.manifest_s;
+        timings.row_groups += t.row_groups;
+        timings.shards += t.shards;
     }
+    let commit_start = Instant::now();
     let manifest = scalefold_storage::commit(&ds_url).await?.manifest;
+    let commit_s = commit_start.elapsed().as_secs_f64();
     let parquet_write = Phase {
         seconds: start.elapsed().as_secs_f64(),
         bytes: manifest.total_bytes(),
@@ -285,6 +304,12 @@ async fn bench(args: BenchStorageArgs) -> anyhow::Result<()> {
         "raw_get_mb_s": raw_get.mb_per_s(),
         "read_ratio": read_ratio,
         "logical_write_mb_s": logical as f64 / 1e6 / parquet_write.seconds,
+        "encode_parallelism": args.encode_parallelism,
+        "columns_without_statistics": args.columns_without_statistics,
+        "write_s": parquet_write.seconds,
+        "raw_put_s": raw_put.seconds,
+        "writer_timings": timings,
+        "commit_s": commit_s,
     });
     if args.json {
         println!("{line}");
@@ -306,6 +331,14 @@ async fn bench(args: BenchStorageArgs) -> anyhow::Result<()> {
             parquet_read.mb_per_s(),
             raw_get.mb_per_s(),
             read_ratio
+        );
+        println!(
+            "writers (summed over {workers}): encoding {:.2} s on the blocking pool; waited {:.2} s for encoding, {:.2} s for uploads, {:.2} s for manifests; commit {:.2} s",
+            timings.encoding_s,
+            timings.encode_wait_s,
+            timings.upload_wait_s,
+            timings.manifest_s,
+            commit_s
         );
     }
     Ok(())

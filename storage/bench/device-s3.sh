@@ -4,7 +4,9 @@
 #   bash FOLDER/device-s3.sh NAME:st-s3 NAME:ld-s3 ...   (results in $OUT/results.jsonl).
 # IOBENCH session 4 device run: SeaweedFS pinned to cores 0-7, the benches to cores 8-15.
 # Usage: run.sh PLAN  where PLAN is a list of "BINARY:BENCH" items run in order;
-# BENCH is one of st-s3, st-local, ld-s3, ld-local, st-s3-c8.
+# BENCH is one of st-s3, st-local, ld-s3, ld-local, st-s3-c8, st-s3-c1, st-local-c1 (-cN: N writers);
+# $EXTRA is appended to every storage bench's arguments.
+# Session 5 (WRITE) added the one-writer benches and EXTRA.
 set -u
 D=$(cd "$(dirname "$0")" && pwd)
 B=/tmp/iob; mkdir -p $B
@@ -47,9 +49,12 @@ for item in "$@"; do
     st-s3) args="bench storage --url s3://bench/st$n --size-mib ${MIB:-1100} --json";;
     st-s3-c8) args="bench storage --url s3://bench/st$n --size-mib ${MIB:-1100} --concurrency 8 --read-concurrency 16 --json";;
     st-local) args="bench storage --url /tmp/st$n --size-mib ${MIB:-1100} --json";;
+    st-s3-c1) args="bench storage --url s3://bench/st$n --size-mib ${MIB:-1100} --concurrency 1 --json";;
+    st-local-c1) args="bench storage --url /tmp/st$n --size-mib ${MIB:-1100} --concurrency 1 --json";;
     ld-s3) args="bench loader --skip-windows --s3-url s3://bench/ld$n --s3-mib ${MIB:-1024} --json";;
     ld-local) args="bench loader --skip-windows --s3-url /tmp/ld$n --s3-mib ${MIB:-1024} --json";;
   esac
+  case $bench in st-*) args="$args ${EXTRA:-}";; esac
   w0=$(ticks); s=$(date +%s.%N)
   line=$( { TIMEFORMAT='%U %S'; time "${PIN[@]}" ${BENCH_CPUS:-8-15} $B/$bin $args 2>>$O/log.txt; } 2>$B/t )
   w1=$(ticks); e=$(date +%s.%N)

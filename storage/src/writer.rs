@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+use std::time::Instant;
 
 use arrow::array::AsArray;
 use arrow::datatypes::{Int64Type, SchemaRef};
@@ -25,12 +26,13 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use parquet::arrow::ArrowSchemaConverter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use tokio::io::AsyncWriteExt;
 
-use crate::encode::{DEFAULT_TASK_MIN_BYTES, ShardEncoder};
+use crate::encode::{ShardEncoder, SizeModel};
 use crate::error::{Result, StorageError};
 use crate::location::Location;
 use crate::manifest::{
@@ -57,6 +59,15 @@ pub struct WriterOptions {
     pub upload_part_bytes: usize,
     /// Multipart-upload parts in flight at once, per writer. Default 4.
     pub upload_concurrency: usize,
+    /// Row groups encoded at once, per writer, on tokio's blocking pool (each on one core).
+    /// Default: the cores available, at most 8; values above 16 count as 16. Does not
+    /// change the bytes written.
+    pub encode_parallelism: usize,
+    /// Top-level columns written without Parquet statistics (no min/max in the footer).
+    /// Computing min/max of large binary or list values costs encoding time and footer
+    /// bytes for no use when nothing filters on them. Default: none (chunk-level statistics
+    /// for every column).
+    pub columns_without_statistics: Vec<String>,
     /// This writer's index, `0..workers`.
     pub worker: u32,
     /// Number of writers that together write the dataset. Default 1.
@@ -79,6 +90,8 @@ impl Default for WriterOptions {
             shard_bytes: 256 << 20,
             upload_part_bytes: 16 << 20,
             upload_concurrency: 4,
+            encode_parallelism: default_encode_parallelism(),
+            columns_without_statistics: Vec::new(),
             worker: 0,
             workers: 1,
             schema_version: 1,
@@ -87,6 +100,33 @@ impl Default for WriterOptions {
             length_column: None,
         }
     }
+}
+
+/// The default [`WriterOptions::encode_parallelism`]: the cores available, at most 8.
+pub fn default_encode_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+}
+
+/// Where a writer's time went, summed since it was created (see [`DatasetWriter::timings`]).
+///
+/// `encoding` is work on the blocking pool (it overlaps everything else); the waits are time
+/// the writer's own task spent blocked, i.e. what bounded its rate.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct WriteTimings {
+    /// Seconds of row-group encoding and compression, summed over the encoding tasks.
+    pub encoding_s: f64,
+    /// Seconds waiting for row groups to finish encoding (all encoding tasks busy, or a
+    /// shard being finished).
+    pub encode_wait_s: f64,
+    /// Seconds waiting for the upload to take bytes (all parts in flight) and, at each
+    /// shard's end, for its last parts and the multipart completion.
+    pub upload_wait_s: f64,
+    /// Seconds publishing partial manifests (one PUT per finished shard and one at the end).
+    pub manifest_s: f64,
+    /// Row groups encoded.
+    pub row_groups: u64,
+    /// Shards finished.
+    pub shards: u64,
 }
 
 /// Writes one worker's share of a dataset. See the module docs for the protocol.
@@ -101,6 +141,10 @@ pub struct DatasetWriter {
     open: Option<OpenShard>,
     next_seq: u32,
     nonce: String,
+    /// Compression measured on this writer's finished shards (the next shard starts with it).
+    size_model: SizeModel,
+    /// Timings of finished shards and manifests (the open shard's encoder keeps its own).
+    timings: WriteTimings,
 }
 
 /// The shard being written: its encoder and the multipart upload its bytes go to.
@@ -159,7 +203,7 @@ impl DatasetWriter {
             SCHEMA_VERSION_KEY.to_string(),
             options.schema_version.to_string(),
         ));
-        let properties = WriterProperties::builder()
+        let mut properties = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
             .set_max_row_group_row_count(None)
             .set_max_row_group_bytes(Some(options.row_group_bytes))
@@ -167,8 +211,11 @@ impl DatasetWriter {
             // there (the stored size was identical with and without; storage/BENCHMARKS.md).
             .set_dictionary_enabled(false)
             .set_statistics_enabled(EnabledStatistics::Chunk)
-            .set_key_value_metadata(Some(kv))
-            .build();
+            .set_key_value_metadata(Some(kv));
+        for column in statistics_free_leaves(&schema, &options.columns_without_statistics)? {
+            properties = properties.set_column_statistics_enabled(column, EnabledStatistics::None);
+        }
+        let properties = properties.build();
         Ok(DatasetWriter {
             location,
             schema,
@@ -179,6 +226,8 @@ impl DatasetWriter {
             open: None,
             next_seq,
             nonce: run_nonce(),
+            size_model: SizeModel::default(),
+            timings: WriteTimings::default(),
         })
     }
 
@@ -196,6 +245,15 @@ impl DatasetWriter {
     /// The dataset's schema.
     pub fn schema(&self) -> &SchemaRef {
         &self.schema
+    }
+
+    /// Where this writer's time went so far (including the open shard).
+    pub fn timings(&self) -> WriteTimings {
+        let mut timings = self.timings;
+        if let Some(open) = &self.open {
+            add_encode_timings(&mut timings, &open.encoder);
+        }
+        timings
     }
 
     /// Writes all the rows of one source (e.g. all chains of one input file) in one call.
@@ -220,8 +278,7 @@ impl DatasetWriter {
         }
         let lengths = self.length_stats_of(batch)?;
         if let Some(open) = &self.open
-            && open.encoder.bytes_written() as u64 + open.encoder.in_progress_size() as u64
-                >= self.options.shard_bytes
+            && open.encoder.estimated_size() >= self.options.shard_bytes
         {
             self.close_shard().await?;
         }
@@ -235,7 +292,9 @@ impl DatasetWriter {
             .await
             .map_err(|e| StorageError::from_parquet(path.as_ref(), e))?;
         let encoded = open.encoder.take_output();
+        let start = Instant::now();
         open.upload.write(encoded, &path).await?;
+        self.timings.upload_wait_s += start.elapsed().as_secs_f64();
         open.rows += batch.num_rows() as u64;
         open.source_keys.push(source_key.to_string());
         open.length_stats = match (open.length_stats, lengths) {
@@ -248,11 +307,16 @@ impl DatasetWriter {
     }
 
     /// Closes the open shard, marks this worker complete and publishes its partial manifest.
-    pub async fn finish(mut self) -> Result<PartManifest> {
+    pub async fn finish(self) -> Result<PartManifest> {
+        Ok(self.finish_timed().await?.0)
+    }
+
+    /// [`Self::finish`], also returning where the writer's time went.
+    pub async fn finish_timed(mut self) -> Result<(PartManifest, WriteTimings)> {
         self.close_shard().await?;
         self.part.complete = true;
         self.publish_part().await?;
-        Ok(self.part)
+        Ok((self.part, self.timings))
     }
 
     /// For a single writer (`workers == 1`): [`Self::finish`], then [`commit`].
@@ -310,7 +374,8 @@ impl DatasetWriter {
             self.schema.clone(),
             self.properties.clone(),
             self.options.row_group_bytes,
-            DEFAULT_TASK_MIN_BYTES,
+            self.options.encode_parallelism,
+            self.size_model,
         )
         .map_err(|e| StorageError::from_parquet(path.as_ref(), e))?;
         Ok(OpenShard {
@@ -334,8 +399,13 @@ impl DatasetWriter {
             .await
             .map_err(|e| StorageError::from_parquet(path.as_ref(), e))?;
         let footer = open.encoder.take_output();
+        let start = Instant::now();
         open.upload.write(footer, &path).await?;
         open.upload.complete(&path).await?;
+        self.timings.upload_wait_s += start.elapsed().as_secs_f64();
+        add_encode_timings(&mut self.timings, &open.encoder);
+        self.timings.shards += 1;
+        self.size_model = open.encoder.size_model();
         let written = open.upload;
         let row_groups = metadata.row_groups();
         self.part.manifest.shards.push(ShardInfo {
@@ -360,10 +430,13 @@ impl DatasetWriter {
         let path = self.location.child(&PartManifest::name(self.part.worker));
         let json = serde_json::to_vec_pretty(&self.part).expect("a part manifest serializes");
         let store = self.location.store.clone();
+        let start = Instant::now();
         store
             .put(&path, PutPayload::from(json))
             .await
             .map_err(|e| StorageError::from_store(path.as_ref(), e))?;
+        self.timings.manifest_s += start.elapsed().as_secs_f64();
+        tracing::debug!(worker = self.part.worker, timings = ?self.timings, "partial manifest published");
         Ok(())
     }
 }
@@ -498,6 +571,46 @@ fn relative_name(prefix: &Path, full: &Path) -> String {
     }
 }
 
+/// Adds an encoder's timings to a writer's.
+fn add_encode_timings(timings: &mut WriteTimings, encoder: &ShardEncoder) {
+    let encode = encoder.timings();
+    timings.encoding_s += encode.encoding.as_secs_f64();
+    timings.encode_wait_s += encode.waiting.as_secs_f64();
+    timings.row_groups += encode.row_groups;
+}
+
+/// The Parquet leaf columns of the named top-level fields (a list column's values, a
+/// struct's members), for turning their statistics off.
+fn statistics_free_leaves(
+    schema: &SchemaRef,
+    names: &[String],
+) -> Result<Vec<parquet::schema::types::ColumnPath>> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let descriptor = ArrowSchemaConverter::new()
+        .convert(schema)
+        .map_err(|e| StorageError::InvalidArgument(format!("schema has no Parquet form: {e}")))?;
+    let mut leaves = Vec::new();
+    for name in names {
+        let before = leaves.len();
+        leaves.extend(
+            descriptor
+                .columns()
+                .iter()
+                .filter(|c| c.path().parts().first() == Some(name))
+                .map(|c| c.path().clone()),
+        );
+        if leaves.len() == before {
+            return Err(StorageError::InvalidArgument(format!(
+                "columns_without_statistics names {name:?}, which is not in the schema {:?}",
+                field_names(schema)
+            )));
+        }
+    }
+    Ok(leaves)
+}
+
 fn validate_options(schema: &SchemaRef, options: &WriterOptions) -> Result<()> {
     if options.workers == 0 || options.worker >= options.workers {
         return Err(StorageError::InvalidArgument(format!(
@@ -505,9 +618,14 @@ fn validate_options(schema: &SchemaRef, options: &WriterOptions) -> Result<()> {
             options.worker, options.workers
         )));
     }
-    if options.row_group_bytes == 0 || options.shard_bytes == 0 || options.upload_part_bytes == 0 {
+    if options.row_group_bytes == 0
+        || options.shard_bytes == 0
+        || options.upload_part_bytes == 0
+        || options.encode_parallelism == 0
+    {
         return Err(StorageError::InvalidArgument(
-            "row_group_bytes, shard_bytes and upload_part_bytes must be positive".into(),
+            "row_group_bytes, shard_bytes, upload_part_bytes and encode_parallelism must be positive"
+                .into(),
         ));
     }
     for column in [&options.source_key_column, &options.length_column]
