@@ -1,10 +1,26 @@
 //! The Arrow schema of one dataset row (one protein chain) and the conversions between
 //! [`ChainRecord`]s and Arrow record batches.
 //!
-//! Big arrays are flat lists of primitives (row-major, the logical shape in each column's
-//! doc), so a reader pays no per-element parsing and pyarrow, DuckDB and Polars read
-//! them as plain lists. The schema carries [`SCHEMA_VERSION`] and the residue-constant
-//! and residue-name table versions in its key-value metadata.
+//! Small per-residue arrays are flat lists of primitives (row-major, the logical shape in
+//! each column's doc). The big arrays are binary values, one per row, little-endian
+//! (`numpy.frombuffer` reads them): Parquet encodes a binary value with no per-element
+//! work, where a list pays repetition levels and a widening to 32 bits per element.
+//! Since schema version 2 they are also stored without their zeros:
+//!
+//! - `all_atom_mask`, `template_all_atom_mask`: one byte (0 or 1) per atom;
+//! - `all_atom_positions_masked`, `template_all_atom_positions_masked`: the `[x, y, z]`
+//!   f32 triples of the atoms whose mask is 1, in atom order (the others are 0.0 in a
+//!   record built by ingest). A row whose masked-out positions are not all zero bits
+//!   stores every atom's triple instead; the two forms are told apart by length (they
+//!   coincide when every atom is present), so any record round-trips bit for bit;
+//! - `deletion_matrix_sparse`: the non-zero deletion counts (≈ 98 % of a real MSA's are
+//!   zero) as 6-byte pairs (u32 index into the row-major `[m][n]` matrix, ascending; u16
+//!   count).
+//!
+//! [`batch_to_rows`] expands them back to the dense [`ChainRecord`] arrays, so the
+//! features a loader computes from a row are identical to the record ingest built. The
+//! schema carries [`SCHEMA_VERSION`] and the residue-constant and residue-name table
+//! versions in its key-value metadata.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -13,10 +29,9 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Float32Array, Int64Array, ListArray,
     PrimitiveArray, RecordBatch, StringArray, UInt32Array, UInt64Array,
 };
-use arrow::buffer::OffsetBuffer;
+use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{
     ArrowPrimitiveType, DataType, Field, Float32Type, Int8Type, Int32Type, Schema, SchemaRef,
-    UInt8Type,
 };
 use scalefold_featurize::ChainRecord;
 use scalefold_featurize::residue_constants::RESIDUE_CONSTANTS_VERSION;
@@ -26,7 +41,11 @@ use crate::job::IngestError;
 use crate::residue_names::RESIDUE_NAME_TABLE_VERSION;
 
 /// Version of this schema; bump with any change of columns or their meaning.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// 1: lists of primitives for every array, dense binary MSA and deletion matrix.
+/// 2: atom masks as binary, positions of masked atoms only, sparse deletion matrix
+///    (same information; the module doc has the layouts).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Column holding the source key (the structure file a row came from).
 pub const SOURCE_KEY_COLUMN: &str = "source_key";
@@ -148,25 +167,29 @@ pub fn chain_schema() -> SchemaRef {
             list_of("aatype", DataType::Int8),
             list_of("residue_index", DataType::Int32),
             list_of("between_segment_residues", DataType::Int8),
-            // [n][37][3] and [n][37]
-            list_of("all_atom_positions", DataType::Float32),
-            list_of("all_atom_mask", DataType::UInt8),
+            // [n][37] mask bytes; f32 triples of the masked atoms (module doc)
+            Field::new("all_atom_positions_masked", DataType::Binary, false),
+            Field::new("all_atom_mask", DataType::Binary, false),
             Field::new("resolution", DataType::Float32, false),
             Field::new("release_date", DataType::Utf8, true),
             Field::new("structure_method", DataType::Utf8, false),
             Field::new("is_distillation", DataType::Boolean, false),
             Field::new("num_alignments", DataType::UInt32, false),
-            // [m][n]: MSA ids as bytes, and deletions as little-endian u16 pairs (binary
-            // values: one value per row, so encoding costs nothing per element).
+            // [m][n]: MSA ids as bytes, and the non-zero deletions as (u32 index, u16
+            // count) pairs (binary values: one value per row, nothing per element).
             Field::new("msa", DataType::Binary, false),
-            Field::new("deletion_matrix", DataType::Binary, false),
+            Field::new("deletion_matrix_sparse", DataType::Binary, false),
             // [m]
             list_of("msa_species_ids", DataType::Utf8),
             Field::new("num_templates", DataType::UInt32, false),
-            // [t][n], [t][n][37][3], [t][n][37], [t], [t]
+            // [t][n]; masked f32 triples and [t][n][37] mask bytes (as above); [t], [t]
             list_of("template_aatype", DataType::Int8),
-            list_of("template_all_atom_positions", DataType::Float32),
-            list_of("template_all_atom_mask", DataType::UInt8),
+            Field::new(
+                "template_all_atom_positions_masked",
+                DataType::Binary,
+                false,
+            ),
+            Field::new("template_all_atom_mask", DataType::Binary, false),
             list_of("template_sum_probs", DataType::Float32),
             list_of("template_domain_names", DataType::Utf8),
             Field::new("cluster_id", DataType::Int64, false),
@@ -222,6 +245,64 @@ fn string_list(rows: &[ChainRow], values: impl Fn(&ChainRow) -> &[String]) -> Ar
     Arc::new(ListArray::new(item, offsets, Arc::new(flat), None))
 }
 
+/// A binary column with one value per row, written by `write` straight into the array's
+/// value buffer (no allocation per row).
+fn binary_column(rows: &[ChainRow], write: impl Fn(&ChainRow, &mut Vec<u8>)) -> ArrayRef {
+    let mut values = Vec::new();
+    let mut offsets = Vec::with_capacity(rows.len() + 1);
+    offsets.push(0i32);
+    for row in rows {
+        write(row, &mut values);
+        // A record batch of more than 2 GiB in one binary column is far beyond any chain;
+        // the conversion below saturates rather than wraps, and arrow rejects it.
+        offsets.push(i32::try_from(values.len()).unwrap_or(i32::MAX));
+    }
+    Arc::new(BinaryArray::new(
+        OffsetBuffer::new(ScalarBuffer::from(offsets)),
+        Buffer::from_vec(values),
+        None,
+    ))
+}
+
+/// Appends the little-endian `[x, y, z]` of every atom whose mask is non-zero, or, when a
+/// masked-out atom has a position other than +0.0, every atom's (the module doc's layout).
+fn masked_positions(positions: &[f32], mask: &[u8], out: &mut Vec<u8>) {
+    if positions.len() != mask.len() * 3 {
+        // Not a valid record (its reader's validation names the field): stored as it is.
+        out.extend_from_slice(&le_bytes(positions));
+        return;
+    }
+    let start = out.len();
+    let present = mask.iter().filter(|&&m| m != 0).count();
+    out.reserve(present * 12);
+    for (xyz, &m) in positions.chunks_exact(3).zip(mask) {
+        if m != 0 {
+            out.extend_from_slice(&le_bytes(xyz));
+        } else if xyz.iter().any(|v| v.to_bits() != 0) {
+            out.truncate(start);
+            out.extend_from_slice(&le_bytes(positions));
+            return;
+        }
+    }
+}
+
+/// Appends the non-zero entries of a row-major deletion matrix as (u32 index, u16 count)
+/// little-endian pairs.
+fn sparse_deletions(deletions: &[u16], out: &mut Vec<u8>) {
+    // Eight columns at a time: almost every block of a real MSA is all zeros.
+    for (block, values) in deletions.chunks(8).enumerate() {
+        if values.iter().fold(0, |acc, &v| acc | v) == 0 {
+            continue;
+        }
+        for (k, &v) in values.iter().enumerate() {
+            if v != 0 {
+                out.extend_from_slice(&((block * 8 + k) as u32).to_le_bytes());
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+}
+
 /// Converts rows to one record batch of [`chain_schema`].
 pub fn rows_to_batch(rows: &[ChainRow]) -> Result<RecordBatch, IngestError> {
     let strings = |f: fn(&ChainRow) -> &str| -> ArrayRef {
@@ -238,8 +319,12 @@ pub fn rows_to_batch(rows: &[ChainRow]) -> Result<RecordBatch, IngestError> {
         primitive_list::<Int8Type, _>(rows, |r| &r.record.aatype),
         primitive_list::<Int32Type, _>(rows, |r| &r.record.residue_index),
         primitive_list::<Int8Type, _>(rows, |r| &r.record.between_segment_residues),
-        primitive_list::<Float32Type, _>(rows, |r| &r.record.all_atom_positions),
-        primitive_list::<UInt8Type, _>(rows, |r| &r.record.all_atom_mask),
+        binary_column(rows, |r, out| {
+            masked_positions(&r.record.all_atom_positions, &r.record.all_atom_mask, out)
+        }),
+        binary_column(rows, |r, out| {
+            out.extend_from_slice(&r.record.all_atom_mask)
+        }),
         Arc::new(Float32Array::from_iter_values(
             rows.iter().map(|r| r.record.resolution),
         )),
@@ -251,17 +336,20 @@ pub fn rows_to_batch(rows: &[ChainRow]) -> Result<RecordBatch, IngestError> {
             rows.iter().map(|r| Some(r.record.is_distillation)),
         )),
         u32s(|r| r.record.num_alignments),
-        Arc::new(BinaryArray::from_iter_values(
-            rows.iter().map(|r| r.record.msa.as_slice()),
-        )),
-        Arc::new(BinaryArray::from_iter_values(
-            rows.iter().map(|r| le_bytes(&r.record.deletion_matrix)),
-        )),
+        binary_column(rows, |r, out| out.extend_from_slice(&r.record.msa)),
+        binary_column(rows, |r, out| {
+            sparse_deletions(&r.record.deletion_matrix, out)
+        }),
         string_list(rows, |r| &r.record.msa_species_ids),
         u32s(|r| r.record.templates.num_templates),
         primitive_list::<Int8Type, _>(rows, |r| &r.record.templates.aatype),
-        primitive_list::<Float32Type, _>(rows, |r| &r.record.templates.all_atom_positions),
-        primitive_list::<UInt8Type, _>(rows, |r| &r.record.templates.all_atom_mask),
+        binary_column(rows, |r, out| {
+            let t = &r.record.templates;
+            masked_positions(&t.all_atom_positions, &t.all_atom_mask, out)
+        }),
+        binary_column(rows, |r, out| {
+            out.extend_from_slice(&r.record.templates.all_atom_mask)
+        }),
         primitive_list::<Float32Type, _>(rows, |r| &r.record.templates.sum_probs),
         string_list(rows, |r| &r.record.templates.domain_names),
         Arc::new(Int64Array::from_iter_values(
@@ -283,21 +371,82 @@ pub fn rows_to_batch(rows: &[ChainRow]) -> Result<RecordBatch, IngestError> {
     })
 }
 
-/// Little-endian u16 pairs back to numbers.
-fn u16s(bytes: &[u8], chain: &str) -> Result<Vec<u16>, IngestError> {
-    if !bytes.len().is_multiple_of(2) {
-        return Err(IngestError::Schema {
-            chain: chain.to_string(),
-            reason: format!(
-                "deletion_matrix has {} bytes, expected an even number (u16 pairs)",
+fn schema_error(chain: &str, reason: String) -> IngestError {
+    IngestError::Schema {
+        chain: chain.to_string(),
+        reason,
+    }
+}
+
+/// `deletion_matrix_sparse` back to the dense `[m][n]` matrix of `cells` values.
+fn dense_deletions(bytes: &[u8], cells: usize, chain: &str) -> Result<Vec<u16>, IngestError> {
+    if !bytes.len().is_multiple_of(6) {
+        return Err(schema_error(
+            chain,
+            format!(
+                "deletion_matrix_sparse has {} bytes, expected (u32 index, u16 count) pairs of 6 bytes",
                 bytes.len()
             ),
-        });
+        ));
     }
-    Ok(bytes
-        .chunks_exact(2)
-        .map(|p| u16::from_le_bytes([p[0], p[1]]))
-        .collect())
+    let mut dense = vec![0u16; cells];
+    let mut next = 0usize;
+    for pair in bytes.chunks_exact(6) {
+        let index = u32::from_le_bytes([pair[0], pair[1], pair[2], pair[3]]) as usize;
+        if index < next || index >= cells {
+            return Err(schema_error(
+                chain,
+                format!(
+                    "deletion_matrix_sparse index {index} is out of order or outside the {cells} cells of the MSA"
+                ),
+            ));
+        }
+        dense[index] = u16::from_le_bytes([pair[4], pair[5]]);
+        next = index + 1;
+    }
+    Ok(dense)
+}
+
+/// Little-endian f32 values of a binary value.
+fn f32s(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// A `*_positions_masked` value back to dense `[atoms][3]` positions, given the mask of
+/// the same atoms.
+fn dense_positions(
+    bytes: &[u8],
+    mask: &[u8],
+    column: &str,
+    chain: &str,
+) -> Result<Vec<f32>, IngestError> {
+    let atoms = mask.len();
+    if bytes.len() == atoms * 12 {
+        return Ok(f32s(bytes).collect());
+    }
+    let present = mask.iter().filter(|&&m| m != 0).count();
+    if bytes.len() != present * 12 {
+        return Err(schema_error(
+            chain,
+            format!(
+                "{column} has {} bytes, expected 12 per masked atom ({present}) or per atom ({atoms})",
+                bytes.len()
+            ),
+        ));
+    }
+    let mut dense = vec![0f32; atoms * 3];
+    let mut values = f32s(bytes);
+    for (xyz, _) in dense
+        .chunks_exact_mut(3)
+        .zip(mask)
+        .filter(|(_, m)| **m != 0)
+    {
+        xyz.iter_mut()
+            .for_each(|v| *v = values.next().unwrap_or_default());
+    }
+    Ok(dense)
 }
 
 /// Reads the rows of a batch of [`chain_schema`] back (checking each record's invariants).
@@ -387,47 +536,59 @@ pub fn batch_to_rows(batch: &RecordBatch) -> Result<Vec<ChainRow>, IngestError> 
             .ok_or_else(|| wrong(name))
     };
     let msa = binary("msa")?;
-    let deletion_matrix = binary("deletion_matrix")?;
+    let deletion_matrix = binary("deletion_matrix_sparse")?;
+    let positions = binary("all_atom_positions_masked")?;
+    let mask = binary("all_atom_mask")?;
+    let template_positions = binary("template_all_atom_positions_masked")?;
+    let template_mask = binary("template_all_atom_mask")?;
     let names = [
         "aatype",
         "residue_index",
         "between_segment_residues",
-        "all_atom_positions",
-        "all_atom_mask",
         "msa_species_ids",
         "template_aatype",
-        "template_all_atom_positions",
-        "template_all_atom_mask",
         "template_sum_probs",
         "template_domain_names",
     ];
     let l: Vec<&ListArray> = names.iter().map(|n| lists(n)).collect::<Result<_, _>>()?;
     let mut out = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
+        let id = chain.value(i);
+        let cells = num_alignments.value(i) as usize * seq_length.value(i) as usize;
         let record = ChainRecord {
-            chain_id: chain.value(i).to_string(),
+            chain_id: id.to_string(),
             sequence: sequence.value(i).to_string(),
             aatype: values::<Int8Type>(l[0], i, names[0])?,
             residue_index: values::<Int32Type>(l[1], i, names[1])?,
             seq_length: seq_length.value(i),
             between_segment_residues: values::<Int8Type>(l[2], i, names[2])?,
-            all_atom_positions: values::<Float32Type>(l[3], i, names[3])?,
-            all_atom_mask: values::<UInt8Type>(l[4], i, names[4])?,
+            all_atom_positions: dense_positions(
+                positions.value(i),
+                mask.value(i),
+                "all_atom_positions_masked",
+                id,
+            )?,
+            all_atom_mask: mask.value(i).to_vec(),
             resolution: resolution.value(i),
             release_date: release.is_valid(i).then(|| release.value(i).to_string()),
             structure_method: method.value(i).to_string(),
             is_distillation: distillation.value(i),
             msa: msa.value(i).to_vec(),
-            deletion_matrix: u16s(deletion_matrix.value(i), chain.value(i))?,
+            deletion_matrix: dense_deletions(deletion_matrix.value(i), cells, id)?,
             num_alignments: num_alignments.value(i),
-            msa_species_ids: texts(l[5], i, names[5])?,
+            msa_species_ids: texts(l[3], i, names[3])?,
             templates: TemplateFeatures {
                 num_templates: num_templates.value(i),
-                aatype: values::<Int8Type>(l[6], i, names[6])?,
-                all_atom_positions: values::<Float32Type>(l[7], i, names[7])?,
-                all_atom_mask: values::<UInt8Type>(l[8], i, names[8])?,
-                sum_probs: values::<Float32Type>(l[9], i, names[9])?,
-                domain_names: texts(l[10], i, names[10])?,
+                aatype: values::<Int8Type>(l[4], i, names[4])?,
+                all_atom_positions: dense_positions(
+                    template_positions.value(i),
+                    template_mask.value(i),
+                    "template_all_atom_positions_masked",
+                    id,
+                )?,
+                all_atom_mask: template_mask.value(i).to_vec(),
+                sum_probs: values::<Float32Type>(l[5], i, names[5])?,
+                domain_names: texts(l[6], i, names[6])?,
             },
         };
         record.validate().map_err(|e| IngestError::Schema {
@@ -443,4 +604,69 @@ pub fn batch_to_rows(batch: &RecordBatch) -> Result<Vec<ChainRow>, IngestError> 
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masked_positions_store_only_masked_atoms_and_expand_back() {
+        let mask = [1u8, 0, 1, 0];
+        let positions = [1.0, 2.0, 3.0, 0.0, 0.0, 0.0, -4.5, 5.0, 6.0, 0.0, 0.0, 0.0];
+        let mut stored = Vec::new();
+        masked_positions(&positions, &mask, &mut stored);
+        assert_eq!(stored.len(), 2 * 12);
+        let back = dense_positions(&stored, &mask, "p", "x_A").unwrap();
+        assert_eq!(back, positions);
+    }
+
+    #[test]
+    fn masked_positions_fall_back_to_every_atom_when_a_masked_out_one_is_not_zero() {
+        let mask = [1u8, 0];
+        for odd in [7.0f32, -0.0] {
+            let positions = [1.0, 2.0, 3.0, 0.0, odd, 0.0];
+            let mut stored = vec![9u8];
+            masked_positions(&positions, &mask, &mut stored);
+            assert_eq!(stored.len(), 1 + 6 * 4);
+            let back = dense_positions(&stored[1..], &mask, "p", "x_A").unwrap();
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&back), bits(&positions));
+        }
+    }
+
+    #[test]
+    fn masked_positions_of_the_wrong_length_are_an_error_naming_the_column() {
+        let err = dense_positions(&[0u8; 12 * 3], &[1, 0, 1, 0], "template_p", "x_A")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("template_p") && err.contains("x_A"), "{err}");
+    }
+
+    #[test]
+    fn sparse_deletions_keep_nonzero_cells_and_expand_back() {
+        let mut dense = vec![0u16; 37];
+        dense[0] = 1;
+        dense[9] = u16::MAX;
+        dense[36] = 2;
+        let mut stored = Vec::new();
+        sparse_deletions(&dense, &mut stored);
+        assert_eq!(stored.len(), 3 * 6);
+        assert_eq!(dense_deletions(&stored, 37, "x_A").unwrap(), dense);
+    }
+
+    #[test]
+    fn corrupt_sparse_deletions_are_errors() {
+        let pair = |i: u32, v: u16| [i.to_le_bytes().as_slice(), &v.to_le_bytes()].concat();
+        let unordered = [pair(5, 1), pair(3, 1)].concat();
+        let outside = pair(10, 1);
+        for (bytes, expected) in [
+            (unordered, "out of order"),
+            (outside, "outside the 10 cells"),
+            (vec![0u8; 7], "6 bytes"),
+        ] {
+            let err = dense_deletions(&bytes, 10, "x_A").unwrap_err().to_string();
+            assert!(err.contains(expected) && err.contains("x_A"), "{err}");
+        }
+    }
 }
