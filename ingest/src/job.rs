@@ -44,7 +44,9 @@ pub use error::IngestError;
 pub use process::{Filters, TemplateCache};
 pub use report::{IngestReport, LineKind, Progress, ReportLine};
 
-use crate::schema::{LENGTH_COLUMN, SCHEMA_VERSION, SOURCE_KEY_COLUMN, chain_schema};
+use crate::schema::{
+    LENGTH_COLUMN, SCHEMA_VERSION, SOURCE_KEY_COLUMN, array_columns, chain_schema,
+};
 
 /// Everything the job needs to know.
 #[derive(Debug, Clone)]
@@ -190,6 +192,7 @@ pub async fn ingest(
                 .collect::<BTreeMap<_, _>>(),
             source_key_column: Some(SOURCE_KEY_COLUMN.to_string()),
             length_column: Some(LENGTH_COLUMN.to_string()),
+            columns_without_statistics: array_columns(),
             ..WriterOptions::default()
         };
         writers.push(DatasetWriter::create(&config.out, chain_schema(), options).await?);

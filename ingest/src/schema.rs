@@ -217,6 +217,18 @@ pub fn chain_schema() -> SchemaRef {
     SCHEMA.clone()
 }
 
+/// The array columns (every list and binary column): written without Parquet min/max
+/// statistics, which nothing filters on and which cost encoding time (the scalar columns
+/// keep theirs).
+pub fn array_columns() -> Vec<String> {
+    chain_schema()
+        .fields()
+        .iter()
+        .filter(|f| matches!(f.data_type(), DataType::List(_) | DataType::Binary))
+        .map(|f| f.name().clone())
+        .collect()
+}
+
 /// A list column of primitives from one flat value vector per row.
 fn primitive_list<T, V>(rows: &[ChainRow], values: impl Fn(&ChainRow) -> &[V]) -> ArrayRef
 where
