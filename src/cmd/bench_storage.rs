@@ -183,13 +183,7 @@ async fn bench(args: BenchStorageArgs) -> anyhow::Result<()> {
     // Summed over the writers: where their time went (see `WriteTimings`).
     let mut timings = WriteTimings::default();
     for task in tasks {
-        let (_, t) = task.await.context("writer task")??;
-        timings.encoding_s += t.encoding_s;
-        timings.encode_wait_s += t.encode_wait_s;
-        timings.upload_wait_s += t.upload_wait_s;
-        timings.manifest_s += t.manifest_s;
-        timings.row_groups += t.row_groups;
-        timings.shards += t.shards;
+        timings += task.await.context("writer task")??.1;
     }
     let commit_start = Instant::now();
     let manifest = scalefold_storage::commit(&ds_url).await?.manifest;
@@ -333,10 +327,12 @@ async fn bench(args: BenchStorageArgs) -> anyhow::Result<()> {
             read_ratio
         );
         println!(
-            "writers (summed over {workers}): encoding {:.2} s on the blocking pool; waited {:.2} s for encoding, {:.2} s for uploads, {:.2} s for manifests; commit {:.2} s",
+            "writers (summed over {workers}): encoding {:.2} s on the blocking pool, shard closes {:.2} s; waited {:.2} s for encoding, {:.2} s for uploads, {:.2} s for shard closes, {:.2} s for manifests; commit {:.2} s",
             timings.encoding_s,
+            timings.shard_close_s,
             timings.encode_wait_s,
             timings.upload_wait_s,
+            timings.close_wait_s,
             timings.manifest_s,
             commit_s
         );

@@ -168,10 +168,12 @@ impl ShardEncoder {
         (self.dispatched_estimate + self.pending.arrow_bytes as f64 * self.ratio) as u64
     }
 
-    /// The compression of this file's appended row groups plus the prior shards'.
-    pub(crate) fn size_model(&self) -> SizeModel {
+    /// The compression of the prior shards plus this file's row groups that are settled
+    /// whatever the timing (all but the last [`RATIO_LAG`] dispatched), for the next shard.
+    pub(crate) fn settled_size_model(&self) -> SizeModel {
         let mut model = self.prior;
-        self.appended.iter().for_each(|g| model.add(*g));
+        let settled = self.dispatched.saturating_sub(RATIO_LAG);
+        self.appended[..settled].iter().for_each(|g| model.add(*g));
         model
     }
 
@@ -278,10 +280,7 @@ impl ShardEncoder {
             self.append_oldest().await?;
         }
         self.dispatch()?;
-        let known = self.dispatched.saturating_sub(RATIO_LAG);
-        let mut model = self.prior;
-        self.appended[..known].iter().for_each(|g| model.add(*g));
-        self.ratio = model.ratio();
+        self.ratio = self.settled_size_model().ratio();
         Ok(())
     }
 

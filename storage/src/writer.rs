@@ -5,7 +5,9 @@
 //! 1. Worker `i` of `n` writes shards named `shards/wIIIII-SSSSSS-NONCE.parquet`; no two
 //!    writers (nor two runs of one writer) ever write the same object.
 //! 2. After each shard is complete, the worker rewrites its partial manifest
-//!    `_parts/worker-IIIII.json` (one atomic PUT) listing its finished shards.
+//!    `_parts/worker-IIIII.json` (one atomic PUT) listing its finished shards. A shard is
+//!    finished (its last row groups encoded, its last parts uploaded, its multipart upload
+//!    completed) in the background while the next shard is written; at most one at a time.
 //! 3. [`commit`] merges all partial manifests into `manifest.json` once every worker has
 //!    finished, and removes shard objects that no partial manifest names (leftovers of
 //!    interrupted runs).
@@ -31,8 +33,9 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use tokio::io::AsyncWriteExt;
+use tokio::task::JoinHandle;
 
-use crate::encode::{ShardEncoder, SizeModel};
+use crate::encode::{EncodeTimings, ShardEncoder, SizeModel};
 use crate::error::{Result, StorageError};
 use crate::location::Location;
 use crate::manifest::{
@@ -118,15 +121,34 @@ pub struct WriteTimings {
     /// Seconds waiting for row groups to finish encoding (all encoding tasks busy, or a
     /// shard being finished).
     pub encode_wait_s: f64,
-    /// Seconds waiting for the upload to take bytes (all parts in flight) and, at each
-    /// shard's end, for its last parts and the multipart completion.
+    /// Seconds waiting for the upload to take bytes (all parts in flight).
     pub upload_wait_s: f64,
+    /// Seconds finishing shards (their last row groups, last parts and multipart
+    /// completion), summed; every shard but the last is finished in the background.
+    pub shard_close_s: f64,
+    /// Seconds waiting for a shard to finish (the previous one still finishing when the
+    /// next rolled, or the last ones at [`DatasetWriter::finish`]).
+    pub close_wait_s: f64,
     /// Seconds publishing partial manifests (one PUT per finished shard and one at the end).
     pub manifest_s: f64,
     /// Row groups encoded.
     pub row_groups: u64,
     /// Shards finished.
     pub shards: u64,
+}
+
+impl std::ops::AddAssign for WriteTimings {
+    /// Sums two writers' timings (e.g. the workers of one job).
+    fn add_assign(&mut self, other: WriteTimings) {
+        self.encoding_s += other.encoding_s;
+        self.encode_wait_s += other.encode_wait_s;
+        self.upload_wait_s += other.upload_wait_s;
+        self.shard_close_s += other.shard_close_s;
+        self.close_wait_s += other.close_wait_s;
+        self.manifest_s += other.manifest_s;
+        self.row_groups += other.row_groups;
+        self.shards += other.shards;
+    }
 }
 
 /// Writes one worker's share of a dataset. See the module docs for the protocol.
@@ -139,6 +161,8 @@ pub struct DatasetWriter {
     /// Source keys in finished shards of any worker, plus those written in this run.
     seen_keys: HashSet<String>,
     open: Option<OpenShard>,
+    /// The previous shard, being finished in the background.
+    closing: Option<JoinHandle<Result<ClosedShard>>>,
     next_seq: u32,
     nonce: String,
     /// Compression measured on this writer's finished shards (the next shard starts with it).
@@ -150,6 +174,7 @@ pub struct DatasetWriter {
 /// The shard being written: its encoder and the multipart upload its bytes go to.
 struct OpenShard {
     name: String,
+    path: Path,
     encoder: ShardEncoder,
     upload: ChecksumWriter,
     rows: u64,
@@ -224,6 +249,7 @@ impl DatasetWriter {
             part,
             seen_keys,
             open: None,
+            closing: None,
             next_seq,
             nonce: run_nonce(),
             size_model: SizeModel::default(),
@@ -251,7 +277,7 @@ impl DatasetWriter {
     pub fn timings(&self) -> WriteTimings {
         let mut timings = self.timings;
         if let Some(open) = &self.open {
-            add_encode_timings(&mut timings, &open.encoder);
+            add_encode_timings(&mut timings, &open.encoder.timings());
         }
         timings
     }
@@ -277,16 +303,28 @@ impl DatasetWriter {
             });
         }
         let lengths = self.length_stats_of(batch)?;
+        if self
+            .closing
+            .as_ref()
+            .is_some_and(|closing| closing.is_finished())
+        {
+            self.await_closing().await?;
+        }
         if let Some(open) = &self.open
             && open.encoder.estimated_size() >= self.options.shard_bytes
         {
-            self.close_shard().await?;
+            let open = self.open.take().expect("the open shard was just seen");
+            // The next shard's row groups assume the compression seen so far; only groups
+            // that are settled whatever the timing count, so the files stay deterministic.
+            self.size_model = open.encoder.settled_size_model();
+            self.await_closing().await?;
+            self.closing = Some(tokio::spawn(open.close()));
         }
         if self.open.is_none() {
             self.open = Some(self.open_shard()?);
         }
         let open = self.open.as_mut().expect("a shard was just opened");
-        let path = self.location.child(&open.name);
+        let path = open.path.clone();
         open.encoder
             .write(batch)
             .await
@@ -313,7 +351,13 @@ impl DatasetWriter {
 
     /// [`Self::finish`], also returning where the writer's time went.
     pub async fn finish_timed(mut self) -> Result<(PartManifest, WriteTimings)> {
-        self.close_shard().await?;
+        self.await_closing().await?;
+        if let Some(open) = self.open.take() {
+            let start = Instant::now();
+            let closed = open.close().await;
+            self.timings.close_wait_s += start.elapsed().as_secs_f64();
+            self.record_closed(closed?).await?;
+        }
         self.part.complete = true;
         self.publish_part().await?;
         Ok((self.part, self.timings))
@@ -380,6 +424,7 @@ impl DatasetWriter {
         .map_err(|e| StorageError::from_parquet(path.as_ref(), e))?;
         Ok(OpenShard {
             name,
+            path,
             encoder,
             upload: ChecksumWriter::new(upload),
             rows: 0,
@@ -388,39 +433,28 @@ impl DatasetWriter {
         })
     }
 
-    async fn close_shard(&mut self) -> Result<()> {
-        let Some(mut open) = self.open.take() else {
+    /// Waits for the shard being finished in the background, if any, and records it.
+    async fn await_closing(&mut self) -> Result<()> {
+        let Some(closing) = self.closing.take() else {
             return Ok(());
         };
-        let path = self.location.child(&open.name);
-        let metadata = open
-            .encoder
-            .finish()
-            .await
-            .map_err(|e| StorageError::from_parquet(path.as_ref(), e))?;
-        let footer = open.encoder.take_output();
         let start = Instant::now();
-        open.upload.write(footer, &path).await?;
-        open.upload.complete(&path).await?;
-        self.timings.upload_wait_s += start.elapsed().as_secs_f64();
-        add_encode_timings(&mut self.timings, &open.encoder);
+        let closed = closing.await.map_err(|join| {
+            StorageError::InvalidArgument(format!(
+                "the task finishing a shard of {} failed: {join}",
+                self.location.url
+            ))
+        })?;
+        self.timings.close_wait_s += start.elapsed().as_secs_f64();
+        self.record_closed(closed?).await
+    }
+
+    /// Adds a finished shard to this worker's partial manifest and publishes it.
+    async fn record_closed(&mut self, closed: ClosedShard) -> Result<()> {
+        add_encode_timings(&mut self.timings, &closed.encode);
+        self.timings.shard_close_s += closed.close_s;
         self.timings.shards += 1;
-        self.size_model = open.encoder.size_model();
-        let written = open.upload;
-        let row_groups = metadata.row_groups();
-        self.part.manifest.shards.push(ShardInfo {
-            name: open.name,
-            rows: open.rows,
-            bytes: written.bytes,
-            checksum: format_checksum(written.crc),
-            row_group_rows: row_groups.iter().map(|rg| rg.num_rows() as u64).collect(),
-            row_group_bytes: row_groups
-                .iter()
-                .map(|rg| rg.compressed_size() as u64)
-                .collect(),
-            source_keys: open.source_keys,
-            length_stats: open.length_stats,
-        });
+        self.part.manifest.shards.push(closed.info);
         self.publish_part().await
     }
 
@@ -571,9 +605,50 @@ fn relative_name(prefix: &Path, full: &Path) -> String {
     }
 }
 
+/// A finished shard: its manifest entry and what finishing it took.
+struct ClosedShard {
+    info: ShardInfo,
+    encode: EncodeTimings,
+    close_s: f64,
+}
+
+impl OpenShard {
+    /// Encodes the last row groups, uploads the rest of the file and completes the
+    /// multipart upload; returns the shard's manifest entry.
+    async fn close(mut self) -> Result<ClosedShard> {
+        let start = Instant::now();
+        let metadata = self
+            .encoder
+            .finish()
+            .await
+            .map_err(|e| StorageError::from_parquet(self.path.as_ref(), e))?;
+        let rest = self.encoder.take_output();
+        self.upload.write(rest, &self.path).await?;
+        self.upload.complete(&self.path).await?;
+        let row_groups = metadata.row_groups();
+        let info = ShardInfo {
+            name: self.name,
+            rows: self.rows,
+            bytes: self.upload.bytes,
+            checksum: format_checksum(self.upload.crc),
+            row_group_rows: row_groups.iter().map(|rg| rg.num_rows() as u64).collect(),
+            row_group_bytes: row_groups
+                .iter()
+                .map(|rg| rg.compressed_size() as u64)
+                .collect(),
+            source_keys: self.source_keys,
+            length_stats: self.length_stats,
+        };
+        Ok(ClosedShard {
+            info,
+            encode: self.encoder.timings(),
+            close_s: start.elapsed().as_secs_f64(),
+        })
+    }
+}
+
 /// Adds an encoder's timings to a writer's.
-fn add_encode_timings(timings: &mut WriteTimings, encoder: &ShardEncoder) {
-    let encode = encoder.timings();
+fn add_encode_timings(timings: &mut WriteTimings, encode: &EncodeTimings) {
     timings.encoding_s += encode.encoding.as_secs_f64();
     timings.encode_wait_s += encode.waiting.as_secs_f64();
     timings.row_groups += encode.row_groups;
@@ -762,5 +837,157 @@ mod tests {
             });
         }
         let _ = check;
+    }
+
+    use arrow::array::{ArrayRef, BinaryArray, Float32Builder, Int32Array, ListBuilder};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("length", DataType::Int32, false),
+            Field::new(
+                "values",
+                DataType::List(Arc::new(Field::new("item", DataType::Float32, true))),
+                false,
+            ),
+            Field::new("payload", DataType::Binary, false),
+        ]))
+    }
+
+    /// Source `i`: two rows of pseudo-random lengths, values and payloads.
+    fn source(i: u64) -> RecordBatch {
+        let mut state = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut lengths, mut payloads) = (Vec::new(), Vec::new());
+        let mut values = ListBuilder::new(Float32Builder::new());
+        for _ in 0..2 {
+            let length = 50 + (next() % 200) as usize;
+            lengths.push(length as i32);
+            for _ in 0..length {
+                values.values().append_value((next() % 1000) as f32 / 4.0);
+            }
+            values.append(true);
+            payloads.push(
+                (0..length * 6)
+                    .map(|_| (next() % 22) as u8)
+                    .collect::<Vec<u8>>(),
+            );
+        }
+        RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(Int32Array::from(lengths)) as ArrayRef,
+                Arc::new(values.finish()),
+                Arc::new(BinaryArray::from_iter_values(payloads)),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// Writes sources `0..n` to `url` as one writer; returns the manifest, each shard's
+    /// bytes and the writer's timings.
+    async fn write(
+        url: &str,
+        n: u64,
+        options: WriterOptions,
+    ) -> (Manifest, Vec<Bytes>, WriteTimings) {
+        let mut writer = DatasetWriter::create(url, schema(), options).await.unwrap();
+        for i in 0..n {
+            writer
+                .write_source(&format!("s{i}"), &source(i))
+                .await
+                .unwrap();
+        }
+        let (_, timings) = writer.finish_timed().await.unwrap();
+        let manifest = commit(url).await.unwrap().manifest;
+        let location = Location::parse(url).unwrap();
+        let mut shards = Vec::new();
+        for shard in &manifest.shards {
+            shards.push(
+                get_bytes(&location.store, &location.child(&shard.name))
+                    .await
+                    .unwrap(),
+            );
+        }
+        (manifest, shards, timings)
+    }
+
+    fn small(encode_parallelism: usize) -> WriterOptions {
+        WriterOptions {
+            row_group_bytes: 8 << 10,
+            shard_bytes: 40 << 10,
+            encode_parallelism,
+            ..WriterOptions::default()
+        }
+    }
+
+    /// Shards finished in the background and row groups encoded in parallel give the same
+    /// files whatever the parallelism, and the timings count what was written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn output_does_not_depend_on_parallelism() {
+        let nonce = run_nonce();
+        let (serial, serial_bytes, serial_timings) =
+            write(&format!("memory://w/{nonce}-1"), 60, small(1)).await;
+        let (parallel, parallel_bytes, timings) =
+            write(&format!("memory://w/{nonce}-4"), 60, small(4)).await;
+        assert!(serial.shards.len() >= 3, "{} shards", serial.shards.len());
+        assert_eq!(serial_bytes, parallel_bytes);
+        for (a, b) in serial.shards.iter().zip(&parallel.shards) {
+            assert_eq!(
+                (a.rows, &a.source_keys, &a.checksum),
+                (b.rows, &b.source_keys, &b.checksum)
+            );
+        }
+        let row_groups: usize = parallel.shards.iter().map(|s| s.row_group_rows.len()).sum();
+        assert_eq!(timings.row_groups, row_groups as u64);
+        assert_eq!(timings.shards, parallel.shards.len() as u64);
+        assert_eq!(serial_timings.shards, timings.shards);
+        assert!(timings.encoding_s > 0.0 && timings.shard_close_s > 0.0);
+    }
+
+    /// Named columns are written without statistics; the others keep theirs; an unknown
+    /// name is refused when the writer is created.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn statistics_can_be_turned_off_per_column() {
+        let url = format!("memory://w/{}-stats", run_nonce());
+        let options = WriterOptions {
+            columns_without_statistics: vec!["values".into(), "payload".into()],
+            ..small(2)
+        };
+        let (_, shards, _) = write(&url, 10, options).await;
+        let (_, with_stats, _) = write(&format!("{url}-all"), 10, small(2)).await;
+        assert!(shards[0].len() < with_stats[0].len());
+        let reader = SerializedFileReader::new(shards[0].clone()).unwrap();
+        let group = reader.metadata().row_group(0);
+        let stats: Vec<(String, bool)> = group
+            .columns()
+            .iter()
+            .map(|c| (c.column_path().string(), c.statistics().is_some()))
+            .collect();
+        assert_eq!(
+            stats,
+            [
+                ("length".to_string(), true),
+                ("values.list.item".to_string(), false),
+                ("payload".to_string(), false)
+            ]
+        );
+
+        let options = WriterOptions {
+            columns_without_statistics: vec!["nope".into()],
+            ..WriterOptions::default()
+        };
+        let refused = DatasetWriter::create(&format!("{url}-bad"), schema(), options).await;
+        assert!(
+            matches!(&refused, Err(StorageError::InvalidArgument(m)) if m.contains("\"nope\"")),
+            "{:?}",
+            refused.err()
+        );
     }
 }
