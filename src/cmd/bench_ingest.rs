@@ -105,13 +105,25 @@ fn single_thread_parse(corpus: &Path) -> anyhow::Result<(usize, u64, f64)> {
     Ok((chains, bytes, started.elapsed().as_secs_f64()))
 }
 
-/// One end-to-end run: (chains written, seconds).
+/// CPU seconds (user + system) this process has used so far, from `/proc/self/stat`
+/// (clock ticks of 10 ms); `None` where that file is not available.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces):
+    // state is field 3, utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i - 3)?.parse::<f64>().ok();
+    Some((ticks(14)? + ticks(15)?) / 100.0)
+}
+
+/// One end-to-end run: (chains written, seconds, CPU seconds of the process).
 fn end_to_end(
     corpus: &Path,
     out: &str,
     threads: usize,
     zstd_level: i32,
-) -> anyhow::Result<(usize, f64)> {
+) -> anyhow::Result<(usize, f64, Option<f64>)> {
     let config = IngestConfig {
         structures: corpus.join("mmcif").display().to_string(),
         alignments: corpus.join("alignments").display().to_string(),
@@ -122,13 +134,17 @@ fn end_to_end(
         ..IngestConfig::default()
     };
     let started = Instant::now();
+    let cpu_before = process_cpu_seconds();
     let report = super::dataset::runtime()?.block_on(ingest(&config, &|_| {}))?;
+    let cpu = process_cpu_seconds()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     anyhow::ensure!(
         report.failed() == 0,
         "the benchmark corpus failed to ingest:\n{}",
         report.summary()
     );
-    Ok((report.chains_written, started.elapsed().as_secs_f64()))
+    Ok((report.chains_written, started.elapsed().as_secs_f64(), cpu))
 }
 
 /// Runs `scalefold bench ingest`.
@@ -182,12 +198,13 @@ pub fn run(args: BenchIngestArgs) -> anyhow::Result<()> {
     let mut one_thread_rate = None;
     for &threads in &thread_counts {
         let out = scratch.path.join(format!("ds-{threads}"));
-        let (chains, seconds) = end_to_end(
+        let (chains, seconds, cpu) = end_to_end(
             &corpus,
             &out.display().to_string(),
             threads,
             args.zstd_level,
         )?;
+        let cpu_ms_per_chain = cpu.map(|c| 1000.0 * c / chains.max(1) as f64);
         let rate = chains as f64 / seconds;
         if threads == 1 {
             one_thread_rate = Some(rate);
@@ -201,13 +218,16 @@ pub fn run(args: BenchIngestArgs) -> anyhow::Result<()> {
             "chains_per_s": chains as f64 / seconds,
             "mb_per_s": mb / seconds,
             "efficiency_vs_parse": (chains as f64 / seconds) / (parse_rate * threads as f64),
+            "cpu_seconds": cpu,
+            "cpu_ms_per_chain": cpu_ms_per_chain,
         }));
         if !args.json {
             println!(
-                "end to end, {threads:>3} threads: {:.1} chains/s, {:.1} MB/s ({:.2} s) = {:.0} % of {threads} × single-thread parse, {} of {threads} × the 1-thread run",
+                "end to end, {threads:>3} threads: {:.1} chains/s, {:.1} MB/s ({:.2} s, {} CPU ms per chain) = {:.0} % of {threads} × single-thread parse, {} of {threads} × the 1-thread run",
                 chains as f64 / seconds,
                 mb / seconds,
                 seconds,
+                cpu_ms_per_chain.map_or("-".to_string(), |c| format!("{c:.2}")),
                 100.0 * (chains as f64 / seconds) / (parse_rate * threads as f64),
                 scaling.map_or("-".to_string(), |s| format!("{:.0} %", 100.0 * s))
             );
@@ -215,7 +235,7 @@ pub fn run(args: BenchIngestArgs) -> anyhow::Result<()> {
     }
     let remote = match &args.remote_out {
         Some(url) => {
-            let (chains, seconds) = end_to_end(&corpus, url, cores, args.zstd_level)?;
+            let (chains, seconds, _) = end_to_end(&corpus, url, cores, args.zstd_level)?;
             if !args.json {
                 println!(
                     "end to end to {url}, {cores} threads: {:.1} chains/s, {:.1} MB/s",
@@ -243,9 +263,10 @@ pub fn run(args: BenchIngestArgs) -> anyhow::Result<()> {
         println!("{result}");
     } else {
         println!(
-            "single-thread parse of the same files (mmCIF, a3m, Stockholm, hhr): {:.1} chains/s, {:.1} MB/s",
+            "single-thread parse of the same files (mmCIF, a3m, Stockholm, hhr): {:.1} chains/s, {:.1} MB/s, {:.2} ms per chain",
             parse_rate,
-            mb / parse_seconds
+            mb / parse_seconds,
+            1000.0 / parse_rate
         );
     }
     Ok(())
