@@ -46,6 +46,10 @@ pub struct BenchStorageArgs {
     /// Columns written without Parquet statistics (comma-separated: positions, msa).
     #[arg(long, value_delimiter = ',')]
     pub columns_without_statistics: Vec<String>,
+    /// Write the rows of this existing dataset (each row one source) instead of synthetic
+    /// data, e.g. an ingest output; `--size-mib` is then ignored.
+    #[arg(long)]
+    pub input_dataset: Option<String>,
     /// Keep the written objects instead of deleting them at the end.
     #[arg(long)]
     pub keep: bool,
@@ -140,16 +144,35 @@ async fn bench(args: BenchStorageArgs) -> anyhow::Result<()> {
     let raw_url = format!("{base}/raw-{nonce}");
     let workers = args.concurrency.max(1) as u32;
 
-    // Data is made before timing; each worker gets every workers-th source.
-    let target = args.size_mib << 20;
+    // Data is made (or read) before timing; each worker gets every workers-th source.
     let mut batches: Vec<Vec<(String, RecordBatch)>> = vec![Vec::new(); workers as usize];
     let (mut logical, mut source) = (0u64, 0u64);
-    while logical < target {
-        let batch = source_batch(source);
-        logical += batch.get_array_memory_size() as u64;
-        batches[(source % workers as u64) as usize].push((format!("src{source}"), batch));
-        source += 1;
-    }
+    let (schema, length_column, source_key_column) = match &args.input_dataset {
+        None => {
+            let target = args.size_mib << 20;
+            while logical < target {
+                let batch = source_batch(source);
+                logical += batch.get_array_memory_size() as u64;
+                batches[(source % workers as u64) as usize].push((format!("src{source}"), batch));
+                source += 1;
+            }
+            (schema(), Some("length".to_string()), Some("id".to_string()))
+        }
+        Some(input) => {
+            let dataset = Dataset::open(input).await?;
+            let read: Vec<RecordBatch> = dataset.stream(None).try_collect().await?;
+            for batch in read {
+                logical += batch.get_array_memory_size() as u64;
+                for row in 0..batch.num_rows() {
+                    batches[(source % workers as u64) as usize]
+                        .push((format!("row{source}"), batch.slice(row, 1)));
+                    source += 1;
+                }
+            }
+            let manifest = dataset.manifest();
+            (dataset.schema(), manifest.length_column.clone(), None)
+        }
+    };
     eprintln!(
         "bench storage: {} sources, {} logical, {workers} writers, to {base}",
         source,
@@ -161,19 +184,20 @@ async fn bench(args: BenchStorageArgs) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for (worker, sources) in batches.into_iter().enumerate() {
         let url = ds_url.clone();
+        let schema = schema.clone();
         let options = WriterOptions {
             worker: worker as u32,
             workers,
             shard_bytes: args.shard_mib << 20,
             zstd_level: args.zstd_level,
-            length_column: Some("length".into()),
-            source_key_column: Some("id".into()),
+            length_column: length_column.clone(),
+            source_key_column: source_key_column.clone(),
             encode_parallelism: args.encode_parallelism,
             columns_without_statistics: args.columns_without_statistics.clone(),
             ..WriterOptions::default()
         };
         tasks.push(tokio::spawn(async move {
-            let mut writer = DatasetWriter::create(&url, schema(), options).await?;
+            let mut writer = DatasetWriter::create(&url, schema, options).await?;
             for (key, batch) in &sources {
                 writer.write_source(key, batch).await?;
             }
