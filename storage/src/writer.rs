@@ -30,6 +30,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowSchemaConverter;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use tokio::io::AsyncWriteExt;
@@ -52,8 +53,10 @@ pub struct WriterOptions {
     /// zstd compression level (1..=22). Default 1: on feature data level 3 spent 1.6x the
     /// compression instructions for 1.9 % smaller shards (storage/BENCHMARKS.md).
     pub zstd_level: i32,
-    /// A row group is closed once its estimated encoded size reaches this many bytes,
-    /// so a loader can fetch one row group with one byte-range request. Default 4 MiB.
+    /// A row group is closed before its predicted encoded size (the rows' Arrow bytes times
+    /// the compression measured so far) would pass this many bytes, so a loader can fetch one
+    /// row group with one byte-range request; a single larger row is a group of its own.
+    /// Default 4 MiB.
     pub row_group_bytes: usize,
     /// A shard is closed (at a source boundary) once it reaches this many bytes. Default 256 MiB.
     pub shard_bytes: u64,
@@ -162,7 +165,7 @@ pub struct DatasetWriter {
     seen_keys: HashSet<String>,
     open: Option<OpenShard>,
     /// The previous shard, being finished in the background.
-    closing: Option<JoinHandle<Result<ClosedShard>>>,
+    closing: Option<ClosingShard>,
     next_seq: u32,
     nonce: String,
     /// Compression measured on this writer's finished shards (the next shard starts with it).
@@ -306,7 +309,7 @@ impl DatasetWriter {
         if self
             .closing
             .as_ref()
-            .is_some_and(|closing| closing.is_finished())
+            .is_some_and(|closing| closing.task.is_finished())
         {
             self.await_closing().await?;
         }
@@ -318,7 +321,10 @@ impl DatasetWriter {
             // that are settled whatever the timing count, so the files stay deterministic.
             self.size_model = open.encoder.settled_size_model();
             self.await_closing().await?;
-            self.closing = Some(tokio::spawn(open.close()));
+            self.closing = Some(ClosingShard {
+                path: open.path.clone(),
+                task: tokio::spawn(open.close()),
+            });
         }
         if self.open.is_none() {
             self.open = Some(self.open_shard()?);
@@ -435,15 +441,15 @@ impl DatasetWriter {
 
     /// Waits for the shard being finished in the background, if any, and records it.
     async fn await_closing(&mut self) -> Result<()> {
-        let Some(closing) = self.closing.take() else {
+        let Some(mut closing) = self.closing.take() else {
             return Ok(());
         };
         let start = Instant::now();
-        let closed = closing.await.map_err(|join| {
-            StorageError::InvalidArgument(format!(
-                "the task finishing a shard of {} failed: {join}",
-                self.location.url
-            ))
+        let closed = (&mut closing.task).await.map_err(|join| {
+            StorageError::from_parquet(
+                closing.path.as_ref(),
+                ParquetError::General(format!("the task finishing the shard failed: {join}")),
+            )
         })?;
         self.timings.close_wait_s += start.elapsed().as_secs_f64();
         self.record_closed(closed?).await
@@ -602,6 +608,20 @@ fn relative_name(prefix: &Path, full: &Path) -> String {
             .collect::<Vec<_>>()
             .join("/"),
         None => full.as_ref().to_string(),
+    }
+}
+
+/// A shard being finished by a background task. Dropping it (with the writer, when a run
+/// is interrupted) stops the task: like a shard left open, the shard stays unfinished and
+/// in no manifest.
+struct ClosingShard {
+    path: Path,
+    task: JoinHandle<Result<ClosedShard>>,
+}
+
+impl Drop for ClosingShard {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
