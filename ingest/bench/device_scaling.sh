@@ -1,20 +1,27 @@
 #!/bin/bash
-# Session 4 ingest scaling on the device host (CPU only): old vs new binary, same corpus.
-# Needs scalefold-base.gz and scalefold-new.gz (stripped, gzip'd release builds) beside it;
+# Ingest scaling on the device host (CPU only): base vs new binary, same corpus.
+# Needs scalefold-base.xz and scalefold-new.xz (stripped, xz'd release builds) beside it;
 # run as `bash .dev/ingest/device_scaling.sh` with .dev/ingest carried. Writes host.txt,
-# bench.txt and ab.txt to $OUT.
+# bench.txt and ab.txt to $OUT. CHAINS (default 4000) sets the corpus size.
 set -o pipefail
 cd "$(dirname "$0")"
-for b in base new; do gunzip -c scalefold-$b.gz > /tmp/sf-$b && chmod +x /tmp/sf-$b; done
-{ nproc; lscpu | grep -E "Model name|^CPU\(s\)|Thread|Socket"; free -g | head -2; df -h /tmp | tail -1; } 2>&1 | tee $OUT/host.txt
-C=/tmp/c4000
+start=$SECONDS
+for b in base new; do xz -dc scalefold-$b.xz > /tmp/sf-$b && chmod +x /tmp/sf-$b; done
+{ nproc; lscpu | grep -E "Model name|^CPU\(s\)|Thread|Socket"; free -g | head -2; } 2>&1 | tee $OUT/host.txt
+C=/tmp/c${CHAINS:-4000}
 for b in new base; do
-  echo "== $b bench ingest"
-  /tmp/sf-$b bench ingest --chains 4000 --corpus $C --threads 1,2,4,8,16 2>&1 | grep -v "^\s*$"
+  echo "== $b bench ingest ($((SECONDS - start)) s)"
+  /tmp/sf-$b bench ingest --chains ${CHAINS:-4000} --corpus $C --threads 1,2,4,8,16 2>&1 | grep -v "^\s*$"
 done 2>&1 | tee $OUT/bench.txt
-echo "== alternating ingest --threads 16 and --threads 2 (wall, user, sys)" | tee $OUT/ab.txt
-for r in 1 2; do for t in 16 2; do for b in base new; do
+run() { # binary threads label extra-args...
+  local b=$1 t=$2 label=$3; shift 3
   rm -rf /tmp/ds
-  ( TIMEFORMAT="%R %U %S"; time /tmp/sf-$b ingest --structures $C/mmcif --alignments $C/alignments --out /tmp/ds --threads $t --quiet ) 2> /tmp/t.txt
-  echo "$b threads $t round $r: $(tail -1 /tmp/t.txt) shards $(du -sb /tmp/ds/shards | cut -f1)" | tee -a $OUT/ab.txt
-done; done; done
+  ( TIMEFORMAT="%R %U %S"; time /tmp/sf-$b ingest --structures $C/mmcif --alignments $C/alignments \
+      --out /tmp/ds --threads $t --quiet "$@" ) 2> /tmp/t.txt
+  echo "$b threads $t $label: $(tail -1 /tmp/t.txt) shards $(du -sb /tmp/ds/shards | cut -f1)" | tee -a $OUT/ab.txt
+}
+echo "== alternating ingest (wall, user, sys in s) at $((SECONDS - start)) s" | tee $OUT/ab.txt
+for r in 1 2; do for b in base new; do run $b 16 "round $r"; done; done
+for b in base new; do run $b 2 "round 1"; done
+for w in 8 16; do run new 16 "writers $w" --writers $w; done
+echo "done at $((SECONDS - start)) s" | tee -a $OUT/ab.txt

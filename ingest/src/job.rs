@@ -28,6 +28,7 @@
 //! a [`ReportLine`]; the job itself stops only on an [`IngestError`] (bad arguments,
 //! unreadable store, failed dataset write).
 
+mod cache;
 mod error;
 mod fetch;
 mod process;
@@ -40,13 +41,18 @@ use std::time::Instant;
 use scalefold_storage::{DatasetWriter, Location, WriterOptions};
 use tokio::sync::{Semaphore, mpsc};
 
+pub use cache::{CompactStructure, TemplateCache};
 pub use error::IngestError;
-pub use process::{Filters, TemplateCache};
+pub use process::Filters;
 pub use report::{IngestReport, LineKind, Progress, ReportLine};
 
 use crate::schema::{
     LENGTH_COLUMN, SCHEMA_VERSION, SOURCE_KEY_COLUMN, array_columns, chain_schema,
 };
+
+/// Default size of the parsed-structure cache, in structure files (a synthetic entry of
+/// two 220-residue chains takes ≈ 50 KB in it).
+pub const DEFAULT_TEMPLATE_CACHE_ENTRIES: usize = 4096;
 
 /// Everything the job needs to know.
 #[derive(Debug, Clone)]
@@ -80,7 +86,8 @@ pub struct IngestConfig {
     pub writers: u32,
     /// Most templates kept per chain (the best by `Sum_probs` that pass selection).
     pub max_templates: usize,
-    /// Parsed template structures kept in memory (a bounded cache).
+    /// Parsed structure files kept in memory, compact, for their use as templates and
+    /// as sources (a bounded cache; about 110 bytes per residue).
     pub template_cache_entries: usize,
     /// CPU threads for parse + featurize (0: all cores).
     pub threads: usize,
@@ -111,7 +118,7 @@ impl Default for IngestConfig {
             filters: Filters::default(),
             writers: 4,
             max_templates: 4,
-            template_cache_entries: 1024,
+            template_cache_entries: DEFAULT_TEMPLATE_CACHE_ENTRIES,
             threads: 0,
             io_concurrency: 32,
             shard_bytes: 256 << 20,

@@ -70,8 +70,9 @@ pub struct IngestArgs {
     /// Most templates per chain.
     #[arg(long, default_value_t = 4)]
     pub max_templates: usize,
-    /// Parsed template structures kept in memory (bounds the cache's memory).
-    #[arg(long, default_value_t = 1024)]
+    /// Parsed structure files kept in memory, compact, for their use as templates and as
+    /// sources (bounds the cache's memory: about 110 bytes per residue).
+    #[arg(long, default_value_t = scalefold_ingest::job::DEFAULT_TEMPLATE_CACHE_ENTRIES)]
     pub template_cache: usize,
     /// CPU threads for parse + featurize (0: all cores).
     #[arg(long, default_value_t = 0)]

@@ -7,11 +7,12 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use scalefold_featurize::inputs::{Structure, TemplateHit};
+use scalefold_featurize::inputs::TemplateHit;
 use scalefold_storage::Location;
 use tokio::sync::mpsc;
 
 use super::IngestError;
+use super::cache::CompactStructure;
 use super::process::Context;
 use crate::hhr::parse_hhr;
 use crate::input::{decompress_if_gzip, decompress_if_gzip_borrowed};
@@ -96,7 +97,7 @@ pub struct TemplateFile {
 #[derive(Debug)]
 pub enum TemplateInput {
     /// Parsed earlier (`None`: it did not parse).
-    Cached(Option<Arc<Structure>>),
+    Cached(Option<Arc<CompactStructure>>),
     /// The raw file.
     Raw(FileBytes),
 }

@@ -3,14 +3,14 @@
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
 
 use scalefold_featurize::ChainRecord;
 use scalefold_featurize::inputs::{ChainStructure, Structure, StructureHeader, TemplateHit};
 use scalefold_featurize::templates::{TemplateFeatures, TemplateSearchConfig, template_features};
 
 use super::IngestError;
+use super::cache::TemplateCache;
 use super::fetch::{Fetched, FileBytes, TemplateFile, TemplateInput};
 use super::report::{LineKind, ReportLine};
 use crate::input::decompress_if_gzip_borrowed;
@@ -175,67 +175,11 @@ impl Filters {
     }
 }
 
-/// The cache's map and its insertion order.
-type CacheState = (HashMap<String, Option<Arc<Structure>>>, VecDeque<String>);
-
-/// Parsed structure files shared by all worker threads, keyed by object path, bounded
-/// (first in, first out). A file parsed for its own rows is cached as well as one parsed
-/// as a template, so an entry that is both (every template is also an input entry) is
-/// parsed once while it stays cached. `None` records a file that could not be parsed.
-pub struct TemplateCache {
-    capacity: usize,
-    inner: Mutex<CacheState>,
-}
-
-impl std::fmt::Debug for TemplateCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TemplateCache")
-            .field("capacity", &self.capacity)
-            .finish_non_exhaustive()
-    }
-}
-
-impl TemplateCache {
-    /// A cache of at most `capacity` structures (0 disables caching).
-    pub fn new(capacity: usize) -> Self {
-        TemplateCache {
-            capacity,
-            inner: Mutex::new((HashMap::new(), VecDeque::new())),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The cached structure of the file at `key`, if cached.
-    pub fn get(&self, key: &str) -> Option<Option<Arc<Structure>>> {
-        self.lock().0.get(key).cloned()
-    }
-
-    /// Caches the structure of the file at `key`, evicting the oldest entry when full.
-    pub fn insert(&self, key: String, structure: Option<Arc<Structure>>) {
-        if self.capacity == 0 {
-            return;
-        }
-        let mut guard = self.lock();
-        let (map, order) = &mut *guard;
-        if map.insert(key.clone(), structure).is_none() {
-            order.push_back(key);
-            while order.len() > self.capacity {
-                if let Some(old) = order.pop_front() {
-                    map.remove(&old);
-                }
-            }
-        }
-    }
-}
-
 /// A template candidate of one source, parsed on first use: a candidate that no chain's
 /// template selection asks for is never parsed.
 struct TemplateSlot<'f> {
     file: &'f TemplateFile,
-    parsed: OnceCell<Option<Arc<Structure>>>,
+    parsed: OnceCell<Option<Structure>>,
 }
 
 impl TemplateSlot<'_> {
@@ -245,21 +189,20 @@ impl TemplateSlot<'_> {
     fn structure(&self, cache: &TemplateCache) -> Option<&Structure> {
         self.parsed
             .get_or_init(|| match &self.file.input {
-                TemplateInput::Cached(s) => s.clone(),
+                TemplateInput::Cached(s) => s.as_ref().map(|c| c.expand()),
                 TemplateInput::Raw(bytes) => {
                     if let Some(cached) = cache.get(&self.file.cache_key) {
-                        return cached;
+                        return cached.map(|c| c.expand());
                     }
                     let parsed = bytes
                         .as_ref()
                         .ok()
-                        .and_then(|b| parse_structure(&self.file.name, b).ok())
-                        .map(Arc::new);
-                    cache.insert(self.file.cache_key.clone(), parsed.clone());
+                        .and_then(|b| parse_structure(&self.file.name, b).ok());
+                    cache.insert(&self.file.cache_key, parsed.as_ref());
                     parsed
                 }
             })
-            .as_deref()
+            .as_ref()
     }
 }
 
@@ -415,12 +358,11 @@ fn source_rows(ctx: &Context, fetched: &Fetched) -> (Vec<ChainRow>, Vec<ReportLi
     };
     // The file's own structure: parsed earlier as some source's template, or now.
     let cache_key = fetched.source.path.to_string();
-    let structure: Arc<Structure> = match ctx.templates.get(&cache_key) {
-        Some(Some(cached)) => cached,
+    let structure: Structure = match ctx.templates.get(&cache_key) {
+        Some(Some(cached)) => cached.expand(),
         _ => match parse_structure(name, raw) {
             Ok(s) => {
-                let s = Arc::new(s);
-                ctx.templates.insert(cache_key, Some(s.clone()));
+                ctx.templates.insert(&cache_key, Some(&s));
                 s
             }
             Err(e) => {

@@ -1,0 +1,277 @@
+//! The job's shared cache of parsed structure files, kept compact.
+//!
+//! Every template a chain uses is some entry's structure file, usually one the job also
+//! ingests for its own rows, so a file parsed for either use is cached for both. Entries
+//! hold each chain's atoms only where they are resolved (a residue fills about 8 of its 37
+//! atom37 slots), about a fifth of the memory of a parsed [`Structure`], so the same
+//! memory caches five times as many files; a hit expands the entry back to the
+//! identical [`Structure`].
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use scalefold_featurize::inputs::{ChainStructure, Structure, StructureHeader};
+
+/// One chain's atom37 data: the resolved atoms only, or (when the chain's mask is not
+/// plain 0.0/1.0 with +0.0 positions under every 0.0, which the parsers never produce)
+/// as parsed, so that expansion is exact in every case.
+#[derive(Debug)]
+enum ChainAtoms {
+    /// Bit `a` of `present[r]` is set when atom `a` of residue `r` is resolved (mask 1.0);
+    /// `positions` holds the resolved atoms' positions in residue, then atom order.
+    Resolved {
+        present: Vec<u64>,
+        positions: Vec<[f32; 3]>,
+    },
+    /// The parsed arrays, unchanged.
+    AsParsed {
+        positions: Vec<[[f32; 3]; 37]>,
+        mask: Vec<[f32; 37]>,
+    },
+}
+
+#[derive(Debug)]
+struct CompactChain {
+    chain_id: String,
+    sequence: String,
+    residue_index: Vec<i32>,
+    atoms: ChainAtoms,
+}
+
+/// A parsed structure with its chains' unresolved atom slots left out.
+#[derive(Debug)]
+pub struct CompactStructure {
+    id: String,
+    header: StructureHeader,
+    residue_table_version: u32,
+    chains: Vec<CompactChain>,
+}
+
+fn compact_atoms(chain: &ChainStructure) -> ChainAtoms {
+    let plain = chain
+        .atom_positions
+        .iter()
+        .zip(&chain.atom_mask)
+        .all(|(xyz, mask)| {
+            xyz.iter().zip(mask).all(|(p, &m)| {
+                m.to_bits() == 1.0f32.to_bits()
+                    || (m.to_bits() == 0 && p.iter().all(|v| v.to_bits() == 0))
+            })
+        });
+    if !plain {
+        return ChainAtoms::AsParsed {
+            positions: chain.atom_positions.clone(),
+            mask: chain.atom_mask.clone(),
+        };
+    }
+    let mut present = Vec::with_capacity(chain.atom_mask.len());
+    let mut positions = Vec::new();
+    for (xyz, mask) in chain.atom_positions.iter().zip(&chain.atom_mask) {
+        let mut bits = 0u64;
+        for (a, (p, &m)) in xyz.iter().zip(mask).enumerate() {
+            if m != 0.0 {
+                bits |= 1 << a;
+                positions.push(*p);
+            }
+        }
+        present.push(bits);
+    }
+    ChainAtoms::Resolved { present, positions }
+}
+
+impl CompactStructure {
+    /// The compact form of `structure`.
+    pub fn new(structure: &Structure) -> Self {
+        CompactStructure {
+            id: structure.id.clone(),
+            header: structure.header.clone(),
+            residue_table_version: structure.residue_table_version,
+            chains: structure
+                .chains
+                .iter()
+                .map(|c| CompactChain {
+                    chain_id: c.chain_id.clone(),
+                    sequence: c.sequence.clone(),
+                    residue_index: c.residue_index.clone(),
+                    atoms: compact_atoms(c),
+                })
+                .collect(),
+        }
+    }
+
+    /// The structure it was made from, identical to the bit.
+    pub fn expand(&self) -> Structure {
+        let chains = self
+            .chains
+            .iter()
+            .map(|c| {
+                let (atom_positions, atom_mask) = match &c.atoms {
+                    ChainAtoms::AsParsed { positions, mask } => (positions.clone(), mask.clone()),
+                    ChainAtoms::Resolved { present, positions } => {
+                        let mut xyz = vec![[[0.0f32; 3]; 37]; present.len()];
+                        let mut mask = vec![[0.0f32; 37]; present.len()];
+                        let mut next = positions.iter();
+                        for ((bits, xyz), mask) in present.iter().zip(&mut xyz).zip(&mut mask) {
+                            for a in (0..37).filter(|a| bits >> a & 1 == 1) {
+                                xyz[a] = next.next().copied().unwrap_or_default();
+                                mask[a] = 1.0;
+                            }
+                        }
+                        (xyz, mask)
+                    }
+                };
+                ChainStructure {
+                    chain_id: c.chain_id.clone(),
+                    sequence: c.sequence.clone(),
+                    residue_index: c.residue_index.clone(),
+                    atom_positions,
+                    atom_mask,
+                }
+            })
+            .collect();
+        Structure {
+            id: self.id.clone(),
+            header: self.header.clone(),
+            chains,
+            residue_table_version: self.residue_table_version,
+        }
+    }
+}
+
+/// The cache's map and its insertion order.
+type CacheState = (
+    HashMap<String, Option<Arc<CompactStructure>>>,
+    VecDeque<String>,
+);
+
+/// Parsed structure files shared by all worker threads, keyed by object path, bounded
+/// (first in, first out), held compact ([`CompactStructure`]). `None` records a file that
+/// could not be parsed.
+pub struct TemplateCache {
+    capacity: usize,
+    inner: Mutex<CacheState>,
+}
+
+impl std::fmt::Debug for TemplateCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TemplateCache")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TemplateCache {
+    /// A cache of at most `capacity` structure files (0 disables caching).
+    pub fn new(capacity: usize) -> Self {
+        TemplateCache {
+            capacity,
+            inner: Mutex::new((HashMap::new(), VecDeque::new())),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cached structure of the file at `key`, if cached.
+    pub fn get(&self, key: &str) -> Option<Option<Arc<CompactStructure>>> {
+        self.lock().0.get(key).cloned()
+    }
+
+    /// Caches the structure of the file at `key` (`None`: it could not be parsed),
+    /// evicting the oldest entry when full.
+    pub fn insert(&self, key: &str, structure: Option<&Structure>) {
+        if self.capacity == 0 {
+            return;
+        }
+        let compact = structure.map(|s| Arc::new(CompactStructure::new(s)));
+        let mut guard = self.lock();
+        let (map, order) = &mut *guard;
+        if map.insert(key.to_string(), compact).is_none() {
+            order.push_back(key.to_string());
+            while order.len() > self.capacity {
+                if let Some(old) = order.pop_front() {
+                    map.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(mask: Vec<[f32; 37]>, positions: Vec<[[f32; 3]; 37]>) -> ChainStructure {
+        ChainStructure {
+            chain_id: "A".into(),
+            sequence: "G".repeat(mask.len()),
+            residue_index: (1..=mask.len() as i32).collect(),
+            atom_positions: positions,
+            atom_mask: mask,
+        }
+    }
+
+    fn structure(chains: Vec<ChainStructure>) -> Structure {
+        Structure {
+            id: "1abc".into(),
+            header: StructureHeader {
+                structure_method: "x-ray diffraction".into(),
+                release_date: Some("2001-01-01".into()),
+                resolution: 2.0,
+            },
+            chains,
+            residue_table_version: 3,
+        }
+    }
+
+    #[test]
+    fn a_parsed_structure_expands_back_identically() {
+        let mut mask = vec![[0.0f32; 37]; 3];
+        let mut xyz = vec![[[0.0f32; 3]; 37]; 3];
+        for (r, a) in [(0, 0), (0, 1), (0, 36), (2, 5)] {
+            mask[r][a] = 1.0;
+            xyz[r][a] = [r as f32 + 0.5, -(a as f32), 7.25];
+        }
+        let s = structure(vec![chain(mask, xyz)]);
+        let compact = CompactStructure::new(&s);
+        assert!(
+            matches!(compact.chains[0].atoms, ChainAtoms::Resolved { ref positions, .. } if positions.len() == 4)
+        );
+        assert_eq!(compact.expand(), s);
+    }
+
+    #[test]
+    fn unusual_masks_and_stray_positions_are_kept_as_parsed() {
+        let mut mask = vec![[0.0f32; 37]; 2];
+        let mut xyz = vec![[[0.0f32; 3]; 37]; 2];
+        mask[0][3] = 0.5;
+        xyz[1][4] = [-0.0, 0.0, 0.0];
+        let s = structure(vec![chain(mask, xyz)]);
+        let compact = CompactStructure::new(&s);
+        assert!(matches!(
+            compact.chains[0].atoms,
+            ChainAtoms::AsParsed { .. }
+        ));
+        let back = compact.expand();
+        assert_eq!(
+            back.chains[0].atom_positions[1][4][0].to_bits(),
+            (-0.0f32).to_bits()
+        );
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn the_cache_keeps_the_newest_entries() {
+        let cache = TemplateCache::new(2);
+        let s = structure(vec![]);
+        for key in ["a", "b", "c"] {
+            cache.insert(key, Some(&s));
+        }
+        cache.insert("d", None);
+        assert!(cache.get("a").is_none() && cache.get("b").is_none());
+        assert_eq!(cache.get("c").flatten().map(|c| c.expand()), Some(s));
+        assert!(matches!(cache.get("d"), Some(None)));
+        assert!(TemplateCache::new(0).get("a").is_none());
+    }
+}
