@@ -1,19 +1,27 @@
 //! [`DatasetSource`]: the storage crate's datasets as a loader source. Each row
 //! group of each shard is one loader row group, read with byte-range requests
-//! for just the projected columns (footers cached by the dataset).
+//! for just the projected columns (footers cached by the dataset), in the
+//! source's [`BinaryLayout`].
 
 use arrow::array::RecordBatch;
 use futures::future::BoxFuture;
-use scalefold_storage::{Dataset, StorageError};
+use scalefold_storage::{BinaryLayout, Dataset, StorageError};
 
 use crate::error::{LoaderError, SourceError};
 use crate::source::{RowGroupInfo, RowGroupSource};
 
 /// A storage-crate dataset, optionally projected to some columns.
+///
+/// Binary columns arrive as the schema says ([`BinaryLayout::Offsets`]) unless
+/// [`Self::with_binary_layout`] asks for [`BinaryLayout::Views`]: then each value stays
+/// in the decompressed Parquet page it was stored in (one copy of every byte fewer per
+/// read; `loader/BENCHMARKS.md`, session 5) and the transform sees `BinaryView` columns.
+/// A transform that reads binary values with [`crate::RowRef::bytes`] works with both.
 #[derive(Clone)]
 pub struct DatasetSource {
     dataset: Dataset,
     projection: Option<Vec<String>>,
+    binary_layout: BinaryLayout,
     infos: Vec<RowGroupInfo>,
     /// (shard, row group in shard) of each loader row group.
     addresses: Vec<(usize, usize)>,
@@ -56,6 +64,7 @@ impl DatasetSource {
         Ok(Self {
             dataset,
             projection,
+            binary_layout: BinaryLayout::Offsets,
             infos,
             addresses,
         })
@@ -74,9 +83,21 @@ impl DatasetSource {
         &self.dataset
     }
 
-    /// The same dataset with another projection (e.g. the few columns sampling weights need).
+    /// The same dataset with another projection (e.g. the few columns sampling weights
+    /// need), in the same binary layout.
     pub fn with_projection(&self, projection: Option<Vec<String>>) -> Result<Self, LoaderError> {
-        Self::new(self.dataset.clone(), projection)
+        Ok(Self::new(self.dataset.clone(), projection)?.with_binary_layout(self.binary_layout))
+    }
+
+    /// This source reading binary columns in `layout` (see the type's documentation).
+    pub fn with_binary_layout(mut self, layout: BinaryLayout) -> Self {
+        self.binary_layout = layout;
+        self
+    }
+
+    /// The layout binary columns are read in.
+    pub fn binary_layout(&self) -> BinaryLayout {
+        self.binary_layout
     }
 }
 
@@ -101,7 +122,7 @@ impl RowGroupSource for DatasetSource {
             let object = &self.infos[index].object;
             match self
                 .dataset
-                .read_row_group(shard, group, self.projection.as_deref())
+                .read_row_group_with(shard, group, self.projection.as_deref(), self.binary_layout)
                 .await
             {
                 Ok(batch) if batch.num_rows() as u64 == self.infos[index].rows => Ok(batch),
@@ -129,8 +150,14 @@ impl RowGroupSource for DatasetSource {
             .iter()
             .map(|s| s.checksum.as_str())
             .collect();
+        // The layout is part of the content: a disk cache keyed by this must not hand a
+        // `Binary` batch to a source that reads `BinaryView`.
+        let layout = match self.binary_layout {
+            BinaryLayout::Offsets => String::new(),
+            BinaryLayout::Views => "|views".to_string(),
+        };
         format!(
-            "{}|{:?}|{}",
+            "{}|{:?}|{}{layout}",
             self.dataset.url(),
             self.projection,
             checksums.join(",")

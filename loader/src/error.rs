@@ -71,6 +71,16 @@ pub enum LoaderError {
     /// The loader's background tasks stopped unexpectedly.
     #[error("loader background task stopped: {0}")]
     Shutdown(String),
+    /// A transform asked a row for a column the batch lacks, of another type, or null.
+    #[error("row {row}: column {column:?}: {reason}")]
+    Column {
+        /// Global id of the row.
+        row: u64,
+        /// The column asked for.
+        column: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The local disk cache failed.
     #[error("disk cache {path}: {message}")]
     Cache {

@@ -64,6 +64,11 @@
 //! - **Faults**: a row whose transform errors or panics is reported ([`Fault`])
 //!   and skipped or replaced deterministically ([`FaultPolicy`]); slow rows are
 //!   reported; failed reads are retried with backoff, then surface naming the object.
+//! - **Binary columns**: a [`DatasetSource`] hands the transform binary columns as the
+//!   schema says (`Binary`) unless built [`DatasetSource::with_binary_layout`]
+//!   ([`BinaryLayout::Views`]): then they are `BinaryView` arrays pointing into the
+//!   decompressed Parquet pages, one copy of every byte fewer per read. A transform
+//!   that reads binary values with [`RowRef::bytes`] works with either.
 //! - **Memory**: row groups held ahead of the transforms stay within
 //!   [`LoaderConfig::prefetch_bytes`]; at most `in_flight_batches` batches are planned
 //!   and undelivered.
@@ -94,4 +99,5 @@ pub use fetch::RetryPolicy;
 pub use loader::{Batch, Delivery, Loader, LoaderConfig, LoaderMetrics, LoaderState};
 pub use plan::{Plan, PlanConfig, PlanEntry, Sampling};
 pub use pool::{Fault, FaultAction, FaultKind, FaultPolicy, RowRef, TransformError, TransformFn};
+pub use scalefold_storage::BinaryLayout;
 pub use source::{MemorySource, RowGroupInfo, RowGroupSource, compute_weights};

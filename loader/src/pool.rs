@@ -9,9 +9,11 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::DataType;
 use serde::{Deserialize, Serialize};
 
+use crate::error::LoaderError;
 use crate::fetch::PrefetchStore;
 use crate::plan::PlanEntry;
 use crate::rng;
@@ -28,6 +30,43 @@ pub struct RowRef<'a> {
     pub index: usize,
     /// The row's global id (rows numbered across row groups).
     pub row: u64,
+}
+
+impl<'a> RowRef<'a> {
+    /// The column `name` of the row group.
+    pub fn column(&self, name: &str) -> Result<&'a ArrayRef, LoaderError> {
+        self.batch
+            .column_by_name(name)
+            .ok_or_else(|| self.column_error(name, "not in the row group (projected out?)"))
+    }
+
+    /// This row's value of the binary column `name`, borrowed from the fetched row
+    /// group (no copy), whichever layout it was read in: `Binary`, `LargeBinary`,
+    /// `BinaryView` (see [`crate::BinaryLayout`]) or `FixedSizeBinary`. A transform
+    /// that reads binary columns through this accessor works with either layout.
+    /// A null value, or a column of another type, is an error naming the column.
+    pub fn bytes(&self, name: &str) -> Result<&'a [u8], LoaderError> {
+        let column = self.column(name)?;
+        if column.is_null(self.index) {
+            return Err(self.column_error(name, "null"));
+        }
+        let i = self.index;
+        match column.data_type() {
+            DataType::Binary => Ok(column.as_binary::<i32>().value(i)),
+            DataType::LargeBinary => Ok(column.as_binary::<i64>().value(i)),
+            DataType::BinaryView => Ok(column.as_binary_view().value(i)),
+            DataType::FixedSizeBinary(_) => Ok(column.as_fixed_size_binary().value(i)),
+            other => Err(self.column_error(name, &format!("{other}, not binary"))),
+        }
+    }
+
+    fn column_error(&self, name: &str, reason: &str) -> LoaderError {
+        LoaderError::Column {
+            row: self.row,
+            column: name.to_string(),
+            reason: reason.to_string(),
+        }
+    }
 }
 
 /// The user's transform: `(row, seed) → sample`. It must be deterministic in

@@ -1,19 +1,20 @@
 //! `scalefold bench loader`: how much of a training step waits for data, strict
 //! order (W = 1) against ready-first windows, with a heavy-tailed transform cost;
-//! and streaming throughput from an S3 server against raw GETs of the same bytes.
+//! and streaming throughput from an S3 server against raw GETs of the same bytes,
+//! with the decode cost of the same row groups measured apart (from memory).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use arrow::array::{AsArray, BinaryArray, Int64Array, RecordBatch};
+use arrow::array::{BinaryArray, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use clap::Args;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 use scalefold_loader::{
-    DatasetSource, Loader, LoaderConfig, MemorySource, Plan, PlanConfig, RowGroupSource, RowRef,
-    Sampling, TransformError, rng,
+    BinaryLayout, DatasetSource, Loader, LoaderConfig, MemorySource, Plan, PlanConfig,
+    RowGroupSource, RowRef, Sampling, TransformError, rng,
 };
 use scalefold_storage::{Dataset, DatasetWriter, Location, WriterOptions};
 use serde::Serialize;
@@ -74,9 +75,35 @@ pub struct BenchLoaderArgs {
     /// Prefetch budget of the S3 and first-sample loaders, in MiB.
     #[arg(long, default_value_t = 512)]
     pub prefetch_mib: u64,
+    /// How the S3 and first-sample loaders read the binary payload column: `views`
+    /// (`BinaryView` into the decompressed pages) or `offsets` (values copied into a
+    /// `Binary` array).
+    #[arg(long, value_enum, default_value_t = LayoutArg::Views)]
+    pub binary_layout: LayoutArg,
+    /// Skip the decode-only figures of the S3 part (row groups read from an in-memory copy).
+    #[arg(long)]
+    pub skip_decode: bool,
     /// Print one JSON line.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--binary-layout` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LayoutArg {
+    /// `BinaryLayout::Offsets`.
+    Offsets,
+    /// `BinaryLayout::Views`.
+    Views,
+}
+
+impl LayoutArg {
+    fn layout(self) -> BinaryLayout {
+        match self {
+            LayoutArg::Offsets => BinaryLayout::Offsets,
+            LayoutArg::Views => BinaryLayout::Views,
+        }
+    }
 }
 
 /// The figures of one window setting.
@@ -101,8 +128,13 @@ struct S3Result {
     bytes: u64,
     row_groups: usize,
     raw_get_gb_per_s: f64,
-    /// Row groups read and decoded by the storage crate alone, same concurrency, no loader.
+    /// Row groups read and decoded by the storage crate alone, same concurrency, no
+    /// loader, binary values copied into `Binary` arrays (`BinaryLayout::Offsets`).
     storage_read_gb_per_s: f64,
+    /// The same with `BinaryLayout::Views` (no value copy).
+    storage_read_views_gb_per_s: f64,
+    /// The loader's `--binary-layout`.
+    binary_layout: String,
     loader_gb_per_s: f64,
     loader_samples_per_s: f64,
     loader_vs_raw: f64,
@@ -110,6 +142,27 @@ struct S3Result {
     open_s: f64,
     /// From before `DatasetSource::open` to the first sample.
     time_to_first_sample_s: f64,
+    /// Decode alone: the same row groups read from an in-memory copy of the dataset.
+    decode: Option<DecodeResult>,
+}
+
+/// Decompress + decode of the S3 part's row groups without the network: the dataset's
+/// objects copied into an in-process store, whose range reads are slices (no copy).
+#[derive(Serialize)]
+struct DecodeResult {
+    /// Milliseconds per row group, one read at a time: values copied (`Offsets`).
+    offsets_ms_per_row_group: f64,
+    /// The same, views into the pages (`Views`): decompression without the value copy.
+    views_ms_per_row_group: f64,
+    /// GB/s with `--concurrency` reads at once (decoding on the blocking pool), `Offsets`.
+    offsets_gb_per_s: f64,
+    /// The same, `Views`.
+    views_gb_per_s: f64,
+    /// The S3 part's loader (same settings, `--binary-layout`) over the in-memory copy:
+    /// the loader's own ceiling with decode but without the network.
+    loader_gb_per_s: f64,
+    /// The same, in samples per second.
+    loader_samples_per_s: f64,
 }
 
 /// One fresh loader's start on a large dataset, in seconds since the start.
@@ -319,8 +372,13 @@ async fn raw_gets(dataset: &Dataset, concurrency: usize) -> anyhow::Result<(u64,
     Ok((total, total as f64 / begin.elapsed().as_secs_f64()))
 }
 
-/// Every row group read and decoded through `Dataset::read_row_group`; returns bytes per second.
-async fn storage_reads(dataset: &Dataset, concurrency: usize) -> anyhow::Result<f64> {
+/// Every row group read and decoded through `Dataset::read_row_group_with`, binary
+/// values in `layout`; returns bytes per second.
+async fn storage_reads(
+    dataset: &Dataset,
+    concurrency: usize,
+    layout: BinaryLayout,
+) -> anyhow::Result<f64> {
     let mut groups = Vec::new();
     let mut bytes = 0;
     for (shard, info) in dataset.shards().iter().enumerate() {
@@ -334,7 +392,7 @@ async fn storage_reads(dataset: &Dataset, concurrency: usize) -> anyhow::Result<
             let projection = &projection;
             async move {
                 dataset
-                    .read_row_group(shard, group, Some(projection))
+                    .read_row_group_with(shard, group, Some(projection), layout)
                     .await
                     .map(|b| b.num_rows())
             }
@@ -361,10 +419,11 @@ fn payload_loader(source: DatasetSource, args: &BenchLoaderArgs) -> anyhow::Resu
         },
         &group_rows,
     )?;
+    // Either layout: `RowRef::bytes` borrows the value from the fetched row group.
     let transform = |row: RowRef<'_>, _seed: u64| -> Result<usize, TransformError> {
-        let payload = row.batch.column(0).as_binary::<i32>();
-        Ok(payload.value(row.index).len())
+        Ok(row.bytes("payload")?.len())
     };
+    let source = source.with_binary_layout(args.binary_layout.layout());
     let config = LoaderConfig {
         window: 8,
         fetch_concurrency: args.concurrency,
@@ -428,6 +487,64 @@ fn first_sample_run(args: &BenchLoaderArgs, url: &str) -> anyhow::Result<FirstSa
     })
 }
 
+/// One pass of the payload loader over the dataset at `url`.
+struct Streamed {
+    /// `DatasetSource::open`, seconds.
+    open_s: f64,
+    /// From before the open to the first sample, seconds.
+    first_sample_s: f64,
+    /// From `Loader::new` to the last sample, seconds.
+    elapsed_s: f64,
+    samples: u64,
+    /// On-store bytes of the row groups read.
+    bytes: u64,
+    row_groups: usize,
+}
+
+/// Streams every row of the dataset at `url` once through [`payload_loader`].
+fn stream_all(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    args: &BenchLoaderArgs,
+) -> anyhow::Result<Streamed> {
+    let start = Instant::now();
+    let source = rt.block_on(DatasetSource::open(url, Some(vec!["payload".into()])))?;
+    let open_s = start.elapsed().as_secs_f64();
+    let row_groups = source.row_groups().len();
+    // Timed like the raw and storage figures: from the first read, the dataset opened.
+    let streaming = Instant::now();
+    let mut loader = payload_loader(source, args)?;
+    let mut samples = loader.next_batch()?.context("empty dataset")?.samples.len() as u64;
+    let first_sample_s = start.elapsed().as_secs_f64();
+    while let Some(batch) = loader.next_batch()? {
+        samples += batch.samples.len() as u64;
+    }
+    let elapsed_s = streaming.elapsed().as_secs_f64();
+    let bytes = loader.metrics().bytes_fetched;
+    Ok(Streamed {
+        open_s,
+        first_sample_s,
+        elapsed_s,
+        samples,
+        bytes,
+        row_groups,
+    })
+}
+
+/// Deletes every object under the dataset prefix `url`.
+async fn delete_all(url: &str) -> anyhow::Result<()> {
+    let location = Location::parse(url)?;
+    let objects: Vec<_> = location
+        .store
+        .list(Some(&location.prefix))
+        .try_collect()
+        .await?;
+    for object in objects {
+        location.store.delete(&object.location).await?;
+    }
+    Ok(())
+}
+
 fn s3_run(args: &BenchLoaderArgs, url: &str) -> anyhow::Result<S3Result> {
     let rt = runtime()?;
     rt.block_on(write_payloads(url, args.s3_mib))
@@ -438,52 +555,96 @@ fn s3_run(args: &BenchLoaderArgs, url: &str) -> anyhow::Result<S3Result> {
     })?;
     let storage_rate = rt.block_on(async {
         let dataset = Dataset::open(url).await?;
-        storage_reads(&dataset, args.concurrency).await
+        storage_reads(&dataset, args.concurrency, BinaryLayout::Offsets).await
     })?;
-    let start = Instant::now();
-    let source = rt.block_on(DatasetSource::open(url, Some(vec!["payload".into()])))?;
-    let open = start.elapsed().as_secs_f64();
-    let row_groups = source.row_groups().len();
-    // Timed like the raw and storage figures: from the first read, the dataset opened.
-    let streaming = Instant::now();
-    let mut loader = payload_loader(source, args)?;
-    let mut samples = loader.next_batch()?.context("empty dataset")?.samples.len() as u64;
-    let first = start.elapsed().as_secs_f64();
-    while let Some(batch) = loader.next_batch()? {
-        samples += batch.samples.len() as u64;
-    }
-    let elapsed = streaming.elapsed().as_secs_f64();
-    let metrics = loader.metrics();
-    drop(loader);
+    let storage_views_rate = rt.block_on(async {
+        let dataset = Dataset::open(url).await?;
+        storage_reads(&dataset, args.concurrency, BinaryLayout::Views).await
+    })?;
+    let streamed = stream_all(&rt, url, args)?;
     let (_, raw_after) = rt.block_on(async {
         let dataset = Dataset::open(url).await?;
         raw_gets(&dataset, args.concurrency).await
     })?;
     let raw = (raw_before + raw_after) / 2.0;
-    let loader_rate = metrics.bytes_fetched as f64 / elapsed;
-    rt.block_on(async {
-        let location = Location::parse(url)?;
-        let objects: Vec<_> = location
-            .store
-            .list(Some(&location.prefix))
-            .try_collect()
-            .await?;
-        for object in objects {
-            location.store.delete(&object.location).await?;
-        }
-        anyhow::Ok(())
-    })?;
+    let loader_rate = streamed.bytes as f64 / streamed.elapsed_s;
+    let decode = if args.skip_decode {
+        None
+    } else {
+        let copy = format!("memory://bench-decode-{}/ds", std::process::id());
+        rt.block_on(copy_dataset(url, &copy))?;
+        let mut decode = rt.block_on(decode_only(&copy, args.concurrency))?;
+        let from_memory = stream_all(&rt, &copy, args)?;
+        decode.loader_gb_per_s = from_memory.bytes as f64 / from_memory.elapsed_s / 1e9;
+        decode.loader_samples_per_s = from_memory.samples as f64 / from_memory.elapsed_s;
+        rt.block_on(delete_all(&copy))?;
+        Some(decode)
+    };
+    rt.block_on(delete_all(url))?;
     Ok(S3Result {
         url: url.to_string(),
         bytes: raw_bytes,
-        row_groups,
+        row_groups: streamed.row_groups,
         raw_get_gb_per_s: raw / 1e9,
         storage_read_gb_per_s: storage_rate / 1e9,
+        storage_read_views_gb_per_s: storage_views_rate / 1e9,
+        binary_layout: format!("{:?}", args.binary_layout.layout()),
         loader_gb_per_s: loader_rate / 1e9,
-        loader_samples_per_s: samples as f64 / elapsed,
+        loader_samples_per_s: streamed.samples as f64 / streamed.elapsed_s,
         loader_vs_raw: loader_rate / raw,
-        open_s: open,
-        time_to_first_sample_s: first,
+        open_s: streamed.open_s,
+        time_to_first_sample_s: streamed.first_sample_s,
+        decode,
+    })
+}
+
+/// Copies every object of the dataset at `from` to the dataset URL `to`.
+async fn copy_dataset(from: &str, to: &str) -> anyhow::Result<()> {
+    let from = Location::parse(from)?;
+    let to = Location::parse(to)?;
+    let objects: Vec<_> = from.store.list(Some(&from.prefix)).try_collect().await?;
+    for object in &objects {
+        let bytes = from.store.get(&object.location).await?.bytes().await?;
+        let relative: Vec<String> = object
+            .location
+            .prefix_match(&from.prefix)
+            .context("listed object outside the prefix")?
+            .map(|part| part.as_ref().to_string())
+            .collect();
+        to.store
+            .put(&to.child(&relative.join("/")), bytes.into())
+            .await?;
+    }
+    Ok(())
+}
+
+/// Reads every row group of the (in-memory) dataset at `url` in both layouts: one at
+/// a time (milliseconds per row group) and with `concurrency` reads at once (GB/s).
+async fn decode_only(url: &str, concurrency: usize) -> anyhow::Result<DecodeResult> {
+    let dataset = Dataset::open(url).await?;
+    let per_group = |rate: f64| -> f64 {
+        let groups: Vec<u64> = dataset
+            .shards()
+            .iter()
+            .flat_map(|s| s.row_group_bytes.iter().copied())
+            .collect();
+        groups.iter().sum::<u64>() as f64 / rate / groups.len().max(1) as f64 * 1000.0
+    };
+    // Alternate the layouts so neither gets the warmer allocator; keep each one's best.
+    let (mut offsets_one, mut views_one) = (0f64, 0f64);
+    for _ in 0..2 {
+        offsets_one = offsets_one.max(storage_reads(&dataset, 1, BinaryLayout::Offsets).await?);
+        views_one = views_one.max(storage_reads(&dataset, 1, BinaryLayout::Views).await?);
+    }
+    let offsets_many = storage_reads(&dataset, concurrency, BinaryLayout::Offsets).await?;
+    let views_many = storage_reads(&dataset, concurrency, BinaryLayout::Views).await?;
+    Ok(DecodeResult {
+        offsets_ms_per_row_group: per_group(offsets_one),
+        views_ms_per_row_group: per_group(views_one),
+        offsets_gb_per_s: offsets_many / 1e9,
+        views_gb_per_s: views_many / 1e9,
+        loader_gb_per_s: 0.0,
+        loader_samples_per_s: 0.0,
     })
 }
 
@@ -560,18 +721,32 @@ pub fn run(args: BenchLoaderArgs) -> anyhow::Result<()> {
     }
     if let Some(s3) = &report.s3 {
         println!(
-            "S3 {} ({} MB, {} row groups): loader {:.3} GB/s ({:.0} samples/s), raw GET {:.3} GB/s, storage read+decode {:.3} GB/s, loader/raw {:.2}; open {:.3} s, first sample after {:.3} s",
+            "S3 {} ({} MB, {} row groups): loader ({}) {:.3} GB/s ({:.0} samples/s), raw GET {:.3} GB/s, storage read+decode {:.3} GB/s (views {:.3}), loader/raw {:.2}; open {:.3} s, first sample after {:.3} s",
             s3.url,
             s3.bytes / 1_000_000,
             s3.row_groups,
+            s3.binary_layout,
             s3.loader_gb_per_s,
             s3.loader_samples_per_s,
             s3.raw_get_gb_per_s,
             s3.storage_read_gb_per_s,
+            s3.storage_read_views_gb_per_s,
             s3.loader_vs_raw,
             s3.open_s,
             s3.time_to_first_sample_s
         );
+        if let Some(d) = &s3.decode {
+            println!(
+                "decode only (in-memory copy): {:.2} ms per row group copying values, {:.2} ms as views; {} at once: {:.2} GB/s copying, {:.2} GB/s as views; loader from the copy {:.2} GB/s ({:.0} samples/s)",
+                d.offsets_ms_per_row_group,
+                d.views_ms_per_row_group,
+                args.concurrency,
+                d.offsets_gb_per_s,
+                d.views_gb_per_s,
+                d.loader_gb_per_s,
+                d.loader_samples_per_s
+            );
+        }
     }
     if let Some(first) = &report.first_sample {
         println!(

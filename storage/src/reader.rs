@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use bytes::{Buf, Bytes};
 use futures::future::BoxFuture;
@@ -29,6 +29,46 @@ use crate::manifest::{MANIFEST_NAME, Manifest, ShardInfo, format_checksum};
 /// Bytes fetched from the end of a shard on the first footer read; most footers fit.
 const FOOTER_PREFETCH: usize = 64 << 10;
 
+/// How columns whose Arrow type is `Binary` or `LargeBinary` come out of a read.
+///
+/// Parquet stores each value of such a column behind its length inside a page, so a
+/// contiguous Arrow `Binary` array needs every value copied out of the decompressed page
+/// (and the copy's buffer grown as it fills). A `BinaryView` array points into the
+/// decompressed pages instead. Both give the same bytes; only the Arrow type differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum BinaryLayout {
+    /// The type the schema names (`Binary`, `LargeBinary`): values copied into one buffer.
+    #[default]
+    Offsets,
+    /// `BinaryView` for every top-level `Binary` or `LargeBinary` column: each value is a
+    /// view into the decompressed page holding it, so no value is copied after
+    /// decompression (nested binary values, e.g. list items, keep their type). The pages
+    /// stay alive as long as any value of the batch does.
+    Views,
+}
+
+impl BinaryLayout {
+    /// The schema batches read with this layout have, given the file's schema.
+    pub fn apply(self, schema: &Schema) -> Schema {
+        match self {
+            BinaryLayout::Offsets => schema.clone(),
+            BinaryLayout::Views => {
+                let fields: Vec<Field> = schema
+                    .fields()
+                    .iter()
+                    .map(|f| match f.data_type() {
+                        DataType::Binary | DataType::LargeBinary => {
+                            f.as_ref().clone().with_data_type(DataType::BinaryView)
+                        }
+                        _ => f.as_ref().clone(),
+                    })
+                    .collect();
+                Schema::new_with_metadata(fields, schema.metadata().clone())
+            }
+        }
+    }
+}
+
 /// Options for [`Dataset::open_with`].
 #[derive(Debug, Clone, Default)]
 pub struct OpenOptions {
@@ -48,7 +88,8 @@ struct Inner {
     location: Location,
     manifest: Manifest,
     schema: SchemaRef,
-    footers: Mutex<HashMap<usize, ArrowReaderMetadata>>,
+    /// Reader metadata per (shard, binary layout); the footer itself is fetched once per shard.
+    footers: Mutex<HashMap<(usize, BinaryLayout), ArrowReaderMetadata>>,
 }
 
 impl Dataset {
@@ -107,6 +148,15 @@ impl Dataset {
         self.inner.schema.clone()
     }
 
+    /// The schema of the batches [`Self::read_row_group_with`] returns for `layout`
+    /// (all columns; a projection picks from it).
+    pub fn read_schema(&self, layout: BinaryLayout) -> SchemaRef {
+        match layout {
+            BinaryLayout::Offsets => self.inner.schema.clone(),
+            BinaryLayout::Views => Arc::new(layout.apply(&self.inner.schema)),
+        }
+    }
+
     /// The shards, in manifest order.
     pub fn shards(&self) -> &[ShardInfo] {
         &self.inner.manifest.shards
@@ -138,7 +188,11 @@ impl Dataset {
     }
 
     /// Resolves column names to a projection. Unknown names are an error.
-    fn projection(&self, columns: Option<&[String]>) -> Result<Option<Projection>> {
+    fn projection(
+        &self,
+        columns: Option<&[String]>,
+        layout: BinaryLayout,
+    ) -> Result<Option<Projection>> {
         let Some(columns) = columns else {
             return Ok(None);
         };
@@ -165,7 +219,7 @@ impl Dataset {
                     .expect("every requested index is present")
             })
             .collect();
-        let schema = Arc::new(self.inner.schema.project(&requested).map_err(|e| {
+        let schema = Arc::new(self.read_schema(layout).project(&requested).map_err(|e| {
             StorageError::SchemaMismatch {
                 url: self.url().to_string(),
                 reason: e.to_string(),
@@ -180,7 +234,7 @@ impl Dataset {
 
     /// Parquet metadata of a shard, read once (one suffix request for most footers) and cached.
     pub async fn shard_metadata(&self, shard: usize) -> Result<ArrowReaderMetadata> {
-        if let Some(meta) = self.lock_footers().get(&shard) {
+        if let Some(meta) = self.lock_footers().get(&(shard, BinaryLayout::Offsets)) {
             return Ok(meta.clone());
         }
         let info = self.shard(shard)?;
@@ -193,11 +247,39 @@ impl Dataset {
             .map_err(|e| StorageError::from_parquet(path.as_ref(), e))?;
         let meta = ArrowReaderMetadata::try_new(Arc::new(metadata), ArrowReaderOptions::new())
             .map_err(|e| StorageError::from_parquet(path.as_ref(), e))?;
-        self.lock_footers().insert(shard, meta.clone());
+        self.lock_footers()
+            .insert((shard, BinaryLayout::Offsets), meta.clone());
         Ok(meta)
     }
 
-    fn lock_footers(&self) -> std::sync::MutexGuard<'_, HashMap<usize, ArrowReaderMetadata>> {
+    /// [`Self::shard_metadata`] with the Arrow schema of `layout` (the same footer, cached).
+    async fn shard_metadata_for(
+        &self,
+        shard: usize,
+        layout: BinaryLayout,
+    ) -> Result<ArrowReaderMetadata> {
+        let plain = self.shard_metadata(shard).await?;
+        if layout == BinaryLayout::Offsets {
+            return Ok(plain);
+        }
+        if let Some(meta) = self.lock_footers().get(&(shard, layout)) {
+            return Ok(meta.clone());
+        }
+        // The hint is the file's own Arrow schema with the layout's types, so only those differ.
+        let hint = Arc::new(layout.apply(plain.schema()));
+        let path = self.shard_path(shard)?;
+        let meta = ArrowReaderMetadata::try_new(
+            plain.metadata().clone(),
+            ArrowReaderOptions::new().with_schema(hint),
+        )
+        .map_err(|e| StorageError::from_parquet(path.as_ref(), e))?;
+        self.lock_footers().insert((shard, layout), meta.clone());
+        Ok(meta)
+    }
+
+    fn lock_footers(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(usize, BinaryLayout), ArrowReaderMetadata>> {
         self.inner
             .footers
             .lock()
@@ -211,7 +293,7 @@ impl Dataset {
         row_groups: Option<Vec<usize>>,
         projection: Option<&[String]>,
     ) -> Result<BoxStream<'static, Result<RecordBatch>>> {
-        let projection = self.projection(projection)?;
+        let projection = self.projection(projection, BinaryLayout::Offsets)?;
         let meta = self.shard_metadata(shard).await?;
         let path = self.shard_path(shard)?;
         let n_row_groups = meta.metadata().num_row_groups();
@@ -262,14 +344,28 @@ impl Dataset {
     /// decompressed and decoded on tokio's blocking pool: several row groups in flight
     /// decode on several cores even when their futures are polled by one task (as
     /// `buffer_unordered` does), and decoding never stalls an async worker thread.
+    /// Binary columns come back as the schema says ([`BinaryLayout::Offsets`]).
     pub async fn read_row_group(
         &self,
         shard: usize,
         row_group: usize,
         projection: Option<&[String]>,
     ) -> Result<RecordBatch> {
-        let projection = self.projection(projection)?;
-        let meta = self.shard_metadata(shard).await?;
+        self.read_row_group_with(shard, row_group, projection, BinaryLayout::Offsets)
+            .await
+    }
+
+    /// [`Self::read_row_group`] with binary columns in `layout`: with
+    /// [`BinaryLayout::Views`] the values stay in the decompressed pages (no copy).
+    pub async fn read_row_group_with(
+        &self,
+        shard: usize,
+        row_group: usize,
+        projection: Option<&[String]>,
+        layout: BinaryLayout,
+    ) -> Result<RecordBatch> {
+        let projection = self.projection(projection, layout)?;
+        let meta = self.shard_metadata_for(shard, layout).await?;
         let path = self.shard_path(shard)?;
         let n_row_groups = meta.metadata().num_row_groups();
         if row_group >= n_row_groups {
@@ -593,5 +689,198 @@ impl ChunkReader for FetchedChunks {
 
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
         self.slice(start, length)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::writer::{DatasetWriter, WriterOptions};
+    use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, LargeBinaryArray, StringArray};
+    use proptest::prelude::*;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("payload", DataType::Binary, false),
+            Field::new("note", DataType::LargeBinary, true),
+        ]))
+    }
+
+    /// Writes `rows` (payload, note) as one source to a fresh in-memory dataset, small row groups.
+    fn write(name: &str, rows: &[(Vec<u8>, Option<Vec<u8>>)]) -> Dataset {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let url = format!("memory://reader-tests/{name}");
+        runtime.block_on(async {
+            let options = WriterOptions {
+                row_group_bytes: 4 << 10,
+                ..WriterOptions::default()
+            };
+            let mut writer = DatasetWriter::create(&url, schema(), options)
+                .await
+                .unwrap();
+            // Sources of 16 rows: row groups close between sources.
+            for (source, chunk) in rows.chunks(16).enumerate() {
+                let ids: Vec<String> = (0..chunk.len())
+                    .map(|i| format!("r{}", source * 16 + i))
+                    .collect();
+                let batch = RecordBatch::try_new(
+                    schema(),
+                    vec![
+                        Arc::new(StringArray::from(ids)) as ArrayRef,
+                        Arc::new(BinaryArray::from_iter_values(chunk.iter().map(|r| &r.0))),
+                        Arc::new(LargeBinaryArray::from_iter(
+                            chunk.iter().map(|r| r.1.as_deref()),
+                        )),
+                    ],
+                )
+                .unwrap();
+                let key = format!("s{source}");
+                writer.write_source(&key, &batch).await.unwrap();
+            }
+            writer.finish_and_commit().await.unwrap();
+            Dataset::open(&url).await.unwrap()
+        })
+    }
+
+    /// Every row group of `dataset` read with `layout` and `projection`.
+    fn read_all(
+        dataset: &Dataset,
+        layout: BinaryLayout,
+        projection: Option<&[String]>,
+    ) -> Vec<RecordBatch> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut batches = Vec::new();
+        for (s, shard) in dataset.shards().iter().enumerate() {
+            for g in 0..shard.row_group_rows.len() {
+                batches.push(
+                    runtime
+                        .block_on(dataset.read_row_group_with(s, g, projection, layout))
+                        .unwrap(),
+                );
+            }
+        }
+        batches
+    }
+
+    /// The values of a binary column of any layout, nulls as `None`.
+    fn values(column: &ArrayRef) -> Vec<Option<Vec<u8>>> {
+        let value = |i: usize| -> Vec<u8> {
+            match column.data_type() {
+                DataType::Binary => column.as_binary::<i32>().value(i).to_vec(),
+                DataType::LargeBinary => column.as_binary::<i64>().value(i).to_vec(),
+                DataType::BinaryView => column.as_binary_view().value(i).to_vec(),
+                other => panic!("not a binary column: {other}"),
+            }
+        };
+        (0..column.len())
+            .map(|i| column.is_valid(i).then(|| value(i)))
+            .collect()
+    }
+
+    fn column_values(batches: &[RecordBatch], name: &str) -> Vec<Option<Vec<u8>>> {
+        batches
+            .iter()
+            .flat_map(|b| values(b.column_by_name(name).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn views_hold_the_same_bytes_as_offsets_and_only_binary_columns_change() {
+        // Short values (inlined in the view), long ones (pointing into the page), empty, null.
+        let rows: Vec<(Vec<u8>, Option<Vec<u8>>)> = (0..300u32)
+            .map(|i| {
+                let payload: Vec<u8> = (0..(i * 37) % 700).map(|j| (i ^ j) as u8).collect();
+                let note = (i % 3 != 0).then(|| vec![i as u8; (i % 20) as usize]);
+                (payload, note)
+            })
+            .collect();
+        let dataset = write("views", &rows);
+        assert!(
+            dataset.shards()[0].row_group_rows.len() > 2,
+            "several row groups"
+        );
+        let expected_payload: Vec<Option<Vec<u8>>> =
+            rows.iter().map(|r| Some(r.0.clone())).collect();
+        let expected_note: Vec<Option<Vec<u8>>> = rows.iter().map(|r| r.1.clone()).collect();
+
+        let views = read_all(&dataset, BinaryLayout::Views, None);
+        let schema = views[0].schema();
+        assert_eq!(schema.field(0).data_type(), &DataType::Utf8);
+        assert_eq!(schema.field(1).data_type(), &DataType::BinaryView);
+        assert_eq!(schema.field(2).data_type(), &DataType::BinaryView);
+        assert_eq!(schema, dataset.read_schema(BinaryLayout::Views));
+        assert_eq!(column_values(&views, "payload"), expected_payload);
+        assert_eq!(column_values(&views, "note"), expected_note);
+
+        let offsets = read_all(&dataset, BinaryLayout::Offsets, None);
+        assert_eq!(offsets[0].schema().field(1).data_type(), &DataType::Binary);
+        assert_eq!(
+            offsets[0].schema().field(2).data_type(),
+            &DataType::LargeBinary
+        );
+        assert_eq!(column_values(&offsets, "payload"), expected_payload);
+        assert_eq!(column_values(&offsets, "note"), expected_note);
+
+        // A projection in another order than the file's, with views.
+        let projection = ["note".to_string(), "id".to_string()];
+        let projected = read_all(&dataset, BinaryLayout::Views, Some(&projection));
+        assert_eq!(projected[0].num_columns(), 2);
+        assert_eq!(projected[0].schema().field(0).name(), "note");
+        assert_eq!(
+            projected[0].schema().field(0).data_type(),
+            &DataType::BinaryView
+        );
+        assert_eq!(column_values(&projected, "note"), expected_note);
+        assert_eq!(
+            projected[0].column(1).as_string::<i32>().value(0),
+            "r0",
+            "strings keep their type"
+        );
+    }
+
+    #[test]
+    fn views_point_into_the_decompressed_pages() {
+        // 40 values of 1000 bytes: a copying decoder makes one values buffer of all of
+        // them; views keep the pages they were decoded from, so no buffer holds values
+        // that the column does not (and there is no contiguous copy to hold them).
+        let rows: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+            (0..40u8).map(|i| (vec![i; 1000], None)).collect();
+        let dataset = write("pages", &rows);
+        let batch = &read_all(&dataset, BinaryLayout::Views, Some(&["payload".into()]))[0];
+        let column = batch.column(0).as_binary_view();
+        let in_buffers: usize = column.data_buffers().iter().map(|b| b.len()).sum();
+        let values: usize = (0..column.len()).map(|i| column.value(i).len()).sum();
+        // Each Parquet page holds its values behind 4-byte lengths and nothing else.
+        assert_eq!(in_buffers, values + 4 * column.len());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(12))]
+        #[test]
+        fn any_binary_values_read_back_alike_in_both_layouts(
+            rows in proptest::collection::vec(
+                (proptest::collection::vec(any::<u8>(), 0..200),
+                 proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40))),
+                1..120,
+            ),
+        ) {
+            static CASE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let case = CASE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dataset = write(&format!("prop{case}"), &rows);
+            let views = read_all(&dataset, BinaryLayout::Views, None);
+            let offsets = read_all(&dataset, BinaryLayout::Offsets, None);
+            for name in ["payload", "note"] {
+                prop_assert_eq!(column_values(&views, name), column_values(&offsets, name));
+            }
+            let expected: Vec<Option<Vec<u8>>> = rows.iter().map(|r| r.1.clone()).collect();
+            prop_assert_eq!(column_values(&views, "note"), expected);
+        }
     }
 }

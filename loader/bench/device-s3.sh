@@ -1,0 +1,59 @@
+#!/bin/bash
+# Loader S3 throughput on the device host, old binary against new, alternating.
+# Adapted from storage/bench/device-s3.sh (same server start and pinning): carry a folder
+# holding this script, weed.xz (SeaweedFS 4.48, xz) and NAME.xz for each stripped
+# scalefold binary NAME, then run
+#   bash FOLDER/device-s3.sh NAME:BENCH NAME:BENCH ...   (results in $OUT/results.jsonl)
+# BENCH: ld-s3 (the bench's defaults; a binary before session 5 knows no more),
+#        ld-s3-views / ld-s3-offsets (session 5 binaries: --binary-layout views / offsets).
+# SeaweedFS is pinned to cores SRV_CPUS (0-7), each bench to BENCH_CPUS (8-15).
+set -u
+D=$(cd "$(dirname "$0")" && pwd)
+B=/tmp/ldb; mkdir -p $B
+O=${OUT:-/tmp/out}; mkdir -p $O
+echo "== nproc $(nproc); $(grep -m1 'model name' /proc/cpuinfo); $(uname -r)"
+unxz_to() { if command -v xz >/dev/null; then xz -dc "$1" > "$2"; else python3 -c 'import lzma,sys,shutil; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2],"wb"))' "$1" "$2"; fi; chmod +x "$2"; }
+for f in $D/*.xz; do unxz_to $f $B/$(basename $f .xz) & done; wait
+if command -v taskset >/dev/null; then PIN=(taskset -c)
+else PIN=(python3 -c 'import os,sys; a,b=map(int,sys.argv[1].split("-")); os.sched_setaffinity(0,range(a,b+1)); os.execvp(sys.argv[2],sys.argv[2:])'); fi
+SP=${SP:-8333}
+echo "== pin check: $("${PIN[@]}" ${BENCH_CPUS:-8-15} grep Cpus_allowed_list /proc/self/status) nproc=$("${PIN[@]}" ${BENCH_CPUS:-8-15} nproc)"
+mkdir -p $B/w
+env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY "${PIN[@]}" ${SRV_CPUS:-0-7} $B/weed server -dir=$B/w -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+  -master.port=$((SP+1000)) -volume.port=$((SP+2000)) -filer.port=$((SP+3000)) -s3 -s3.port=$SP -s3.port.iceberg=0 -s3.port.lance=0 -volume.max=50 \
+  > $O/weed.log 2>&1 &
+WEED=$!
+export AWS_ENDPOINT_URL=http://127.0.0.1:$SP AWS_ALLOW_HTTP=true AWS_ACCESS_KEY_ID=scalefold AWS_SECRET_ACCESS_KEY=scalefold AWS_REGION=us-east-1
+bucket_ok() { python3 - <<'PY'
+import urllib.request, sys, os
+try:
+    urllib.request.urlopen(urllib.request.Request(os.environ["AWS_ENDPOINT_URL"]+"/bench", method="PUT"), timeout=2).read()
+except Exception as e:
+    pass
+try:
+    r = urllib.request.urlopen(os.environ["AWS_ENDPOINT_URL"]+"/bench", timeout=2); sys.exit(0 if r.status == 200 else 1)
+except Exception:
+    sys.exit(1)
+PY
+}
+t0=$(date +%s.%N)
+for i in $(seq 1 120); do bucket_ok && break; sleep 0.5; done
+echo "== S3 ready after $(python3 -c "print(round($(date +%s.%N)-$t0,1))") s (try $i)"
+ticks() { awk '{print $14+$15}' /proc/$WEED/stat 2>/dev/null || echo 0; }
+n=0
+for item in "$@"; do
+  bin=${item%%:*}; bench=${item#*:}; n=$((n+1))
+  common="bench loader --skip-windows --s3-url s3://bench/ld$n --s3-mib ${MIB:-1024} --json"
+  case $bench in
+    ld-s3) args="$common";;
+    ld-s3-views) args="$common --binary-layout views";;
+    ld-s3-offsets) args="$common --binary-layout offsets";;
+    *) echo "unknown bench $bench"; continue;;
+  esac
+  w0=$(ticks); s=$(date +%s.%N)
+  line=$( { TIMEFORMAT='%U %S'; time "${PIN[@]}" ${BENCH_CPUS:-8-15} $B/$bin $args 2>>$O/log.txt; } 2>$B/t )
+  w1=$(ticks); e=$(date +%s.%N)
+  echo "{\"n\":$n,\"bin\":\"$bin\",\"bench\":\"$bench\",\"wall\":$(python3 -c "print(round($e-$s,2))"),\"client_cpu\":\"$(cat $B/t)\",\"weed_cpu_s\":$(awk "BEGIN{print ($w1-$w0)/100}"),\"r\":${line:-null}}" | tee -a $O/results.jsonl
+done
+kill $WEED; wait $WEED 2>/dev/null
+echo "== done"
