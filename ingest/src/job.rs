@@ -36,6 +36,7 @@ mod report;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use scalefold_storage::{DatasetWriter, Location, WriterOptions};
@@ -262,6 +263,8 @@ pub async fn ingest(
         max_templates: config.max_templates,
         clusters,
         templates: TemplateCache::new(config.template_cache_entries),
+        structures_parsed: 0.into(),
+        structures_from_cache: 0.into(),
     });
 
     // Stage 2 → 3 and 3 → 4 channels; their capacities bound the entries in memory.
@@ -362,6 +365,8 @@ pub async fn ingest(
         .map_err(|e| IngestError::InvalidArgument(format!("the fetch task failed: {e}")))??;
 
     let complete = config.limit.is_none_or(|l| l >= pending);
+    report.structures_parsed = context.structures_parsed.load(Ordering::Relaxed);
+    report.structures_from_cache = context.structures_from_cache.load(Ordering::Relaxed);
     report.seconds = started.elapsed().as_secs_f64();
     report.sort();
     report::save(&out, config.worker, &report).await?;

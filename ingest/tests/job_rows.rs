@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use job_common::{content, corpus_and_config, rows, run, small_corpus};
 use scalefold_featurize::residue_constants::restype_index;
+use scalefold_ingest::job::IngestConfig;
 use scalefold_ingest::merge_alignments;
 use scalefold_ingest::schema::{batch_to_rows, rows_to_batch};
 use scalefold_ingest::synth::{CorpusPlan, generate_entry};
@@ -202,4 +203,39 @@ fn an_alignment_database_gives_the_rows_of_the_folders() {
     });
     assert_eq!(report.failed(), 0, "{}", report.summary());
     assert_eq!(content(&out), expected);
+}
+
+#[test]
+fn the_structure_cache_parses_each_file_once_and_changes_no_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = small_corpus(24, 11);
+    // One CPU thread: with several, two threads may both parse a file the cache does not
+    // hold yet (harmless, but it would make the count below vary).
+    let cached = IngestConfig {
+        threads: 1,
+        ..corpus_and_config(dir.path(), &synth)
+    };
+    let entries = CorpusPlan::new(&synth).unwrap().entry_count();
+    let report = run(&cached);
+    assert_eq!(report.failed(), 0, "{}", report.summary());
+    // Every file is parsed once, whether first needed for its own rows or as a template.
+    assert_eq!(report.structures_parsed, entries);
+    assert!(
+        report.structures_from_cache > 0,
+        "templates came from the cache"
+    );
+
+    let uncached = IngestConfig {
+        out: dir.path().join("ds-uncached").display().to_string(),
+        template_cache_entries: 0,
+        ..cached.clone()
+    };
+    let report = run(&uncached);
+    assert_eq!(report.structures_from_cache, 0);
+    assert!(
+        report.structures_parsed > entries,
+        "without the cache templates are parsed again: {} parses of {entries} files",
+        report.structures_parsed
+    );
+    assert_eq!(content(&cached.out), content(&uncached.out));
 }

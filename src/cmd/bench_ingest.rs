@@ -117,13 +117,24 @@ fn process_cpu_seconds() -> Option<f64> {
     Some((ticks(14)? + ticks(15)?) / 100.0)
 }
 
-/// One end-to-end run: (chains written, seconds, CPU seconds of the process).
+/// One end-to-end run.
+struct EndToEnd {
+    chains: usize,
+    seconds: f64,
+    /// CPU seconds of the process during the run.
+    cpu: Option<f64>,
+    /// Structure files parsed (own or template use) and structures served by the cache.
+    structures_parsed: usize,
+    structures_from_cache: usize,
+}
+
+/// Runs the job once over the corpus.
 fn end_to_end(
     corpus: &Path,
     out: &str,
     threads: usize,
     zstd_level: i32,
-) -> anyhow::Result<(usize, f64, Option<f64>)> {
+) -> anyhow::Result<EndToEnd> {
     let config = IngestConfig {
         structures: corpus.join("mmcif").display().to_string(),
         alignments: corpus.join("alignments").display().to_string(),
@@ -144,7 +155,13 @@ fn end_to_end(
         "the benchmark corpus failed to ingest:\n{}",
         report.summary()
     );
-    Ok((report.chains_written, started.elapsed().as_secs_f64(), cpu))
+    Ok(EndToEnd {
+        chains: report.chains_written,
+        seconds: started.elapsed().as_secs_f64(),
+        cpu,
+        structures_parsed: report.structures_parsed,
+        structures_from_cache: report.structures_from_cache,
+    })
 }
 
 /// Runs `scalefold bench ingest`.
@@ -198,12 +215,13 @@ pub fn run(args: BenchIngestArgs) -> anyhow::Result<()> {
     let mut one_thread_rate = None;
     for &threads in &thread_counts {
         let out = scratch.path.join(format!("ds-{threads}"));
-        let (chains, seconds, cpu) = end_to_end(
+        let run = end_to_end(
             &corpus,
             &out.display().to_string(),
             threads,
             args.zstd_level,
         )?;
+        let (chains, seconds, cpu) = (run.chains, run.seconds, run.cpu);
         let cpu_ms_per_chain = cpu.map(|c| 1000.0 * c / chains.max(1) as f64);
         let rate = chains as f64 / seconds;
         if threads == 1 {
@@ -220,14 +238,19 @@ pub fn run(args: BenchIngestArgs) -> anyhow::Result<()> {
             "efficiency_vs_parse": (chains as f64 / seconds) / (parse_rate * threads as f64),
             "cpu_seconds": cpu,
             "cpu_ms_per_chain": cpu_ms_per_chain,
+            "structures_parsed": run.structures_parsed,
+            "structures_from_cache": run.structures_from_cache,
         }));
         if !args.json {
             println!(
-                "end to end, {threads:>3} threads: {:.1} chains/s, {:.1} MB/s ({:.2} s, {} CPU ms per chain) = {:.0} % of {threads} × single-thread parse, {} of {threads} × the 1-thread run",
+                "end to end, {threads:>3} threads: {:.1} chains/s, {:.1} MB/s ({:.2} s, {} CPU ms per chain, {} of {} structure files parsed, {} from cache) = {:.0} % of {threads} × single-thread parse, {} of {threads} × the 1-thread run",
                 chains as f64 / seconds,
                 mb / seconds,
                 seconds,
                 cpu_ms_per_chain.map_or("-".to_string(), |c| format!("{c:.2}")),
+                run.structures_parsed,
+                summary.entries,
+                run.structures_from_cache,
                 100.0 * (chains as f64 / seconds) / (parse_rate * threads as f64),
                 scaling.map_or("-".to_string(), |s| format!("{:.0} %", 100.0 * s))
             );
@@ -235,7 +258,8 @@ pub fn run(args: BenchIngestArgs) -> anyhow::Result<()> {
     }
     let remote = match &args.remote_out {
         Some(url) => {
-            let (chains, seconds, _) = end_to_end(&corpus, url, cores, args.zstd_level)?;
+            let run = end_to_end(&corpus, url, cores, args.zstd_level)?;
+            let (chains, seconds) = (run.chains, run.seconds);
             if !args.json {
                 println!(
                     "end to end to {url}, {cores} threads: {:.1} chains/s, {:.1} MB/s",

@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use scalefold_featurize::ChainRecord;
 use scalefold_featurize::inputs::{ChainStructure, Structure, StructureHeader, TemplateHit};
@@ -186,21 +187,26 @@ impl TemplateSlot<'_> {
     /// The candidate's structure: from the fetch-time cache hit, else from the cache
     /// (another thread may have parsed the file since it was fetched), else parsed now
     /// and cached. `None` when the file could not be read or parsed.
-    fn structure(&self, cache: &TemplateCache) -> Option<&Structure> {
+    fn structure(&self, ctx: &Context) -> Option<&Structure> {
         self.parsed
-            .get_or_init(|| match &self.file.input {
-                TemplateInput::Cached(s) => s.as_ref().map(|c| c.expand()),
-                TemplateInput::Raw(bytes) => {
-                    if let Some(cached) = cache.get(&self.file.cache_key) {
-                        return cached.map(|c| c.expand());
-                    }
-                    let parsed = bytes
-                        .as_ref()
-                        .ok()
-                        .and_then(|b| parse_structure(&self.file.name, b).ok());
-                    cache.insert(&self.file.cache_key, parsed.as_ref());
-                    parsed
+            .get_or_init(|| {
+                let cached = match &self.file.input {
+                    TemplateInput::Cached(s) => Some(s.clone()),
+                    TemplateInput::Raw(_) => ctx.templates.get(&self.file.cache_key),
+                };
+                if let Some(cached) = cached {
+                    Context::count(&ctx.structures_from_cache);
+                    return cached.map(|c| c.expand());
                 }
+                let TemplateInput::Raw(bytes) = &self.file.input else {
+                    return None;
+                };
+                let parsed = bytes.as_ref().ok().and_then(|b| {
+                    Context::count(&ctx.structures_parsed);
+                    parse_structure(&self.file.name, b).ok()
+                });
+                ctx.templates.insert(&self.file.cache_key, parsed.as_ref());
+                parsed
             })
             .as_ref()
     }
@@ -215,8 +221,18 @@ pub struct Context {
     pub max_templates: usize,
     /// Cluster (id, size) per chain id.
     pub clusters: HashMap<String, (i64, u32)>,
-    /// Parsed template structures.
+    /// Parsed structure files (own and template use).
     pub templates: TemplateCache,
+    /// Structure files parsed (for a source or as a template) in this run.
+    pub structures_parsed: AtomicUsize,
+    /// Structures taken from the cache instead of parsed (for a source or as a template).
+    pub structures_from_cache: AtomicUsize,
+}
+
+impl Context {
+    fn count(counter: &AtomicUsize) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// The result of one source.
@@ -359,18 +375,24 @@ fn source_rows(ctx: &Context, fetched: &Fetched) -> (Vec<ChainRow>, Vec<ReportLi
     // The file's own structure: parsed earlier as some source's template, or now.
     let cache_key = fetched.source.path.to_string();
     let structure: Structure = match ctx.templates.get(&cache_key) {
-        Some(Some(cached)) => cached.expand(),
-        _ => match parse_structure(name, raw) {
-            Ok(s) => {
-                ctx.templates.insert(&cache_key, Some(&s));
-                s
+        Some(Some(cached)) => {
+            Context::count(&ctx.structures_from_cache);
+            cached.expand()
+        }
+        _ => {
+            Context::count(&ctx.structures_parsed);
+            match parse_structure(name, raw) {
+                Ok(s) => {
+                    ctx.templates.insert(&cache_key, Some(&s));
+                    s
+                }
+                Err(e) => {
+                    out.lines
+                        .push(line(LineKind::Failed, source, name, "parse", e));
+                    return (out.rows, out.lines);
+                }
             }
-            Err(e) => {
-                out.lines
-                    .push(line(LineKind::Failed, source, name, "parse", e));
-                return (out.rows, out.lines);
-            }
-        },
+        }
     };
     if let Some((filter, reason)) = ctx.filters.entry(&structure.header) {
         out.lines
@@ -499,9 +521,7 @@ fn chain_row(
             if id == structure.id {
                 return Some(structure);
             }
-            templates
-                .get(id)
-                .and_then(|slot| slot.structure(&ctx.templates))
+            templates.get(id).and_then(|slot| slot.structure(ctx))
         };
         template_features(&chain.sequence, &hits, lookup, &config).features
     };

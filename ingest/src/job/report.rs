@@ -75,6 +75,13 @@ pub struct IngestReport {
     pub seconds: f64,
     /// Whether this run committed the dataset's manifest.
     pub committed: bool,
+    /// Structure files parsed in this run, for a source's rows or as a template (a file
+    /// parsed again after it left the bounded cache counts again).
+    #[serde(default)]
+    pub structures_parsed: usize,
+    /// Structures taken from the cache of parsed files instead of parsed again.
+    #[serde(default)]
+    pub structures_from_cache: usize,
     /// Failed and filtered inputs (this run's plus those of earlier runs' finished sources).
     pub lines: Vec<ReportLine>,
 }
@@ -93,6 +100,8 @@ impl IngestReport {
             bytes_read: 0,
             seconds: 0.0,
             committed: false,
+            structures_parsed: 0,
+            structures_from_cache: 0,
             lines: Vec::new(),
         }
     }
