@@ -10,8 +10,10 @@
 //!    alignment file of its chains, and the mmCIF files of the best template hits;
 //! 3. parse + filter + featurize + build the record batch on the rayon pool (at most
 //!    `2 × threads` entries at once); templates are selected with the chain's own release
-//!    date as cutoff, from the structures of the best hhr hits (a bounded shared cache of
-//!    parsed entries);
+//!    date as cutoff, from the structures of the best hhr hits, each parsed only when a
+//!    chain's selection looks it up. Parsed structure files go to one bounded, compact
+//!    cache shared by both uses ([`TemplateCache`]): a file parsed as a template serves its
+//!    own rows later and vice versa, so each file is parsed once while it stays cached;
 //! 4. write: `writers` dataset writers per worker (Parquet encoding and zstd are serial
 //!    per writer), each source to one writer by hash, all rows of one structure file in
 //!    one `write_source` call (a file's rows never straddle shards, so a killed run
