@@ -221,8 +221,20 @@ fn the_stream_survives_a_server_restart() {
         wait_for_bucket(s3, "restart", false, &restart_log);
         weed
     });
-    while let Some(batch) = loader.next_batch().unwrap() {
-        ids.extend(batch.samples);
+    loop {
+        match loader.next_batch() {
+            Ok(Some(batch)) => ids.extend(batch.samples),
+            Ok(None) => break,
+            Err(e) => {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                panic!(
+                    "{e} ({} retried reads); weed log tail (newest first):\n{}",
+                    loader.metrics().fetch_retries,
+                    tail.join("\n")
+                );
+            }
+        }
     }
     let _weed = restarter.join().unwrap();
     let retries = loader.metrics().fetch_retries;
