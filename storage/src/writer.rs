@@ -53,10 +53,10 @@ pub struct WriterOptions {
     /// zstd compression level (1..=22). Default 1: on feature data level 3 spent 1.6x the
     /// compression instructions for 1.9 % smaller shards (storage/BENCHMARKS.md).
     pub zstd_level: i32,
-    /// A row group is closed before its predicted encoded size (the rows' Arrow bytes times
-    /// the compression measured so far) would pass this many bytes, so a loader can fetch one
-    /// row group with one byte-range request; a single larger row is a group of its own.
-    /// Default 4 MiB.
+    /// Rows join a row group while its predicted encoded size (the rows' Arrow bytes times
+    /// the compression measured so far) stays within this many bytes, so a loader can fetch
+    /// one row group with one byte-range request; as with `ArrowWriter`, a group's first
+    /// batch is taken whole. Default 4 MiB.
     pub row_group_bytes: usize,
     /// A shard is closed (at a source boundary) once it reaches this many bytes. Default 256 MiB.
     pub shard_bytes: u64,
