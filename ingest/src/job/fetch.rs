@@ -34,7 +34,7 @@ pub struct Source {
 pub type FileBytes = Result<Bytes, String>;
 
 /// One alignment folder's files, in merge order (name, bytes).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ChainFiles {
     /// `<entry>_<chain>`.
     pub key: String,
@@ -103,13 +103,16 @@ pub enum TemplateInput {
 }
 
 impl Fetched {
-    /// Bytes fetched for this source (structure, alignments, templates).
+    /// Bytes fetched for this source (structure, alignments, templates; a folder that
+    /// several chains share counts once).
     pub fn bytes_read(&self) -> u64 {
         let len = |b: &FileBytes| b.as_ref().map_or(0, |b| b.len() as u64);
+        let mut folders = std::collections::HashSet::new();
         len(&self.structure)
             + self
                 .chains
                 .values()
+                .filter(|c| folders.insert(c.dir.as_str()))
                 .flat_map(|c| c.alignments.iter().chain(&c.hhr))
                 .map(|(_, b)| len(b))
                 .sum::<u64>()
@@ -447,12 +450,35 @@ async fn fetch_one(
     let keys = chain_dirs
         .get(&source.entry_id)
         .map_or(&[][..], Vec::as_slice);
-    let mut chain_files = futures::future::try_join_all(
-        keys.iter()
+    // Chains sharing an alignment folder (duplicate chains) fetch and parse it once.
+    let mut folders: Vec<&(String, String)> = Vec::new();
+    for pair in keys {
+        if !folders.iter().any(|(_, folder)| *folder == pair.1) {
+            folders.push(pair);
+        }
+    }
+    let mut fetched_folders = futures::future::try_join_all(
+        folders
+            .iter()
             .map(|(key, folder)| fetch_chain(alignments, key.clone(), folder, index)),
     )
     .await?;
-    chain_files.iter_mut().for_each(ChainFiles::parse_hits);
+    fetched_folders.iter_mut().for_each(ChainFiles::parse_hits);
+    let chain_files: Vec<ChainFiles> = keys
+        .iter()
+        .filter_map(|(key, folder)| {
+            let i = folders.iter().position(|(_, f)| f == folder)?;
+            let files = &fetched_folders[i];
+            Some(if files.key == *key {
+                files.clone()
+            } else {
+                ChainFiles {
+                    key: key.clone(),
+                    ..files.clone()
+                }
+            })
+        })
+        .collect();
     let mut templates = Vec::new();
     for id in template_candidates(&chain_files, &source.entry_id, context.max_templates * 2) {
         let Some(path) = entry_paths.get(&id) else {

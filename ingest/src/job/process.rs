@@ -6,9 +6,9 @@ use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use scalefold_featurize::ChainRecord;
 use scalefold_featurize::inputs::{ChainStructure, Structure, StructureHeader, TemplateHit};
 use scalefold_featurize::templates::{TemplateFeatures, TemplateSearchConfig, template_features};
+use scalefold_featurize::{ChainRecord, FlatMsa};
 
 use super::IngestError;
 use super::cache::TemplateCache;
@@ -421,6 +421,8 @@ fn source_rows(ctx: &Context, fetched: &Fetched) -> (Vec<ChainRow>, Vec<ReportLi
             (file.entry_id.as_str(), slot)
         })
         .collect();
+    // Merged MSAs of the folders that several chains share (duplicate chains), by folder.
+    let mut shared = SharedMsas::new(fetched);
     for chain in &structure.chains {
         let key = format!("{}_{}", structure.id, chain.chain_id);
         if let Some((filter, reason)) = ctx.filters.chain(chain) {
@@ -428,7 +430,15 @@ fn source_rows(ctx: &Context, fetched: &Fetched) -> (Vec<ChainRow>, Vec<ReportLi
                 .push(line(LineKind::Filtered, source, &key, filter, reason));
             continue;
         }
-        match chain_row(ctx, fetched, &structure, &templates, chain, &key) {
+        match chain_row(
+            ctx,
+            fetched,
+            &structure,
+            &templates,
+            &mut shared,
+            chain,
+            &key,
+        ) {
             Ok(row) => out.rows.push(row),
             Err((stage, reason)) => {
                 out.lines
@@ -437,6 +447,52 @@ fn source_rows(ctx: &Context, fetched: &Fetched) -> (Vec<ChainRow>, Vec<ReportLi
         }
     }
     (out.rows, out.lines)
+}
+
+/// The merged MSAs of one source's alignment folders that several of its chains use
+/// (duplicate chains sharing their representative's folder): parsed and merged for the
+/// first chain, copied for the others with the same sequence.
+struct SharedMsas {
+    /// Folders used by more than one chain of the source.
+    shared_dirs: Vec<String>,
+    /// (folder, the chain sequence it was checked against, merged MSA).
+    merged: Vec<(String, String, FlatMsa)>,
+}
+
+impl SharedMsas {
+    fn new(fetched: &Fetched) -> Self {
+        let mut seen: Vec<&str> = Vec::new();
+        let mut shared_dirs = Vec::new();
+        for files in fetched.chains.values() {
+            if seen.contains(&files.dir.as_str()) {
+                if !shared_dirs.contains(&files.dir) {
+                    shared_dirs.push(files.dir.clone());
+                }
+            } else {
+                seen.push(&files.dir);
+            }
+        }
+        SharedMsas {
+            shared_dirs,
+            merged: Vec::new(),
+        }
+    }
+
+    /// A copy of the MSA merged from `dir` for a chain of the same sequence, if any.
+    fn get(&self, dir: &str, sequence: &str) -> Option<FlatMsa> {
+        self.merged
+            .iter()
+            .find(|(d, s, _)| d == dir && s == sequence)
+            .map(|(_, _, msa)| msa.clone())
+    }
+
+    /// Keeps `msa` for the other chains when `dir` is shared.
+    fn keep(&mut self, dir: &str, sequence: &str, msa: &FlatMsa) {
+        if self.shared_dirs.iter().any(|d| d == dir) {
+            self.merged
+                .push((dir.to_string(), sequence.to_string(), msa.clone()));
+        }
+    }
 }
 
 /// Parses one alignment file and checks it belongs to the chain.
@@ -475,6 +531,7 @@ fn chain_row(
     fetched: &Fetched,
     structure: &Structure,
     templates: &HashMap<&str, TemplateSlot>,
+    shared: &mut SharedMsas,
     chain: &ChainStructure,
     key: &str,
 ) -> Result<ChainRow, (&'static str, String)> {
@@ -490,14 +547,23 @@ fn chain_row(
             format!("{}: no a3m or Stockholm file", files.dir),
         ));
     }
-    let alignments: Vec<(&str, Alignment)> = files
-        .alignments
-        .iter()
-        .map(|(name, bytes)| Ok((name.as_str(), read_alignment(name, bytes, &chain.sequence)?)))
-        .collect::<Result<_, String>>()
-        .map_err(|e| ("alignment", e))?;
-    let refs: Vec<(&str, &Alignment)> = alignments.iter().map(|(n, a)| (*n, a)).collect();
-    let msa = merge_alignments_flat(&refs).map_err(|e| ("alignment", e.to_string()))?;
+    let msa = match shared.get(&files.dir, &chain.sequence) {
+        Some(msa) => msa,
+        None => {
+            let alignments: Vec<(&str, Alignment)> = files
+                .alignments
+                .iter()
+                .map(|(name, bytes)| {
+                    Ok((name.as_str(), read_alignment(name, bytes, &chain.sequence)?))
+                })
+                .collect::<Result<_, String>>()
+                .map_err(|e| ("alignment", e))?;
+            let refs: Vec<(&str, &Alignment)> = alignments.iter().map(|(n, a)| (*n, a)).collect();
+            let msa = merge_alignments_flat(&refs).map_err(|e| ("alignment", e.to_string()))?;
+            shared.keep(&files.dir, &chain.sequence, &msa);
+            msa
+        }
+    };
     // The hhr files were parsed by the fetch stage; one file's hits are used in place.
     let hits: Cow<[TemplateHit]> = match files.hhr_hits.as_slice() {
         [one] => Cow::Borrowed(one.as_deref().map_err(|e| ("templates", e.clone()))?),
