@@ -284,13 +284,13 @@ fn parse_structure(name: &str, raw: &[u8]) -> Result<Structure, String> {
     }
 }
 
-fn checksum_of(parts: &[&FileBytes]) -> u64 {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    for bytes in parts.iter().filter_map(|p| p.as_ref().ok()) {
+/// Adds files to a source checksum: each readable file's length (u64, little-endian),
+/// then its bytes.
+fn hash_files<'a>(h: &mut xxhash_rust::xxh3::Xxh3, parts: impl IntoIterator<Item = &'a FileBytes>) {
+    for bytes in parts.into_iter().filter_map(|p| p.as_ref().ok()) {
         h.update(&(bytes.len() as u64).to_le_bytes());
         h.update(bytes);
     }
-    h.digest()
 }
 
 /// [`process`], with a panic (a bug in a parser or in featurization, never expected on
@@ -422,7 +422,7 @@ fn source_rows(ctx: &Context, fetched: &Fetched) -> (Vec<ChainRow>, Vec<ReportLi
         })
         .collect();
     // Merged MSAs of the folders that several chains share (duplicate chains), by folder.
-    let mut shared = SharedMsas::new(fetched);
+    let mut shared = SourceShared::new(fetched);
     for chain in &structure.chains {
         let key = format!("{}_{}", structure.id, chain.chain_id);
         if let Some((filter, reason)) = ctx.filters.chain(chain) {
@@ -449,17 +449,20 @@ fn source_rows(ctx: &Context, fetched: &Fetched) -> (Vec<ChainRow>, Vec<ReportLi
     (out.rows, out.lines)
 }
 
-/// The merged MSAs of one source's alignment folders that several of its chains use
-/// (duplicate chains sharing their representative's folder): parsed and merged for the
-/// first chain, copied for the others with the same sequence.
-struct SharedMsas {
+/// What the chains of one source share: the merged MSAs of alignment folders that several
+/// of them use (duplicate chains sharing their representative's folder: parsed and merged
+/// for the first chain, copied for the others with the same sequence), and the source
+/// checksum's state after the structure file (hashed once, not once per chain).
+struct SourceShared {
+    /// The source checksum after the structure file.
+    structure_hash: xxhash_rust::xxh3::Xxh3,
     /// Folders used by more than one chain of the source.
     shared_dirs: Vec<String>,
     /// (folder, the chain sequence it was checked against, merged MSA).
     merged: Vec<(String, String, FlatMsa)>,
 }
 
-impl SharedMsas {
+impl SourceShared {
     fn new(fetched: &Fetched) -> Self {
         let mut seen: Vec<&str> = Vec::new();
         let mut shared_dirs = Vec::new();
@@ -472,7 +475,10 @@ impl SharedMsas {
                 seen.push(&files.dir);
             }
         }
-        SharedMsas {
+        let mut structure_hash = xxhash_rust::xxh3::Xxh3::new();
+        hash_files(&mut structure_hash, [&fetched.structure]);
+        SourceShared {
+            structure_hash,
             shared_dirs,
             merged: Vec::new(),
         }
@@ -531,7 +537,7 @@ fn chain_row(
     fetched: &Fetched,
     structure: &Structure,
     templates: &HashMap<&str, TemplateSlot>,
-    shared: &mut SharedMsas,
+    shared: &mut SourceShared,
     chain: &ChainStructure,
     key: &str,
 ) -> Result<ChainRow, (&'static str, String)> {
@@ -601,13 +607,17 @@ fn chain_row(
     )
     .map_err(|e| ("featurize", e.to_string()))?;
     let (cluster_id, cluster_size) = ctx.clusters.get(key).copied().unwrap_or((-1, 1));
-    let mut parts: Vec<&FileBytes> = vec![&fetched.structure];
-    parts.extend(files.alignments.iter().chain(&files.hhr).map(|(_, b)| b));
+    // The structure file, hashed once per source, then this chain's alignment and hhr files.
+    let mut checksum = shared.structure_hash.clone();
+    hash_files(
+        &mut checksum,
+        files.alignments.iter().chain(&files.hhr).map(|(_, b)| b),
+    );
     Ok(ChainRow {
         source_key: fetched.source.key.clone(),
         record,
         cluster_id,
         cluster_size,
-        source_checksum: checksum_of(&parts),
+        source_checksum: checksum.digest(),
     })
 }
