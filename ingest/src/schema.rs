@@ -259,21 +259,32 @@ fn string_list(rows: &[ChainRow], values: impl Fn(&ChainRow) -> &[String]) -> Ar
 
 /// A binary column with one value per row, written by `write` straight into the array's
 /// value buffer (no allocation per row).
-fn binary_column(rows: &[ChainRow], write: impl Fn(&ChainRow, &mut Vec<u8>)) -> ArrayRef {
+/// Fails when the values pass 2 GiB (32-bit offsets): one source's chains that large in
+/// one column are rejected with the column named, never truncated.
+fn binary_column(
+    rows: &[ChainRow],
+    column: &str,
+    write: impl Fn(&ChainRow, &mut Vec<u8>),
+) -> Result<ArrayRef, IngestError> {
     let mut values = Vec::new();
     let mut offsets = Vec::with_capacity(rows.len() + 1);
     offsets.push(0i32);
     for row in rows {
         write(row, &mut values);
-        // A record batch of more than 2 GiB in one binary column is far beyond any chain;
-        // the conversion below saturates rather than wraps, and arrow rejects it.
-        offsets.push(i32::try_from(values.len()).unwrap_or(i32::MAX));
+        let end = i32::try_from(values.len()).map_err(|_| IngestError::Schema {
+            chain: row.record.chain_id.clone(),
+            reason: format!(
+                "column {column} holds {} bytes for this source's chains, more than a record batch's 2 GiB",
+                values.len()
+            ),
+        })?;
+        offsets.push(end);
     }
-    Arc::new(BinaryArray::new(
+    Ok(Arc::new(BinaryArray::new(
         OffsetBuffer::new(ScalarBuffer::from(offsets)),
         Buffer::from_vec(values),
         None,
-    ))
+    )))
 }
 
 /// Appends the little-endian `[x, y, z]` of every atom whose mask is non-zero, or, when a
@@ -331,12 +342,12 @@ pub fn rows_to_batch(rows: &[ChainRow]) -> Result<RecordBatch, IngestError> {
         primitive_list::<Int8Type, _>(rows, |r| &r.record.aatype),
         primitive_list::<Int32Type, _>(rows, |r| &r.record.residue_index),
         primitive_list::<Int8Type, _>(rows, |r| &r.record.between_segment_residues),
-        binary_column(rows, |r, out| {
+        binary_column(rows, "all_atom_positions_masked", |r, out| {
             masked_positions(&r.record.all_atom_positions, &r.record.all_atom_mask, out)
-        }),
-        binary_column(rows, |r, out| {
+        })?,
+        binary_column(rows, "all_atom_mask", |r, out| {
             out.extend_from_slice(&r.record.all_atom_mask)
-        }),
+        })?,
         Arc::new(Float32Array::from_iter_values(
             rows.iter().map(|r| r.record.resolution),
         )),
@@ -348,20 +359,20 @@ pub fn rows_to_batch(rows: &[ChainRow]) -> Result<RecordBatch, IngestError> {
             rows.iter().map(|r| Some(r.record.is_distillation)),
         )),
         u32s(|r| r.record.num_alignments),
-        binary_column(rows, |r, out| out.extend_from_slice(&r.record.msa)),
-        binary_column(rows, |r, out| {
+        binary_column(rows, "msa", |r, out| out.extend_from_slice(&r.record.msa))?,
+        binary_column(rows, "deletion_matrix_sparse", |r, out| {
             sparse_deletions(&r.record.deletion_matrix, out)
-        }),
+        })?,
         string_list(rows, |r| &r.record.msa_species_ids),
         u32s(|r| r.record.templates.num_templates),
         primitive_list::<Int8Type, _>(rows, |r| &r.record.templates.aatype),
-        binary_column(rows, |r, out| {
+        binary_column(rows, "template_all_atom_positions_masked", |r, out| {
             let t = &r.record.templates;
             masked_positions(&t.all_atom_positions, &t.all_atom_mask, out)
-        }),
-        binary_column(rows, |r, out| {
+        })?,
+        binary_column(rows, "template_all_atom_mask", |r, out| {
             out.extend_from_slice(&r.record.templates.all_atom_mask)
-        }),
+        })?,
         primitive_list::<Float32Type, _>(rows, |r| &r.record.templates.sum_probs),
         string_list(rows, |r| &r.record.templates.domain_names),
         Arc::new(Int64Array::from_iter_values(
@@ -566,7 +577,18 @@ pub fn batch_to_rows(batch: &RecordBatch) -> Result<Vec<ChainRow>, IngestError> 
     let mut out = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
         let id = chain.value(i);
+        // The MSA holds one byte per cell: its length bounds the dense deletion matrix
+        // (never allocate from the row's counts alone: a corrupt row could ask for exabytes).
         let cells = num_alignments.value(i) as usize * seq_length.value(i) as usize;
+        if msa.value(i).len() != cells {
+            return Err(schema_error(
+                id,
+                format!(
+                    "msa has {} bytes, expected num_alignments × seq_length = {cells}",
+                    msa.value(i).len()
+                ),
+            ));
+        }
         let record = ChainRecord {
             chain_id: id.to_string(),
             sequence: sequence.value(i).to_string(),
