@@ -2,14 +2,17 @@
 # Ingest scaling on the device host (CPU only): base vs new binary, same corpus.
 # Needs scalefold-base.xz and scalefold-new.xz (stripped, xz'd release builds) beside it;
 # run as `bash .dev/ingest/device_scaling.sh` with .dev/ingest carried. Writes host.txt,
-# bench.txt and ab.txt to $OUT. CHAINS (default 4000) sets the corpus size.
+# bench.txt and ab.txt to $OUT. Settings (environment): CHAINS (default 4000) the corpus
+# size; BASE_BENCH=0 skips the base binary's bench (the alternating runs still compare
+# both); BIG_CHAINS=N adds `ingest --threads 16` runs on an N-chain corpus.
 set -o pipefail
 cd "$(dirname "$0")"
 start=$SECONDS
 for b in base new; do xz -dc scalefold-$b.xz > /tmp/sf-$b && chmod +x /tmp/sf-$b; done
 { nproc; lscpu | grep -E "Model name|^CPU\(s\)|Thread|Socket"; free -g | head -2; } 2>&1 | tee $OUT/host.txt
 C=/tmp/c${CHAINS:-4000}
-for b in new base; do
+benches="new"; [ "${BASE_BENCH:-1}" = 1 ] && benches="new base"
+for b in $benches; do
   echo "== $b bench ingest ($((SECONDS - start)) s)"
   /tmp/sf-$b bench ingest --chains ${CHAINS:-4000} --corpus $C --threads 1,2,4,8,16 2>&1 | grep -v "^\s*$"
 done 2>&1 | tee $OUT/bench.txt
@@ -18,10 +21,16 @@ run() { # binary threads label extra-args...
   rm -rf /tmp/ds
   ( TIMEFORMAT="%R %U %S"; time /tmp/sf-$b ingest --structures $C/mmcif --alignments $C/alignments \
       --out /tmp/ds --threads $t --quiet "$@" ) 2> /tmp/t.txt
-  echo "$b threads $t $label: $(tail -1 /tmp/t.txt) shards $(du -sb /tmp/ds/shards | cut -f1)" | tee -a $OUT/ab.txt
+  echo "$b $(basename $C) threads $t $label: $(tail -1 /tmp/t.txt) shards $(du -sb /tmp/ds/shards | cut -f1)" | tee -a $OUT/ab.txt
 }
 echo "== alternating ingest (wall, user, sys in s) at $((SECONDS - start)) s" | tee $OUT/ab.txt
 for r in 1 2; do for b in base new; do run $b 16 "round $r"; done; done
 for b in base new; do run $b 2 "round 1"; done
 for w in 8 16; do run new 16 "writers $w" --writers $w; done
+if [ -n "$BIG_CHAINS" ]; then
+  C=/tmp/c$BIG_CHAINS
+  /tmp/sf-new synth --chains $BIG_CHAINS --out $C | tail -1 | tee -a $OUT/ab.txt
+  for b in base new; do run $b 16 "big"; done
+  run new 16 "big, writers 8" --writers 8
+fi
 echo "done at $((SECONDS - start)) s" | tee -a $OUT/ab.txt
