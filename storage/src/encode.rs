@@ -240,11 +240,12 @@ impl ShardEncoder {
             let bound = self.row_group_bytes as f64;
             let filled = self.pending.arrow_bytes as f64 * self.ratio;
             let room = bound - filled;
-            let predicted = batch_arrow_bytes(&remaining) as f64 * self.ratio;
+            let arrow_bytes = batch_arrow_bytes(&remaining);
+            let predicted = arrow_bytes as f64 * self.ratio;
             // As in `ArrowWriter`, the first rows of a group are taken whole (a group passes
             // the bound by at most its first batch); later ones fill it up to the bound.
             if predicted <= room || self.pending.rows == 0 {
-                self.add_to_pending(remaining);
+                self.add_to_pending(remaining, arrow_bytes);
                 if self.pending.arrow_bytes as f64 * self.ratio >= bound {
                     self.dispatch_and_make_room().await?;
                 }
@@ -257,16 +258,18 @@ impl ShardEncoder {
                 self.dispatch_and_make_room().await?;
                 continue;
             }
-            self.add_to_pending(remaining.slice(0, fit));
+            let head = remaining.slice(0, fit);
+            let head_bytes = batch_arrow_bytes(&head);
+            self.add_to_pending(head, head_bytes);
             remaining = remaining.slice(fit, remaining.num_rows() - fit);
             self.dispatch_and_make_room().await?;
         }
         self.append_finished().await
     }
 
-    fn add_to_pending(&mut self, batch: RecordBatch) {
+    fn add_to_pending(&mut self, batch: RecordBatch, arrow_bytes: usize) {
         self.pending.rows += batch.num_rows();
-        self.pending.arrow_bytes += batch_arrow_bytes(&batch);
+        self.pending.arrow_bytes += arrow_bytes;
         self.pending.batches.push(batch);
     }
 
