@@ -11,7 +11,7 @@ use futures::future::{BoxFuture, Shared};
 
 use crate::error::LoaderError;
 use crate::rng;
-use crate::source::RowGroupSource;
+use crate::source::{DecodeRowGroup, RowGroupSource};
 
 /// How often and how patiently a failed row-group read is retried.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,17 +48,19 @@ impl RetryPolicy {
     }
 }
 
-/// Reads row group `index`, retrying retryable errors per `policy`; counts retries.
+/// Reads row group `index`'s bytes ([`RowGroupSource::fetch_undecoded`]), retrying
+/// retryable errors per `policy`; counts retries. Returns the decode step still to run
+/// and the number of attempts the read took.
 pub async fn fetch_with_retry(
     source: &dyn RowGroupSource,
     index: usize,
     policy: &RetryPolicy,
     retries: &AtomicU64,
-) -> Result<RecordBatch, LoaderError> {
+) -> Result<(DecodeRowGroup, u32), LoaderError> {
     let mut attempt = 1;
     loop {
-        match source.fetch(index).await {
-            Ok(batch) => return Ok(batch),
+        match source.fetch_undecoded(index).await {
+            Ok(decode) => return Ok((decode, attempt)),
             Err(e) if e.retryable && attempt < policy.max_attempts.max(1) => {
                 tracing::warn!(row_group = index, attempt, error = %e, "row group read failed; retrying");
                 retries.fetch_add(1, Ordering::Relaxed);
@@ -297,9 +299,11 @@ mod tests {
     #[tokio::test]
     async fn retries_transient_errors_then_succeeds() {
         let retries = AtomicU64::new(0);
-        fetch_with_retry(&flaky(3, false), 0, &quick(4), &retries)
+        let (decode, attempts) = fetch_with_retry(&flaky(3, false), 0, &quick(4), &retries)
             .await
             .unwrap();
+        assert_eq!(attempts, 4);
+        assert_eq!(decode().unwrap().num_rows(), 0);
         assert_eq!(retries.load(Ordering::Relaxed), 3);
     }
 
@@ -308,7 +312,8 @@ mod tests {
         let retries = AtomicU64::new(0);
         let err = fetch_with_retry(&flaky(5, false), 0, &quick(3), &retries)
             .await
-            .unwrap_err();
+            .err()
+            .expect("the read fails");
         let text = err.to_string();
         assert!(
             text.contains("obj/a.parquet") && text.contains("3 attempt"),
@@ -316,7 +321,8 @@ mod tests {
         );
         let err = fetch_with_retry(&flaky(1, true), 0, &quick(3), &retries)
             .await
-            .unwrap_err();
+            .err()
+            .expect("the read fails");
         assert!(
             err.to_string().contains("1 attempt"),
             "permanent errors are not retried: {err}"
