@@ -209,14 +209,12 @@ pub async fn ingest(
     }
 
     let sources = fetch::list_structures(&structures).await?;
-    let entry_paths: Arc<HashMap<String, object_store::path::Path>> = Arc::new(
-        sources
-            .iter()
-            .map(|s| (s.entry_id.clone(), s.path.clone()))
-            .collect(),
-    );
+    let entry_paths: HashMap<String, object_store::path::Path> = sources
+        .iter()
+        .map(|s| (s.entry_id.clone(), s.path.clone()))
+        .collect();
     let index = match &config.alignment_index {
-        Some(url) => Some(Arc::new(fetch::read_alignment_index(url).await?)),
+        Some(url) => Some(fetch::read_alignment_index(url).await?),
         None => None,
     };
     let mut chain_dirs = match &index {
@@ -226,7 +224,6 @@ pub async fn ingest(
     if let Some(url) = &config.duplicate_chains {
         fetch::add_duplicates(&mut chain_dirs, &fetch::read_duplicates(url).await?);
     }
-    let chain_dirs = Arc::new(chain_dirs);
     let mine: Vec<fetch::Source> = sources
         .into_iter()
         .filter(|s| worker_of(&s.key, config.workers) == config.worker)
@@ -274,12 +271,14 @@ pub async fn ingest(
     let (done_tx, mut done_rx) = mpsc::channel::<process::Processed>(threads * 2);
     let fetcher = tokio::spawn(fetch::fetch_all(
         todo,
-        structures.clone(),
-        alignments.clone(),
-        chain_dirs,
-        index,
-        entry_paths,
-        context.clone(),
+        Arc::new(fetch::Fetcher {
+            structures: fetch::Input::new(structures),
+            alignments: fetch::Input::new(alignments),
+            chain_dirs,
+            index,
+            entry_paths,
+            context: context.clone(),
+        }),
         config.io_concurrency,
         fetched_tx,
     ));
