@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use scalefold_storage::{BinaryLayout, Dataset, StorageError};
 
 use crate::error::{LoaderError, SourceError};
-use crate::source::{DecodeRowGroup, RowGroupInfo, RowGroupSource};
+use crate::source::{RowGroupInfo, RowGroupSource};
 
 /// A storage-crate dataset, optionally projected to some columns.
 ///
@@ -113,45 +113,33 @@ impl RowGroupSource for DatasetSource {
 
     fn fetch(&self, index: usize) -> BoxFuture<'_, Result<RecordBatch, SourceError>> {
         Box::pin(async move {
-            let decode = self.fetch_undecoded(index).await?;
-            let object = self.infos[index].object.clone();
-            tokio::task::spawn_blocking(decode)
-                .await
-                .map_err(|e| SourceError::permanent(object, format!("decoding failed: {e}")))?
-        })
-    }
-
-    fn fetch_undecoded(&self, index: usize) -> BoxFuture<'_, Result<DecodeRowGroup, SourceError>> {
-        Box::pin(async move {
             let Some(&(shard, group)) = self.addresses.get(index) else {
                 return Err(SourceError::permanent(
                     self.dataset.url(),
                     format!("no row group {index}"),
                 ));
             };
-            let object = self.infos[index].object.clone();
-            let rows = self.infos[index].rows;
-            let storage_error = move |object: String, e: StorageError| SourceError {
-                object,
-                message: format!("row group {group}: {e}"),
-                retryable: is_retryable(&e),
-            };
-            let fetched = self
+            let object = &self.infos[index].object;
+            match self
                 .dataset
-                .fetch_row_group(shard, group, self.projection.as_deref(), self.binary_layout)
+                .read_row_group_with(shard, group, self.projection.as_deref(), self.binary_layout)
                 .await
-                .map_err(|e| storage_error(object.clone(), e))?;
-            Ok(Box::new(move || match fetched.decode() {
-                Ok(batch) if batch.num_rows() as u64 == rows => Ok(batch),
+            {
+                Ok(batch) if batch.num_rows() as u64 == self.infos[index].rows => Ok(batch),
                 Ok(batch) => Err(SourceError::permanent(
                     object,
                     format!(
-                        "row group {group} has {} rows; the manifest says {rows}",
-                        batch.num_rows()
+                        "row group {group} has {} rows; the manifest says {}",
+                        batch.num_rows(),
+                        self.infos[index].rows
                     ),
                 )),
-                Err(e) => Err(storage_error(object, e)),
-            }) as DecodeRowGroup)
+                Err(e) => Err(SourceError {
+                    object: object.clone(),
+                    message: format!("row group {group}: {e}"),
+                    retryable: is_retryable(&e),
+                }),
+            }
         })
     }
 

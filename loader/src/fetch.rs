@@ -11,7 +11,7 @@ use futures::future::{BoxFuture, Shared};
 
 use crate::error::LoaderError;
 use crate::rng;
-use crate::source::{DecodeRowGroup, RowGroupSource};
+use crate::source::RowGroupSource;
 
 /// How often and how patiently a failed row-group read is retried.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,19 +48,17 @@ impl RetryPolicy {
     }
 }
 
-/// Reads row group `index`'s bytes ([`RowGroupSource::fetch_undecoded`]), retrying
-/// retryable errors per `policy`; counts retries. Returns the decode step still to run
-/// and the number of attempts the read took.
+/// Reads row group `index`, retrying retryable errors per `policy`; counts retries.
 pub async fn fetch_with_retry(
     source: &dyn RowGroupSource,
     index: usize,
     policy: &RetryPolicy,
     retries: &AtomicU64,
-) -> Result<(DecodeRowGroup, u32), LoaderError> {
+) -> Result<RecordBatch, LoaderError> {
     let mut attempt = 1;
     loop {
-        match source.fetch_undecoded(index).await {
-            Ok(decode) => return Ok((decode, attempt)),
+        match source.fetch(index).await {
+            Ok(batch) => return Ok(batch),
             Err(e) if e.retryable && attempt < policy.max_attempts.max(1) => {
                 tracing::warn!(row_group = index, attempt, error = %e, "row group read failed; retrying");
                 retries.fetch_add(1, Ordering::Relaxed);
@@ -299,11 +297,9 @@ mod tests {
     #[tokio::test]
     async fn retries_transient_errors_then_succeeds() {
         let retries = AtomicU64::new(0);
-        let (decode, attempts) = fetch_with_retry(&flaky(3, false), 0, &quick(4), &retries)
+        fetch_with_retry(&flaky(3, false), 0, &quick(4), &retries)
             .await
             .unwrap();
-        assert_eq!(attempts, 4);
-        assert_eq!(decode().unwrap().num_rows(), 0);
         assert_eq!(retries.load(Ordering::Relaxed), 3);
     }
 
@@ -312,8 +308,7 @@ mod tests {
         let retries = AtomicU64::new(0);
         let err = fetch_with_retry(&flaky(5, false), 0, &quick(3), &retries)
             .await
-            .err()
-            .expect("the read fails");
+            .unwrap_err();
         let text = err.to_string();
         assert!(
             text.contains("obj/a.parquet") && text.contains("3 attempt"),
@@ -321,8 +316,7 @@ mod tests {
         );
         let err = fetch_with_retry(&flaky(1, true), 0, &quick(3), &retries)
             .await
-            .err()
-            .expect("the read fails");
+            .unwrap_err();
         assert!(
             err.to_string().contains("1 attempt"),
             "permanent errors are not retried: {err}"

@@ -100,4 +100,4 @@ pub use loader::{Batch, Delivery, Loader, LoaderConfig, LoaderMetrics, LoaderSta
 pub use plan::{Plan, PlanConfig, PlanEntry, Sampling};
 pub use pool::{Fault, FaultAction, FaultKind, FaultPolicy, RowRef, TransformError, TransformFn};
 pub use scalefold_storage::BinaryLayout;
-pub use source::{DecodeRowGroup, MemorySource, RowGroupInfo, RowGroupSource, compute_weights};
+pub use source::{MemorySource, RowGroupInfo, RowGroupSource, compute_weights};

@@ -201,22 +201,11 @@ impl<T: Send + 'static> Planner<T> {
         let counters = self.counters.clone();
         let bytes = source.row_groups()[group].bytes;
         let task = tokio::spawn(async move {
-            let (decode, attempts) = {
-                let _slot = slots
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| LoaderError::Shutdown("fetch slots closed".into()))?;
-                fetch_with_retry(source.as_ref(), group, &retry, &counters.retries).await?
-            };
-            // The read slot is free again: the next read starts while this one decodes.
-            let batch = tokio::task::spawn_blocking(decode)
+            let _slot = slots
+                .acquire_owned()
                 .await
-                .map_err(|e| LoaderError::Shutdown(format!("row group {group} decode task: {e}")))?
-                .map_err(|source| LoaderError::Fetch {
-                    row_group: group,
-                    attempts,
-                    source,
-                })?;
+                .map_err(|_| LoaderError::Shutdown("fetch slots closed".into()))?;
+            let batch = fetch_with_retry(source.as_ref(), group, &retry, &counters.retries).await?;
             counters.bytes_fetched.fetch_add(bytes, Ordering::Relaxed);
             Ok(Arc::new(batch))
         });

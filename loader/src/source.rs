@@ -33,24 +33,9 @@ pub trait RowGroupSource: Send + Sync + 'static {
     /// store allows). Errors name the object and say whether a retry may help.
     fn fetch(&self, index: usize) -> BoxFuture<'_, Result<RecordBatch, SourceError>>;
 
-    /// The IO half of [`Self::fetch`]: resolves once row group `index`'s bytes are in
-    /// memory, to the CPU work still needed to decode them. The loader holds one of its
-    /// read slots only for this half, so the next read starts while this one decodes.
-    /// The default runs [`Self::fetch`] whole; sources that decode override it.
-    fn fetch_undecoded(&self, index: usize) -> BoxFuture<'_, Result<DecodeRowGroup, SourceError>> {
-        Box::pin(async move {
-            let batch = self.fetch(index).await?;
-            Ok(Box::new(move || Ok(batch)) as DecodeRowGroup)
-        })
-    }
-
     /// A string that identifies the source's content (used to key the disk cache).
     fn identity(&self) -> String;
 }
-
-/// A fetched row group's remaining work: decoding its bytes (CPU only, so the loader
-/// runs it on a blocking thread).
-pub type DecodeRowGroup = Box<dyn FnOnce() -> Result<RecordBatch, SourceError> + Send>;
 
 impl<S: RowGroupSource + ?Sized> RowGroupSource for Arc<S> {
     fn row_groups(&self) -> &[RowGroupInfo] {
@@ -58,9 +43,6 @@ impl<S: RowGroupSource + ?Sized> RowGroupSource for Arc<S> {
     }
     fn fetch(&self, index: usize) -> BoxFuture<'_, Result<RecordBatch, SourceError>> {
         (**self).fetch(index)
-    }
-    fn fetch_undecoded(&self, index: usize) -> BoxFuture<'_, Result<DecodeRowGroup, SourceError>> {
-        (**self).fetch_undecoded(index)
     }
     fn identity(&self) -> String {
         (**self).identity()

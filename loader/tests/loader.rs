@@ -9,9 +9,9 @@ use arrow::array::{AsArray, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use futures::future::BoxFuture;
 use scalefold_loader::{
-    DecodeRowGroup, Delivery, FaultAction, FaultKind, FaultPolicy, Loader, LoaderConfig,
-    LoaderError, MemorySource, Plan, PlanConfig, PlanEntry, RetryPolicy, RowGroupInfo,
-    RowGroupSource, RowRef, Sampling, SourceError, TransformError,
+    Delivery, FaultAction, FaultKind, FaultPolicy, Loader, LoaderConfig, LoaderError, MemorySource,
+    Plan, PlanConfig, PlanEntry, RetryPolicy, RowGroupInfo, RowGroupSource, RowRef, Sampling,
+    SourceError, TransformError,
 };
 
 /// `groups` row groups of `rows` rows; column `x` holds the global row id.
@@ -550,75 +550,4 @@ fn weighted_sampling_draws_only_weighted_rows() {
     assert_eq!(rows.len(), 40);
     assert!(rows.iter().all(|&x| x == 3 || x == 12));
     assert!(rows.contains(&3) && rows.contains(&12));
-}
-
-/// A source whose reads are counted and whose decode steps each wait (at most 5 s) until
-/// the read after theirs has started.
-struct DecodeWaitsForNextRead {
-    inner: MemorySource,
-    reads_started: Arc<AtomicUsize>,
-    decodes_that_saw_the_next_read: Arc<AtomicUsize>,
-}
-
-impl RowGroupSource for DecodeWaitsForNextRead {
-    fn row_groups(&self) -> &[RowGroupInfo] {
-        self.inner.row_groups()
-    }
-    fn fetch(&self, index: usize) -> BoxFuture<'_, Result<RecordBatch, SourceError>> {
-        self.inner.fetch(index)
-    }
-    fn fetch_undecoded(&self, index: usize) -> BoxFuture<'_, Result<DecodeRowGroup, SourceError>> {
-        let order = self.reads_started.fetch_add(1, Ordering::SeqCst);
-        let started = self.reads_started.clone();
-        let saw = self.decodes_that_saw_the_next_read.clone();
-        let last = self.inner.row_groups().len() - 1;
-        Box::pin(async move {
-            let batch = self.inner.fetch(index).await?;
-            Ok(Box::new(move || {
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while order < last && started.load(Ordering::SeqCst) <= order + 1 {
-                    if Instant::now() > deadline {
-                        return Ok(batch);
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                saw.fetch_add(1, Ordering::SeqCst);
-                Ok(batch)
-            }) as DecodeRowGroup)
-        })
-    }
-    fn identity(&self) -> String {
-        "decode-waits".into()
-    }
-}
-
-#[test]
-fn a_read_slot_is_free_again_while_its_row_group_decodes() {
-    // One read slot: if the loader held it through decoding, no decode could see the
-    // next read start, and each would wait out its 5 s.
-    let inner = table(6, 4);
-    let reads_started = Arc::new(AtomicUsize::new(0));
-    let saw = Arc::new(AtomicUsize::new(0));
-    let source = Arc::new(DecodeWaitsForNextRead {
-        inner: inner.clone(),
-        reads_started: reads_started.clone(),
-        decodes_that_saw_the_next_read: saw.clone(),
-    });
-    let config = LoaderConfig {
-        fetch_concurrency: 1,
-        ..config(4, 1)
-    };
-    let loader = Loader::new(source, plan(&inner, 0, 1, 2), slow_identity, config).unwrap();
-    let mut ids: Vec<i64> = loader
-        .flat_map(|b| b.unwrap().samples)
-        .map(|s| s.0)
-        .collect();
-    ids.sort();
-    assert_eq!(ids, (0..24).collect::<Vec<i64>>());
-    assert_eq!(reads_started.load(Ordering::SeqCst), 6);
-    assert_eq!(
-        saw.load(Ordering::SeqCst),
-        6,
-        "every decode overlapped the next read"
-    );
 }

@@ -27,5 +27,5 @@ pub mod writer;
 pub use error::StorageError;
 pub use location::Location;
 pub use manifest::{LengthStats, Manifest, PartManifest, ShardInfo};
-pub use reader::{BinaryLayout, Dataset, FetchedRowGroup, OpenOptions, ShardVerdict, VerifyReport};
+pub use reader::{BinaryLayout, Dataset, OpenOptions, ShardVerdict, VerifyReport};
 pub use writer::{CommitSummary, DatasetWriter, WriterOptions, commit};

@@ -364,29 +364,6 @@ impl Dataset {
         projection: Option<&[String]>,
         layout: BinaryLayout,
     ) -> Result<RecordBatch> {
-        let fetched = self
-            .fetch_row_group(shard, row_group, projection, layout)
-            .await?;
-        let path = fetched.path.clone();
-        tokio::task::spawn_blocking(move || fetched.decode())
-            .await
-            .map_err(|e| StorageError::CorruptShard {
-                path,
-                reason: format!("decoding row group {row_group} failed: {e}"),
-            })?
-    }
-
-    /// The IO half of [`Self::read_row_group_with`]: fetches the column chunks of one
-    /// row group (one coalesced `get_ranges`) and returns them undecoded. A caller that
-    /// bounds its requests in flight can free its slot here, before the CPU half
-    /// ([`FetchedRowGroup::decode`]) runs.
-    pub async fn fetch_row_group(
-        &self,
-        shard: usize,
-        row_group: usize,
-        projection: Option<&[String]>,
-        layout: BinaryLayout,
-    ) -> Result<FetchedRowGroup> {
         let projection = self.projection(projection, layout)?;
         let meta = self.shard_metadata_for(shard, layout).await?;
         let path = self.shard_path(shard)?;
@@ -417,17 +394,52 @@ impl Dataset {
             .get_ranges(&path, &ranges)
             .await
             .map_err(|e| StorageError::from_store(&name, e))?;
-        Ok(FetchedRowGroup {
-            chunks: FetchedChunks {
-                ranges: ranges.iter().map(|r| r.start).zip(fetched).collect(),
-                file_len: self.shard(shard)?.bytes,
-            },
-            meta,
-            projection,
-            row_group,
-            path: name,
-            url: self.url().to_string(),
+        let chunks = FetchedChunks {
+            ranges: ranges.iter().map(|r| r.start).zip(fetched).collect(),
+            file_len: self.shard(shard)?.bytes,
+        };
+        let rows = group.num_rows().max(1) as usize;
+        let url = self.url().to_string();
+        tokio::task::spawn_blocking(move || {
+            let mask = projection.as_ref().map(|p| {
+                ProjectionMask::roots(meta.parquet_schema(), p.file_order.iter().copied())
+            });
+            let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(chunks, meta)
+                .with_row_groups(vec![row_group])
+                .with_batch_size(rows);
+            if let Some(mask) = mask {
+                builder = builder.with_projection(mask);
+            }
+            let reader = builder
+                .build()
+                .map_err(|e| StorageError::from_parquet(&name, e))?;
+            let schema = arrow::record_batch::RecordBatchReader::schema(&reader);
+            let batches: Vec<RecordBatch> =
+                reader.collect::<std::result::Result<_, _>>().map_err(|e| {
+                    StorageError::CorruptShard {
+                        path: name.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
+            let batch = match batches.len() {
+                1 => batches.into_iter().next().expect("one batch"),
+                _ => arrow::compute::concat_batches(&schema, &batches).map_err(|e| {
+                    StorageError::SchemaMismatch {
+                        url: url.clone(),
+                        reason: e.to_string(),
+                    }
+                })?,
+            };
+            match &projection {
+                Some(p) => p.apply(&url, &batch),
+                None => Ok(batch),
+            }
         })
+        .await
+        .map_err(|e| StorageError::CorruptShard {
+            path: path.to_string(),
+            reason: format!("decoding row group {row_group} failed: {e}"),
+        })?
     }
 
     /// Streams every row of the dataset, shard after shard, as record batches.
@@ -623,66 +635,6 @@ impl AsyncFileReader for ShardReader {
             Ok(Arc::new(metadata))
         }
         .boxed()
-    }
-}
-
-/// One row group's column chunks, fetched and not yet decoded
-/// ([`Dataset::fetch_row_group`]).
-pub struct FetchedRowGroup {
-    chunks: FetchedChunks,
-    meta: ArrowReaderMetadata,
-    projection: Option<Projection>,
-    row_group: usize,
-    path: String,
-    url: String,
-}
-
-impl FetchedRowGroup {
-    /// Decompresses and decodes the row group into one record batch with the requested
-    /// columns in the requested order. CPU work only: run it off async worker threads.
-    pub fn decode(self) -> Result<RecordBatch> {
-        let Self {
-            chunks,
-            meta,
-            projection,
-            row_group,
-            path,
-            url,
-        } = self;
-        let rows = meta.metadata().row_group(row_group).num_rows().max(1) as usize;
-        let mask = projection
-            .as_ref()
-            .map(|p| ProjectionMask::roots(meta.parquet_schema(), p.file_order.iter().copied()));
-        let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(chunks, meta)
-            .with_row_groups(vec![row_group])
-            .with_batch_size(rows);
-        if let Some(mask) = mask {
-            builder = builder.with_projection(mask);
-        }
-        let reader = builder
-            .build()
-            .map_err(|e| StorageError::from_parquet(&path, e))?;
-        let schema = arrow::record_batch::RecordBatchReader::schema(&reader);
-        let batches: Vec<RecordBatch> =
-            reader.collect::<std::result::Result<_, _>>().map_err(|e| {
-                StorageError::CorruptShard {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
-        let batch = match batches.len() {
-            1 => batches.into_iter().next().expect("one batch"),
-            _ => arrow::compute::concat_batches(&schema, &batches).map_err(|e| {
-                StorageError::SchemaMismatch {
-                    url: url.clone(),
-                    reason: e.to_string(),
-                }
-            })?,
-        };
-        match &projection {
-            Some(p) => p.apply(&url, &batch),
-            None => Ok(batch),
-        }
     }
 }
 
