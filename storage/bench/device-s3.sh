@@ -4,7 +4,8 @@
 #   bash FOLDER/device-s3.sh NAME:st-s3 NAME:ld-s3 ...   (results in $OUT/results.jsonl).
 # IOBENCH session 4 device run: SeaweedFS pinned to cores 0-7, the benches to cores 8-15.
 # Usage: run.sh PLAN  where PLAN is a list of "BINARY:BENCH" items run in order;
-# BENCH is one of st-s3, st-local, ld-s3, ld-local, st-s3-c8, st-s3-c1, st-local-c1 (-cN: N writers);
+# BENCH is one of st-s3, st-local, ld-s3, ld-local, st-s3-c8, st-s3-c1, st-local-c1 (-cN: N writers),
+# ld-s3-views, ld-s3-offsets (the loader bench with --binary-layout; binaries from session 5 on);
 # $EXTRA is appended to every storage bench's arguments.
 # Session 5 (WRITE) added the one-writer benches and EXTRA.
 set -u
@@ -53,12 +54,15 @@ for item in "$@"; do
     st-local-c1) args="bench storage --url /tmp/st$n --size-mib ${MIB:-1100} --concurrency 1 --json";;
     ld-s3) args="bench loader --skip-windows --s3-url s3://bench/ld$n --s3-mib ${MIB:-1024} --json";;
     ld-local) args="bench loader --skip-windows --s3-url /tmp/ld$n --s3-mib ${MIB:-1024} --json";;
+    ld-s3-views) args="bench loader --skip-windows --s3-url s3://bench/ld$n --s3-mib ${MIB:-1024} --json --binary-layout views";;
+    ld-s3-offsets) args="bench loader --skip-windows --s3-url s3://bench/ld$n --s3-mib ${MIB:-1024} --json --binary-layout offsets";;
+    *) echo "unknown bench $bench"; continue;;
   esac
   case $bench in st-*) args="$args ${EXTRA:-}";; esac
   w0=$(ticks); s=$(date +%s.%N)
   line=$( { TIMEFORMAT='%U %S'; time "${PIN[@]}" ${BENCH_CPUS:-8-15} $B/$bin $args 2>>$O/log.txt; } 2>$B/t )
   w1=$(ticks); e=$(date +%s.%N)
-  echo "{\"n\":$n,\"bin\":\"$bin\",\"bench\":\"$bench\",\"wall\":$(python3 -c "print(round($e-$s,2))"),\"client_cpu\":\"$(cat $B/t)\",\"weed_cpu_s\":$(awk "BEGIN{print ($w1-$w0)/100}"),\"r\":$line}" | tee -a $O/results.jsonl
+  echo "{\"n\":$n,\"bin\":\"$bin\",\"bench\":\"$bench\",\"wall\":$(python3 -c "print(round($e-$s,2))"),\"client_cpu\":\"$(cat $B/t)\",\"weed_cpu_s\":$(awk "BEGIN{print ($w1-$w0)/100}"),\"r\":${line:-null}}" | tee -a $O/results.jsonl
   rm -rf /tmp/st$n /tmp/ld$n
 done
 kill $WEED; wait $WEED 2>/dev/null
