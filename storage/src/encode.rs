@@ -441,64 +441,14 @@ fn array_bytes(array: &dyn Array) -> usize {
 mod tests {
     use std::sync::Arc;
 
-    use arrow::array::{ArrayRef, BinaryArray, Float32Builder, Int32Array, ListBuilder};
+    use arrow::array::{ArrayRef, Int32Array};
     use arrow::datatypes::{DataType, Field, Schema};
     use parquet::basic::{Compression, ZstdLevel};
     use proptest::prelude::*;
 
     use super::*;
 
-    fn schema() -> SchemaRef {
-        Arc::new(Schema::new(vec![
-            Field::new("length", DataType::Int32, false),
-            Field::new(
-                "values",
-                DataType::List(Arc::new(Field::new("item", DataType::Float32, true))),
-                true,
-            ),
-            Field::new("payload", DataType::Binary, false),
-        ]))
-    }
-
-    /// A batch of `rows` rows whose sizes and contents follow `seed`, with some null lists.
-    fn batch(seed: u64, rows: usize) -> RecordBatch {
-        let mut state = seed;
-        let mut next = move || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            state >> 33
-        };
-        let mut lengths = Vec::new();
-        let mut values = ListBuilder::new(Float32Builder::new());
-        let mut payloads = Vec::new();
-        for _ in 0..rows {
-            let length = (next() % 300) as usize;
-            lengths.push(length as i32);
-            if next() % 7 == 0 {
-                values.append(false);
-            } else {
-                for _ in 0..length {
-                    values.values().append_value((next() % 1000) as f32 / 8.0);
-                }
-                values.append(true);
-            }
-            payloads.push(
-                (0..length * 4)
-                    .map(|_| next() as u8 % 22)
-                    .collect::<Vec<u8>>(),
-            );
-        }
-        RecordBatch::try_new(
-            schema(),
-            vec![
-                Arc::new(Int32Array::from(lengths)) as ArrayRef,
-                Arc::new(values.finish()),
-                Arc::new(BinaryArray::from_iter_values(payloads)),
-            ],
-        )
-        .unwrap()
-    }
+    use crate::test_batches::{batch, schema};
 
     /// The writer properties the dataset writer uses, without a row-group bound of parquet's
     /// own (the reference is flushed by hand at the encoder's boundaries).

@@ -22,6 +22,8 @@ pub mod error;
 pub mod location;
 pub mod manifest;
 pub mod reader;
+#[cfg(test)]
+mod test_batches;
 pub mod writer;
 
 pub use error::StorageError;

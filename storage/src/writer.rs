@@ -859,55 +859,13 @@ mod tests {
         let _ = check;
     }
 
-    use arrow::array::{ArrayRef, BinaryArray, Float32Builder, Int32Array, ListBuilder};
-    use arrow::datatypes::{DataType, Field, Schema};
     use parquet::file::reader::{FileReader, SerializedFileReader};
 
-    fn schema() -> SchemaRef {
-        Arc::new(Schema::new(vec![
-            Field::new("length", DataType::Int32, false),
-            Field::new(
-                "values",
-                DataType::List(Arc::new(Field::new("item", DataType::Float32, true))),
-                false,
-            ),
-            Field::new("payload", DataType::Binary, false),
-        ]))
-    }
+    use crate::test_batches::schema;
 
     /// Source `i`: two rows of pseudo-random lengths, values and payloads.
     fn source(i: u64) -> RecordBatch {
-        let mut state = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        let (mut lengths, mut payloads) = (Vec::new(), Vec::new());
-        let mut values = ListBuilder::new(Float32Builder::new());
-        for _ in 0..2 {
-            let length = 50 + (next() % 200) as usize;
-            lengths.push(length as i32);
-            for _ in 0..length {
-                values.values().append_value((next() % 1000) as f32 / 4.0);
-            }
-            values.append(true);
-            payloads.push(
-                (0..length * 6)
-                    .map(|_| (next() % 22) as u8)
-                    .collect::<Vec<u8>>(),
-            );
-        }
-        RecordBatch::try_new(
-            schema(),
-            vec![
-                Arc::new(Int32Array::from(lengths)) as ArrayRef,
-                Arc::new(values.finish()),
-                Arc::new(BinaryArray::from_iter_values(payloads)),
-            ],
-        )
-        .unwrap()
+        crate::test_batches::batch(i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1, 2)
     }
 
     /// Writes sources `0..n` to `url` as one writer; returns the manifest, each shard's
