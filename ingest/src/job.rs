@@ -208,19 +208,28 @@ pub async fn ingest(
         writers.push(DatasetWriter::create(&config.out, chain_schema(), options).await?);
     }
 
-    let sources = fetch::list_structures(&structures).await?;
+    let structures = fetch::Input::new(structures);
+    let alignments = fetch::Input::new(alignments);
+    // Both listings at once: until they end, no core has work.
+    let (sources, chain_dirs) = tokio::try_join!(fetch::list_structures(&structures), async {
+        match &config.alignment_index {
+            Some(url) => {
+                let index = fetch::read_alignment_index(url).await?;
+                Ok((fetch::index_chain_dirs(&index), Some(index)))
+            }
+            None => Ok((fetch::list_chain_dirs(&alignments).await?, None)),
+        }
+    })?;
+    let (mut chain_dirs, index) = chain_dirs;
+    tracing::info!(
+        sources = sources.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "inputs listed"
+    );
     let entry_paths: HashMap<String, object_store::path::Path> = sources
         .iter()
         .map(|s| (s.entry_id.clone(), s.path.clone()))
         .collect();
-    let index = match &config.alignment_index {
-        Some(url) => Some(fetch::read_alignment_index(url).await?),
-        None => None,
-    };
-    let mut chain_dirs = match &index {
-        Some(index) => fetch::index_chain_dirs(index),
-        None => fetch::list_chain_dirs(&alignments).await?,
-    };
     if let Some(url) = &config.duplicate_chains {
         fetch::add_duplicates(&mut chain_dirs, &fetch::read_duplicates(url).await?);
     }
@@ -272,8 +281,8 @@ pub async fn ingest(
     let fetcher = tokio::spawn(fetch::fetch_all(
         todo,
         Arc::new(fetch::Fetcher {
-            structures: fetch::Input::new(structures),
-            alignments: fetch::Input::new(alignments),
+            structures,
+            alignments,
             chain_dirs,
             index,
             entry_paths,
@@ -350,6 +359,10 @@ pub async fn ingest(
         progress(&state);
     }
     drop(writer_inputs);
+    tracing::info!(
+        seconds = started.elapsed().as_secs_f64(),
+        "every source processed"
+    );
     let mut writers = Vec::with_capacity(writer_tasks.len());
     for task in writer_tasks {
         writers.push(
@@ -372,9 +385,20 @@ pub async fn ingest(
     report.sort();
     report::save(&out, config.worker, &report).await?;
     if complete {
-        for writer in writers {
-            writer.finish().await?;
+        // Each writer encodes its last row group and closes its shard on its own task.
+        let finishing: Vec<_> = writers
+            .into_iter()
+            .map(|writer| tokio::spawn(writer.finish()))
+            .collect();
+        for task in finishing {
+            task.await.map_err(|e| {
+                IngestError::InvalidArgument(format!("a writer's finish task failed: {e}"))
+            })??;
         }
+        tracing::info!(
+            seconds = started.elapsed().as_secs_f64(),
+            "writers finished"
+        );
         if config.workers == 1 {
             scalefold_storage::commit(&config.out).await?;
             report.committed = true;

@@ -217,34 +217,65 @@ impl Input {
                 .map_err(|e| store_error(&self.location.url, e))?;
             return Ok(metas.into_iter().map(|m| m.location).collect());
         };
-        let mut out = Vec::new();
+        let mut files = Vec::new();
         let mut pending = vec![dir.clone()];
         while let Some(folder) = pending.pop() {
-            let Ok(path) = fs.path_to_filesystem(&folder) else {
-                continue;
-            };
-            let entries = match std::fs::read_dir(&path) {
-                Ok(entries) => entries,
-                // A missing folder lists as empty, as the object store lists it.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(source) => return Err(local_error(&path, source)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(|source| local_error(&path, source))?;
-                let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-                    continue; // not UTF-8: no object path names it
-                };
-                let child = folder.clone().join(name.as_str());
-                // Follows links, as the object store's walk does.
-                match std::fs::metadata(entry.path()) {
-                    Ok(meta) if meta.is_dir() => pending.push(child),
-                    Ok(_) => out.push(child),
-                    Err(_) => continue, // a dangling link
-                }
-            }
+            local_entries(fs, &folder, &mut pending, &mut files)?;
         }
-        Ok(out)
+        Ok(files)
     }
+
+    /// The folders directly under `dir`, as object paths.
+    async fn list_folders(&self, dir: &Path) -> Result<Vec<Path>, IngestError> {
+        let Some(fs) = &self.local else {
+            let listing = self
+                .location
+                .store
+                .list_with_delimiter(Some(dir))
+                .await
+                .map_err(|e| store_error(&self.location.url, e))?;
+            return Ok(listing.common_prefixes);
+        };
+        let (mut folders, mut files) = (Vec::new(), Vec::new());
+        local_entries(fs, dir, &mut folders, &mut files)?;
+        Ok(folders)
+    }
+}
+
+/// The entries of the local folder at object path `folder`, split into sub-folders and
+/// files (links followed, as the object store's walk does; a dangling link, a name that
+/// is not UTF-8 and a missing folder are skipped, as that walk skips them).
+fn local_entries(
+    fs: &LocalFileSystem,
+    folder: &Path,
+    folders: &mut Vec<Path>,
+    files: &mut Vec<Path>,
+) -> Result<(), IngestError> {
+    let Ok(path) = fs.path_to_filesystem(folder) else {
+        return Ok(());
+    };
+    let entries = match std::fs::read_dir(&path) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(local_error(&path, source)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|source| local_error(&path, source))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        let child = folder.clone().join(name.as_str());
+        match entry.file_type() {
+            Ok(kind) if kind.is_dir() => folders.push(child),
+            Ok(kind) if kind.is_file() => files.push(child),
+            _ => match std::fs::metadata(entry.path()) {
+                Ok(meta) if meta.is_dir() => folders.push(child),
+                Ok(_) => files.push(child),
+                Err(_) => continue,
+            },
+        }
+    }
+    Ok(())
 }
 
 fn local_error(path: &std::path::Path, source: std::io::Error) -> IngestError {
@@ -283,22 +314,19 @@ pub fn is_structure_file(name: &str) -> bool {
 }
 
 /// Lists the structure files under the structures root, sorted by key.
-pub async fn list_structures(root: &Location) -> Result<Vec<Source>, IngestError> {
-    let metas: Vec<_> = root
-        .store
-        .list(Some(&root.prefix))
-        .try_collect()
-        .await
-        .map_err(|e| store_error(&root.url, e))?;
-    let mut sources: Vec<Source> = metas
+pub async fn list_structures(input: &Input) -> Result<Vec<Source>, IngestError> {
+    let root = &input.location;
+    let mut sources: Vec<Source> = input
+        .list_files(&root.prefix)
+        .await?
         .into_iter()
-        .filter(|m| is_structure_file(m.location.as_ref()))
-        .map(|m| {
-            let key = relative(&root.prefix, &m.location);
+        .filter(|path| is_structure_file(path.as_ref()))
+        .map(|path| {
+            let key = relative(&root.prefix, &path);
             Source {
                 entry_id: entry_id_from_file_name(&key),
                 key,
-                path: m.location,
+                path,
             }
         })
         .collect();
@@ -314,14 +342,10 @@ pub async fn list_structures(root: &Location) -> Result<Vec<Source>, IngestError
 
 /// The per-chain alignment folders (`<entry>_<chain>`) directly under the alignments
 /// root, grouped by entry id (the part before the first `_`, lowercase), each group sorted.
-pub async fn list_chain_dirs(root: &Location) -> Result<ChainDirs, IngestError> {
-    let listing = root
-        .store
-        .list_with_delimiter(Some(&root.prefix))
-        .await
-        .map_err(|e| store_error(&root.url, e))?;
+pub async fn list_chain_dirs(input: &Input) -> Result<ChainDirs, IngestError> {
+    let root = &input.location;
     let mut dirs: ChainDirs = HashMap::new();
-    for prefix in &listing.common_prefixes {
+    for prefix in &input.list_folders(&root.prefix).await? {
         let name = relative(&root.prefix, prefix);
         if let Some(entry) = entry_of(&name) {
             dirs.entry(entry).or_default().push((name.clone(), name));
