@@ -4,7 +4,8 @@
 # run as `bash .dev/ingest/device_scaling.sh` with .dev/ingest carried. Writes host.txt,
 # bench.txt and ab.txt to $OUT. Settings (environment): CHAINS (default 4000) the corpus
 # size; BASE_BENCH=0 skips the base binary's bench (the alternating runs still compare
-# both); BIG_CHAINS=N adds `ingest --threads 16` runs on an N-chain corpus.
+# both); BIG_CHAINS=N adds `ingest --threads 16` runs on an N-chain corpus; THREADS
+# (default 1,2,4,8,16) the bench's thread counts; WRITER_RUNS=0 skips the --writers runs.
 set -o pipefail
 cd "$(dirname "$0")"
 start=$SECONDS
@@ -14,7 +15,7 @@ C=/tmp/c${CHAINS:-4000}
 benches="new"; [ "${BASE_BENCH:-1}" = 1 ] && benches="new base"
 for b in $benches; do
   echo "== $b bench ingest ($((SECONDS - start)) s)"
-  /tmp/sf-$b bench ingest --chains ${CHAINS:-4000} --corpus $C --threads 1,2,4,8,16 2>&1 | grep -v "^\s*$"
+  /tmp/sf-$b bench ingest --chains ${CHAINS:-4000} --corpus $C --threads ${THREADS:-1,2,4,8,16} 2>&1 | grep -v "^\s*$"
 done 2>&1 | tee $OUT/bench.txt
 run() { # binary threads label extra-args...
   local b=$1 t=$2 label=$3; shift 3
@@ -26,11 +27,11 @@ run() { # binary threads label extra-args...
 echo "== alternating ingest (wall, user, sys in s) at $((SECONDS - start)) s" | tee $OUT/ab.txt
 for r in 1 2; do for b in base new; do run $b 16 "round $r"; done; done
 for b in base new; do run $b 2 "round 1"; done
-for w in 8 16; do run new 16 "writers $w" --writers $w; done
+[ "${WRITER_RUNS:-1}" = 1 ] && for w in 8 16; do run new 16 "writers $w" --writers $w; done
 if [ -n "$BIG_CHAINS" ]; then
   C=/tmp/c$BIG_CHAINS
   /tmp/sf-new synth --chains $BIG_CHAINS --out $C | tail -1 | tee -a $OUT/ab.txt
   for b in base new; do run $b 16 "big"; done
-  run new 16 "big, writers 8" --writers 8
+  [ "${WRITER_RUNS:-1}" = 1 ] && run new 16 "big, writers 8" --writers 8
 fi
 echo "done at $((SECONDS - start)) s" | tee -a $OUT/ab.txt

@@ -26,8 +26,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Float32Array, Int64Array, ListArray,
-    PrimitiveArray, RecordBatch, StringArray, UInt32Array, UInt64Array,
+    Array, ArrayRef, AsArray, BinaryArray, BinaryViewArray, BooleanArray, Float32Array, Int64Array,
+    ListArray, PrimitiveArray, RecordBatch, StringArray, UInt32Array, UInt64Array,
 };
 use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{
@@ -472,7 +472,25 @@ fn dense_positions(
     Ok(dense)
 }
 
+/// A binary column as stored (`Binary`) or as read in the storage crate's view layout
+/// (`BinaryView`, values left in the decompressed pages): both give the same bytes.
+enum BinaryColumn<'a> {
+    Offsets(&'a BinaryArray),
+    Views(&'a BinaryViewArray),
+}
+
+impl BinaryColumn<'_> {
+    fn value(&self, row: usize) -> &[u8] {
+        match self {
+            BinaryColumn::Offsets(array) => array.value(row),
+            BinaryColumn::Views(array) => array.value(row),
+        }
+    }
+}
+
 /// Reads the rows of a batch of [`chain_schema`] back (checking each record's invariants).
+/// Binary columns may be `Binary` or `BinaryView` (the storage crate's
+/// `BinaryLayout::Views`); the rows are the same.
 pub fn batch_to_rows(batch: &RecordBatch) -> Result<Vec<ChainRow>, IngestError> {
     let column = |name: &str| -> Result<&ArrayRef, IngestError> {
         batch
@@ -553,10 +571,16 @@ pub fn batch_to_rows(batch: &RecordBatch) -> Result<Vec<ChainRow>, IngestError> 
     let source_checksum = source_checksum
         .as_primitive_opt::<arrow::datatypes::UInt64Type>()
         .ok_or_else(|| wrong("source_checksum"))?;
-    let binary = |name: &str| -> Result<&BinaryArray, IngestError> {
-        column(name)?
-            .as_binary_opt::<i32>()
-            .ok_or_else(|| wrong(name))
+    let binary = |name: &str| -> Result<BinaryColumn<'_>, IngestError> {
+        let array = column(name)?;
+        if let Some(plain) = array.as_binary_opt::<i32>() {
+            Ok(BinaryColumn::Offsets(plain))
+        } else {
+            array
+                .as_binary_view_opt()
+                .map(BinaryColumn::Views)
+                .ok_or_else(|| wrong(name))
+        }
     };
     let msa = binary("msa")?;
     let deletion_matrix = binary("deletion_matrix_sparse")?;

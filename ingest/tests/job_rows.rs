@@ -6,12 +6,14 @@ mod job_common;
 
 use std::collections::HashMap;
 
+use arrow::datatypes::DataType;
 use job_common::{content, corpus_and_config, rows, run, small_corpus};
 use scalefold_featurize::residue_constants::restype_index;
 use scalefold_ingest::job::IngestConfig;
 use scalefold_ingest::merge_alignments;
 use scalefold_ingest::schema::{batch_to_rows, rows_to_batch};
 use scalefold_ingest::synth::{CorpusPlan, generate_entry};
+use scalefold_storage::{BinaryLayout, Dataset};
 
 #[test]
 fn every_chain_becomes_one_row_with_its_parsed_features() {
@@ -81,6 +83,28 @@ fn every_chain_becomes_one_row_with_its_parsed_features() {
     // The schema round-trips.
     let batch = rows_to_batch(&rows).unwrap();
     assert_eq!(batch_to_rows(&batch).unwrap(), rows);
+    // Read with binary columns as views (the loader's layout), the rows are the same.
+    let (views, view_rows) = job_common::runtime().block_on(async {
+        let dataset = Dataset::open(&config.out).await.unwrap();
+        let (mut views, mut out) = (0, Vec::new());
+        for (shard, info) in dataset.shards().iter().enumerate() {
+            for group in 0..info.row_group_rows.len() {
+                let batch = dataset
+                    .read_row_group_with(shard, group, None, BinaryLayout::Views)
+                    .await
+                    .unwrap();
+                views += batch
+                    .columns()
+                    .iter()
+                    .filter(|c| *c.data_type() == DataType::BinaryView)
+                    .count();
+                out.extend(batch_to_rows(&batch).unwrap());
+            }
+        }
+        (views, out)
+    });
+    assert!(views >= 6, "the binary columns were read as views");
+    assert_eq!(view_rows, rows);
 }
 
 #[test]
