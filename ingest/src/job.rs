@@ -6,8 +6,10 @@
 //!    `.gz`) under the structures URL and the per-chain alignment folders under the
 //!    alignments URL; keep this worker's share (xxh3 of the source key modulo `workers`)
 //!    and drop the sources the dataset already holds (resume);
-//! 2. fetch (async, `io_concurrency` requests in flight): the structure file, every
-//!    alignment file of its chains, and the mmCIF files of the best template hits;
+//! 2. fetch (async, `io_concurrency` sources in flight): the structure file, every
+//!    alignment file of its chains, and the mmCIF files of the best template hits. Local
+//!    roots are listed and read with plain file reads, each source whole in one blocking
+//!    task; object stores through `object_store`, every request async;
 //! 3. parse + filter + featurize + build the record batch on the rayon pool (at most
 //!    `2 × threads` entries at once); templates are selected with the chain's own release
 //!    date as cutoff, from the structures of the best hhr hits, each parsed only when a
