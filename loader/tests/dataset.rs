@@ -34,19 +34,7 @@ fn streams_every_row_of_a_dataset_once_through_the_disk_cache() {
     let cache_dir = dir.path().join("cache");
     for pass in 0..2 {
         let cached = Arc::new(CachedSource::open(source.clone(), &cache_dir, 64 << 20).unwrap());
-        let plan = Plan::new(
-            PlanConfig {
-                seed: 5,
-                rank: 0,
-                world_size: 1,
-                batch_size: 8,
-                sampling: Sampling::Shuffle {
-                    block_row_groups: 2,
-                },
-            },
-            &row_group_rows(cached.as_ref()),
-        )
-        .unwrap();
+        let plan = common::shuffle_plan(cached.as_ref(), 5, 8, 2);
         let config = LoaderConfig {
             workers: 2,
             window: 4,
@@ -193,19 +181,7 @@ fn binary_views_deliver_the_same_bytes_and_transforms_need_not_care() {
     }
     assert!(cached.cached_bytes() > 0);
     for (source, expect_views) in [(source, false), (views, true)] {
-        let plan = Plan::new(
-            PlanConfig {
-                seed: 2,
-                rank: 0,
-                world_size: 1,
-                batch_size: 4,
-                sampling: Sampling::Shuffle {
-                    block_row_groups: 2,
-                },
-            },
-            &row_group_rows(&source),
-        )
-        .unwrap();
+        let plan = common::shuffle_plan(&source, 2, 4, 2);
         let config = LoaderConfig {
             workers: 2,
             ..LoaderConfig::default()
@@ -249,38 +225,9 @@ fn batches_straddling_row_groups_stream_within_a_tiny_budget() {
     // 85-row row groups and batches of 4: some batches need the end of one row group
     // (still held for earlier batches) and the start of the next. With a budget below
     // one row group such a batch once waited forever for bytes that only it could free.
-    use arrow::array::{Int64Array, RecordBatch};
-    let schema = common::schema();
-    let groups: Vec<RecordBatch> = (0..6i64)
-        .map(|g| {
-            let ids: Vec<i64> = (g * 85..(g + 1) * 85).collect();
-            let keys = vec!["k"; ids.len()];
-            let values = vec![0f32; ids.len()];
-            RecordBatch::try_new(
-                schema.clone(),
-                vec![
-                    Arc::new(Int64Array::from(ids)),
-                    Arc::new(arrow::array::StringArray::from(keys)),
-                    Arc::new(arrow::array::Float32Array::from(values)),
-                ],
-            )
-            .unwrap()
-        })
-        .collect();
+    let groups = (0..6).map(|g| common::numbers(g * 85, 85, "k")).collect();
     let source = scalefold_loader::MemorySource::new("straddle", groups);
-    let plan = Plan::new(
-        PlanConfig {
-            seed: 11,
-            rank: 0,
-            world_size: 1,
-            batch_size: 4,
-            sampling: Sampling::Shuffle {
-                block_row_groups: 1,
-            },
-        },
-        &row_group_rows(&source),
-    )
-    .unwrap();
+    let plan = common::shuffle_plan(&source, 11, 4, 1);
     let config = LoaderConfig {
         window: 4,
         workers: 2,

@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use scalefold_loader::{
-    DatasetSource, Loader, LoaderConfig, Plan, PlanConfig, RetryPolicy, RowGroupSource, RowRef,
-    Sampling, TransformError, source::row_group_rows,
+    DatasetSource, Loader, LoaderConfig, RetryPolicy, RowGroupSource, RowRef, TransformError,
 };
 
 /// A `weed server` child process; killed when dropped, even if the test fails.
@@ -176,19 +175,7 @@ fn the_stream_survives_a_server_restart() {
         .unwrap();
     let groups = source.row_groups().len();
     assert!(groups >= 8, "want many row groups, got {groups}");
-    let plan = Plan::new(
-        PlanConfig {
-            seed: 11,
-            rank: 0,
-            world_size: 1,
-            batch_size: 4,
-            sampling: Sampling::Shuffle {
-                block_row_groups: 1,
-            },
-        },
-        &row_group_rows(&source),
-    )
-    .unwrap();
+    let plan = common::shuffle_plan(&source, 11, 4, 1);
     let transform = |row: RowRef<'_>, seed: u64| -> Result<i64, TransformError> {
         std::thread::sleep(Duration::from_micros(200));
         common::read_id(row, seed)

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use arrow::array::{AsArray, Float32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
-use scalefold_loader::{RowRef, TransformError};
+use scalefold_loader::{Plan, PlanConfig, RowGroupSource, RowRef, Sampling, TransformError};
 use scalefold_storage::{DatasetWriter, WriterOptions};
 
 /// Schema: `id` (the row number), `key` (the source key), `value` (a float).
@@ -25,24 +25,47 @@ pub async fn write_numbers(url: &str, sources: usize, rows_per_source: usize) {
     };
     let mut writer = DatasetWriter::create(url, schema(), options).await.unwrap();
     for s in 0..sources {
-        let ids: Vec<i64> = (0..rows_per_source)
-            .map(|i| (s * rows_per_source + i) as i64)
-            .collect();
         let key = format!("source-{s}");
-        let keys: Vec<&str> = vec![key.as_str(); rows_per_source];
-        let values: Vec<f32> = ids.iter().map(|&i| i as f32 * 0.5).collect();
-        let batch = RecordBatch::try_new(
-            schema(),
-            vec![
-                Arc::new(Int64Array::from(ids)),
-                Arc::new(StringArray::from(keys)),
-                Arc::new(Float32Array::from(values)),
-            ],
-        )
-        .unwrap();
+        let batch = numbers(s * rows_per_source, rows_per_source, &key);
         writer.write_source(&key, &batch).await.unwrap();
     }
     writer.finish_and_commit().await.unwrap();
+}
+
+/// Rows `first..first + rows` of the table: ids counting up, `key` in every row, value id / 2.
+pub fn numbers(first: usize, rows: usize, key: &str) -> RecordBatch {
+    let ids: Vec<i64> = (first..first + rows).map(|i| i as i64).collect();
+    let values: Vec<f32> = ids.iter().map(|&i| i as f32 * 0.5).collect();
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(StringArray::from(vec![key; rows])),
+            Arc::new(Float32Array::from(values)),
+        ],
+    )
+    .unwrap()
+}
+
+/// A one-rank shuffled plan over `source`'s row groups.
+pub fn shuffle_plan(
+    source: &dyn RowGroupSource,
+    seed: u64,
+    batch_size: usize,
+    block_row_groups: usize,
+) -> Plan {
+    let rows: Vec<u64> = source.row_groups().iter().map(|g| g.rows).collect();
+    Plan::new(
+        PlanConfig {
+            seed,
+            rank: 0,
+            world_size: 1,
+            batch_size,
+            sampling: Sampling::Shuffle { block_row_groups },
+        },
+        &rows,
+    )
+    .unwrap()
 }
 
 /// Transform: the row's `id`, read from a batch projected to `["id"]`.
