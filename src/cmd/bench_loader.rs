@@ -533,16 +533,7 @@ fn stream_all(
 
 /// Deletes every object under the dataset prefix `url`.
 async fn delete_all(url: &str) -> anyhow::Result<()> {
-    let location = Location::parse(url)?;
-    let objects: Vec<_> = location
-        .store
-        .list(Some(&location.prefix))
-        .try_collect()
-        .await?;
-    for object in objects {
-        location.store.delete(&object.location).await?;
-    }
-    Ok(())
+    super::bench_storage::delete_prefix(&Location::parse(url)?).await
 }
 
 fn s3_run(args: &BenchLoaderArgs, url: &str) -> anyhow::Result<S3Result> {

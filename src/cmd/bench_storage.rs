@@ -365,7 +365,7 @@ async fn bench(args: BenchStorageArgs) -> anyhow::Result<()> {
 }
 
 /// Deletes every object under a location's prefix.
-async fn delete_prefix(location: &Location) -> anyhow::Result<()> {
+pub(crate) async fn delete_prefix(location: &Location) -> anyhow::Result<()> {
     let objects: Vec<_> = location
         .store
         .list(Some(&location.prefix))
