@@ -24,7 +24,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, AsArray};
+use arrow::array::{Array, AsArray, OffsetSizeTrait};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
@@ -393,24 +393,8 @@ fn batch_arrow_bytes(batch: &RecordBatch) -> usize {
 fn array_bytes(array: &dyn Array) -> usize {
     let validity = array.nulls().map_or(0, |n| n.len().div_ceil(8));
     let nested = match array.data_type() {
-        DataType::List(_) => {
-            let list = array.as_list::<i32>();
-            let offsets = list.value_offsets();
-            let (first, last) = (offsets[0] as usize, offsets[list.len()] as usize);
-            Some(
-                4 * (list.len() + 1)
-                    + array_bytes(list.values().slice(first, last - first).as_ref()),
-            )
-        }
-        DataType::LargeList(_) => {
-            let list = array.as_list::<i64>();
-            let offsets = list.value_offsets();
-            let (first, last) = (offsets[0] as usize, offsets[list.len()] as usize);
-            Some(
-                8 * (list.len() + 1)
-                    + array_bytes(list.values().slice(first, last - first).as_ref()),
-            )
-        }
+        DataType::List(_) => Some(list_bytes::<i32>(array)),
+        DataType::LargeList(_) => Some(list_bytes::<i64>(array)),
         DataType::FixedSizeList(_, size) => {
             let list = array.as_fixed_size_list();
             let size = *size as usize;
@@ -435,6 +419,16 @@ fn array_bytes(array: &dyn Array) -> usize {
             .get_slice_memory_size()
             .unwrap_or_else(|_| array.get_array_memory_size()),
     }
+}
+
+/// Bytes of a (possibly sliced) list array with offsets of type `O`, without its validity:
+/// its offsets plus the child values those offsets reach.
+fn list_bytes<O: OffsetSizeTrait>(array: &dyn Array) -> usize {
+    let list = array.as_list::<O>();
+    let offsets = list.value_offsets();
+    let (first, last) = (offsets[0].as_usize(), offsets[list.len()].as_usize());
+    std::mem::size_of::<O>() * (list.len() + 1)
+        + array_bytes(list.values().slice(first, last - first).as_ref())
 }
 
 #[cfg(test)]
