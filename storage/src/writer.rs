@@ -232,9 +232,9 @@ impl DatasetWriter {
             options.schema_version.to_string(),
         ));
         let mut properties = WriterProperties::builder()
+            // No row-group bounds here: parquet applies them only in `ArrowWriter::write`,
+            // which is never called; `ShardEncoder` closes row groups at `row_group_bytes`.
             .set_compression(Compression::ZSTD(level))
-            .set_max_row_group_row_count(None)
-            .set_max_row_group_bytes(Some(options.row_group_bytes))
             // Feature columns are large numeric lists and blobs: a dictionary does not pay off
             // there (the stored size was identical with and without; storage/BENCHMARKS.md).
             .set_dictionary_enabled(false)
