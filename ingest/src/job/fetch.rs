@@ -631,14 +631,9 @@ impl Fetcher {
             .iter()
             .filter_map(|(key, folder)| {
                 let i = folders.iter().position(|(_, f)| f == folder)?;
-                let files = &fetched_folders[i];
-                Some(if files.key == *key {
-                    files.clone()
-                } else {
-                    ChainFiles {
-                        key: key.clone(),
-                        ..files.clone()
-                    }
+                Some(ChainFiles {
+                    key: key.clone(),
+                    ..fetched_folders[i].clone()
                 })
             })
             .collect();
