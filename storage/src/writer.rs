@@ -313,10 +313,11 @@ impl DatasetWriter {
         {
             self.await_closing().await?;
         }
-        if let Some(open) = &self.open
-            && open.encoder.estimated_size() >= self.options.shard_bytes
+        let shard_bytes = self.options.shard_bytes;
+        if let Some(open) = self
+            .open
+            .take_if(|open| open.encoder.estimated_size() >= shard_bytes)
         {
-            let open = self.open.take().expect("the open shard was just seen");
             // The next shard's row groups assume the compression seen so far; only groups
             // that are settled whatever the timing count, so the files stay deterministic.
             self.size_model = open.encoder.settled_size_model();
