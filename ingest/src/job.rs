@@ -33,6 +33,7 @@
 //! unreadable store, failed dataset write).
 
 mod cache;
+mod cpu;
 mod error;
 mod fetch;
 mod process;
@@ -47,6 +48,7 @@ use scalefold_storage::{DatasetWriter, Location, WriterOptions};
 use tokio::sync::{Semaphore, mpsc};
 
 pub use cache::{CompactStructure, TemplateCache};
+pub use cpu::StageSeconds;
 pub use error::IngestError;
 pub use process::Filters;
 pub use report::{IngestReport, LineKind, Progress, ReportLine};
@@ -275,6 +277,7 @@ pub async fn ingest(
         templates: TemplateCache::new(config.template_cache_entries),
         structures_parsed: 0.into(),
         structures_from_cache: 0.into(),
+        cpu: cpu::StageCpu::default(),
     });
 
     // Stage 2 → 3 and 3 → 4 channels; their capacities bound the entries in memory.
@@ -383,6 +386,7 @@ pub async fn ingest(
     let complete = config.limit.is_none_or(|l| l >= pending);
     report.structures_parsed = context.structures_parsed.load(Ordering::Relaxed);
     report.structures_from_cache = context.structures_from_cache.load(Ordering::Relaxed);
+    report.cpu_seconds = context.cpu.seconds();
     report.seconds = started.elapsed().as_secs_f64();
     report.sort();
     report::save(&out, config.worker, &report).await?;

@@ -126,6 +126,8 @@ struct EndToEnd {
     /// Structure files parsed (own or template use) and structures served by the cache.
     structures_parsed: usize,
     structures_from_cache: usize,
+    /// The job's report (CPU time by stage).
+    report: scalefold_ingest::job::IngestReport,
 }
 
 /// Runs the job once over the corpus.
@@ -161,6 +163,7 @@ fn end_to_end(
         cpu,
         structures_parsed: report.structures_parsed,
         structures_from_cache: report.structures_from_cache,
+        report,
     })
 }
 
@@ -240,6 +243,7 @@ pub fn run(args: BenchIngestArgs) -> anyhow::Result<()> {
             "cpu_ms_per_chain": cpu_ms_per_chain,
             "structures_parsed": run.structures_parsed,
             "structures_from_cache": run.structures_from_cache,
+            "cpu_s_by_stage": run.report.cpu_seconds,
         }));
         if !args.json {
             println!(
@@ -253,6 +257,17 @@ pub fn run(args: BenchIngestArgs) -> anyhow::Result<()> {
                 run.structures_from_cache,
                 100.0 * (chains as f64 / seconds) / (parse_rate * threads as f64),
                 scaling.map_or("-".to_string(), |s| format!("{:.0} %", 100.0 * s))
+            );
+            let c = &run.report.cpu_seconds;
+            let staged =
+                c.fetch + c.structures + c.alignments + c.templates + c.records + c.batches;
+            println!(
+                "    CPU ms per chain by stage: {}, rest (writers' encoding, runtime, set-up) {}",
+                run.report.cpu_by_stage(chains.max(1) as f64 / 1000.0),
+                cpu.map_or("-".to_string(), |c| format!(
+                    "{:.3}",
+                    1000.0 * (c - staged) / chains.max(1) as f64
+                ))
             );
         }
     }

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use super::IngestError;
 use super::cache::CompactStructure;
+use super::cpu::{Lap, Stage};
 use super::process::Context;
 use crate::hhr::parse_hhr;
 use crate::input::{decompress_if_gzip, decompress_if_gzip_borrowed};
@@ -694,7 +695,10 @@ pub async fn fetch_all(
                     // Local reads never wait on the runtime: the future completes in
                     // one poll on the blocking thread.
                     tokio::task::spawn_blocking(move || {
-                        futures::executor::block_on(fetcher.fetch_one(source))
+                        let mut lap = Lap::start();
+                        let fetched = futures::executor::block_on(fetcher.fetch_one(source));
+                        lap.mark(&fetcher.context.cpu, Stage::Fetch);
+                        fetched
                     })
                     .await
                     .map_err(|e| {

@@ -12,6 +12,7 @@ use scalefold_featurize::{ChainRecord, FlatMsa};
 
 use super::IngestError;
 use super::cache::TemplateCache;
+use super::cpu::{Lap, Stage, StageCpu, timed_nested};
 use super::fetch::{Fetched, FileBytes, TemplateFile, TemplateInput};
 use super::report::{LineKind, ReportLine};
 use crate::input::decompress_if_gzip_borrowed;
@@ -203,7 +204,9 @@ impl TemplateSlot<'_> {
                 };
                 let parsed = bytes.as_ref().ok().and_then(|b| {
                     Context::count(&ctx.structures_parsed);
-                    parse_structure(&self.file.name, b).ok()
+                    timed_nested(&ctx.cpu, Stage::Structures, || {
+                        parse_structure(&self.file.name, b).ok()
+                    })
                 });
                 ctx.templates.insert(&self.file.cache_key, parsed.as_ref());
                 parsed
@@ -227,6 +230,8 @@ pub struct Context {
     pub structures_parsed: AtomicUsize,
     /// Structures taken from the cache instead of parsed (for a source or as a template).
     pub structures_from_cache: AtomicUsize,
+    /// CPU time per stage, summed over threads.
+    pub cpu: StageCpu,
 }
 
 impl Context {
@@ -328,7 +333,8 @@ pub fn process_guarded(ctx: &Context, fetched: Fetched) -> Processed {
 /// Processes one fetched source: its rows already converted to a record batch, so the
 /// (serial) writer stage only encodes.
 pub fn process(ctx: &Context, fetched: Fetched) -> Processed {
-    let (rows, mut lines) = source_rows(ctx, &fetched);
+    let mut lap = Lap::start();
+    let (rows, mut lines) = source_rows(ctx, &fetched, &mut lap);
     let mut batch = None;
     if !rows.is_empty() {
         match rows_to_batch(&rows) {
@@ -342,6 +348,7 @@ pub fn process(ctx: &Context, fetched: Fetched) -> Processed {
             )),
         }
     }
+    lap.mark(&ctx.cpu, Stage::Batches);
     Processed {
         source_key: fetched.source.key.clone(),
         chains: batch.as_ref().map_or(0, RecordBatch::num_rows),
@@ -356,8 +363,12 @@ struct SourceRows {
     lines: Vec<ReportLine>,
 }
 
-/// The rows and report lines of one fetched source.
-fn source_rows(ctx: &Context, fetched: &Fetched) -> (Vec<ChainRow>, Vec<ReportLine>) {
+/// The rows and report lines of one fetched source; `lap` charges each chain's stages.
+fn source_rows(
+    ctx: &Context,
+    fetched: &Fetched,
+    lap: &mut Lap,
+) -> (Vec<ChainRow>, Vec<ReportLine>) {
     let mut out = SourceRows {
         rows: Vec::new(),
         lines: Vec::new(),
@@ -381,7 +392,7 @@ fn source_rows(ctx: &Context, fetched: &Fetched) -> (Vec<ChainRow>, Vec<ReportLi
         }
         _ => {
             Context::count(&ctx.structures_parsed);
-            match parse_structure(name, raw) {
+            match timed_nested(&ctx.cpu, Stage::Structures, || parse_structure(name, raw)) {
                 Ok(s) => {
                     ctx.templates.insert(&cache_key, Some(&s));
                     s
@@ -410,19 +421,24 @@ fn source_rows(ctx: &Context, fetched: &Fetched) -> (Vec<ChainRow>, Vec<ReportLi
         return (out.rows, out.lines);
     }
     // Template structures, parsed (or taken from the cache) when first looked up.
-    let templates: HashMap<&str, TemplateSlot> = fetched
-        .templates
-        .iter()
-        .map(|file| {
-            let slot = TemplateSlot {
-                file,
-                parsed: OnceCell::new(),
-            };
-            (file.entry_id.as_str(), slot)
-        })
-        .collect();
+    let inputs = SourceInputs {
+        fetched,
+        structure: &structure,
+        templates: fetched
+            .templates
+            .iter()
+            .map(|file| {
+                let slot = TemplateSlot {
+                    file,
+                    parsed: OnceCell::new(),
+                };
+                (file.entry_id.as_str(), slot)
+            })
+            .collect(),
+    };
     // Merged MSAs of the folders that several chains share (duplicate chains), by folder.
     let mut shared = SourceShared::new(fetched);
+    lap.mark(&ctx.cpu, Stage::Records);
     for chain in &structure.chains {
         let key = format!("{}_{}", structure.id, chain.chain_id);
         if let Some((filter, reason)) = ctx.filters.chain(chain) {
@@ -430,15 +446,7 @@ fn source_rows(ctx: &Context, fetched: &Fetched) -> (Vec<ChainRow>, Vec<ReportLi
                 .push(line(LineKind::Filtered, source, &key, filter, reason));
             continue;
         }
-        match chain_row(
-            ctx,
-            fetched,
-            &structure,
-            &templates,
-            &mut shared,
-            chain,
-            &key,
-        ) {
+        match chain_row(ctx, &inputs, &mut shared, chain, &key, lap) {
             Ok(row) => out.rows.push(row),
             Err((stage, reason)) => {
                 out.lines
@@ -532,15 +540,29 @@ fn read_alignment(name: &str, bytes: &FileBytes, sequence: &str) -> Result<Align
     Ok(alignment)
 }
 
+/// What every chain of one source is built from.
+struct SourceInputs<'a> {
+    /// The fetched files.
+    fetched: &'a Fetched,
+    /// The parsed structure file.
+    structure: &'a Structure,
+    /// Template candidates by entry id, parsed when first looked up.
+    templates: HashMap<&'a str, TemplateSlot<'a>>,
+}
+
 fn chain_row(
     ctx: &Context,
-    fetched: &Fetched,
-    structure: &Structure,
-    templates: &HashMap<&str, TemplateSlot>,
+    inputs: &SourceInputs,
     shared: &mut SourceShared,
     chain: &ChainStructure,
     key: &str,
+    lap: &mut Lap,
 ) -> Result<ChainRow, (&'static str, String)> {
+    let SourceInputs {
+        fetched,
+        structure,
+        templates,
+    } = inputs;
     let Some(files) = fetched.chains.get(key) else {
         return Err((
             "alignment",
@@ -570,6 +592,7 @@ fn chain_row(
             msa
         }
     };
+    lap.mark(&ctx.cpu, Stage::Alignments);
     // The hhr files were parsed by the fetch stage; one file's hits are used in place.
     let hits: Cow<[TemplateHit]> = match files.hhr_hits.as_slice() {
         [one] => Cow::Borrowed(one.as_deref().map_err(|e| ("templates", e.clone()))?),
@@ -597,6 +620,7 @@ fn chain_row(
         };
         template_features(&chain.sequence, &hits, lookup, &config).features
     };
+    lap.mark(&ctx.cpu, Stage::Templates);
     let record = ChainRecord::from_flat_msa(
         &structure.id,
         &structure.header,
@@ -613,11 +637,13 @@ fn chain_row(
         &mut checksum,
         files.alignments.iter().chain(&files.hhr).map(|(_, b)| b),
     );
-    Ok(ChainRow {
+    let row = ChainRow {
         source_key: fetched.source.key.clone(),
         record,
         cluster_id,
         cluster_size,
         source_checksum: checksum.digest(),
-    })
+    };
+    lap.mark(&ctx.cpu, Stage::Records);
+    Ok(row)
 }
