@@ -70,23 +70,39 @@ fn check_len(
     }
 }
 
-fn check_max<T: Copy + PartialOrd + std::fmt::Display>(
+/// Checks that every value passes `is_valid`; the error names the first that does not.
+///
+/// Runs at memory speed: each chunk is checked with a fold that has no early exit (so it
+/// vectorizes); only a failing chunk is searched for the position.
+fn check_values<T: Copy + std::fmt::Display>(
     record: &str,
     field: &'static str,
     values: &[T],
     is_valid: impl Fn(T) -> bool,
     expected: &'static str,
 ) -> Result<(), FeaturizeError> {
-    match values.iter().position(|&v| !is_valid(v)) {
-        None => Ok(()),
-        Some(index) => Err(FeaturizeError::InvalidValue {
-            record: record.to_string(),
-            field,
-            index,
-            value: values[index].to_string(),
-            expected,
-        }),
+    const CHUNK: usize = 4096;
+    for (c, chunk) in values.chunks(CHUNK).enumerate() {
+        if chunk.iter().fold(true, |ok, &v| ok & is_valid(v)) {
+            continue;
+        }
+        if let Some(offset) = chunk.iter().position(|&v| !is_valid(v)) {
+            let index = c * CHUNK + offset;
+            return Err(FeaturizeError::InvalidValue {
+                record: record.to_string(),
+                field,
+                index,
+                value: values[index].to_string(),
+                expected,
+            });
+        }
     }
+    Ok(())
+}
+
+/// Checks that every MSA id is in 0..=21.
+fn check_msa_ids(record: &str, msa: &[u8]) -> Result<(), FeaturizeError> {
+    check_values(record, "msa", msa, |a| a <= GAP_ID, "an MSA id 0..=21")
 }
 
 impl ChainRecord {
@@ -148,13 +164,7 @@ impl ChainRecord {
             flat.num_rows * n,
             flat.deletion_matrix.len(),
         )?;
-        check_max(
-            &chain_id,
-            "msa",
-            &flat.msa,
-            |a| a <= GAP_ID,
-            "an MSA id 0..=21",
-        )?;
+        check_msa_ids(&chain_id, &flat.msa)?;
         let aatype: Vec<i8> = chain
             .sequence
             .bytes()
@@ -179,15 +189,12 @@ impl ChainRecord {
             residue_index: chain.residue_index.clone(),
             seq_length: n as u32,
             between_segment_residues: vec![0; n],
-            all_atom_positions: chain
-                .atom_positions
-                .iter()
-                .flat_map(|r| r.iter().flatten().copied())
-                .collect(),
+            all_atom_positions: chain.atom_positions.as_flattened().as_flattened().to_vec(),
             all_atom_mask: chain
                 .atom_mask
+                .as_flattened()
                 .iter()
-                .flat_map(|r| r.iter().map(|&m| u8::from(m > 0.0)))
+                .map(|&m| u8::from(m > 0.0))
                 .collect(),
             resolution: header.resolution,
             release_date: header.release_date.clone(),
@@ -201,12 +208,18 @@ impl ChainRecord {
             templates,
             chain_id,
         };
-        record.validate()?;
+        // The MSA ids were checked above: the largest array is not scanned twice.
+        record.validate_with(MsaIds::Checked)?;
         Ok(record)
     }
 
     /// Checks the shape and value invariants of the record (e.g. after reading it back).
     pub fn validate(&self) -> Result<(), FeaturizeError> {
+        self.validate_with(MsaIds::Unchecked)
+    }
+
+    /// [`ChainRecord::validate`], leaving out the MSA id scan when `msa_ids` says it was done.
+    fn validate_with(&self, msa_ids: MsaIds) -> Result<(), FeaturizeError> {
         let id = self.chain_id.as_str();
         let n = self.seq_length as usize;
         let m = self.num_alignments as usize;
@@ -242,15 +255,17 @@ impl ChainRecord {
                 actual: 0,
             });
         }
-        check_max(
+        check_values(
             id,
             "aatype",
             &self.aatype,
             |a| (0..=20).contains(&a),
             "a residue type 0..=20",
         )?;
-        check_max(id, "msa", &self.msa, |a| a <= GAP_ID, "an MSA id 0..=21")?;
-        check_max(
+        if msa_ids == MsaIds::Unchecked {
+            check_msa_ids(id, &self.msa)?;
+        }
+        check_values(
             id,
             "all_atom_mask",
             &self.all_atom_mask,
@@ -259,6 +274,16 @@ impl ChainRecord {
         )?;
         self.templates.validate(id, n)
     }
+}
+
+/// Whether a record's MSA ids are already known to be in range (see
+/// [`ChainRecord::validate`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MsaIds {
+    /// Checked while the record was built.
+    Checked,
+    /// Not checked yet.
+    Unchecked,
 }
 
 /// An MSA in [`ChainRecord`]'s flat layout.
@@ -452,6 +477,55 @@ mod tests {
         let mut broken = rec.clone();
         broken.deletion_matrix.pop();
         assert!(broken.validate().is_err());
+    }
+
+    /// The chunked check names the first bad value wherever it lies (first chunk, across a
+    /// chunk boundary, last partial chunk), and `validate` still scans the MSA ids.
+    #[test]
+    fn value_checks_name_the_first_bad_index() {
+        for (len, bad) in [
+            (10, vec![3]),
+            (9000, vec![4095, 4096]),
+            (9000, vec![8999]),
+            (4096, vec![]),
+        ] {
+            let mut values = vec![5u8; len];
+            for &b in &bad {
+                values[b] = 22;
+            }
+            let result = check_msa_ids("r", &values);
+            match bad.first() {
+                None => assert_eq!(result, Ok(())),
+                Some(&first) => assert_eq!(
+                    result,
+                    Err(FeaturizeError::InvalidValue {
+                        record: "r".into(),
+                        field: "msa",
+                        index: first,
+                        value: "22".into(),
+                        expected: "an MSA id 0..=21",
+                    })
+                ),
+            }
+        }
+        let mut record = ChainRecord::new(
+            "1abc",
+            &StructureHeader::default(),
+            &chain("ACDX"),
+            None,
+            TemplateFeatures::default(),
+            false,
+        )
+        .unwrap();
+        record.msa[2] = 30;
+        assert!(matches!(
+            record.validate(),
+            Err(FeaturizeError::InvalidValue {
+                field: "msa",
+                index: 2,
+                ..
+            })
+        ));
     }
 
     #[test]
