@@ -1,11 +1,15 @@
 //! Alignments: a3m and Stockholm parsing, and merging several MSAs into one
-//! [`Msa`] in the MSA alphabet with exact-duplicate removal.
+//! [`Msa`] (or the record's [`FlatMsa`]) in the MSA alphabet with exact-duplicate removal.
 //!
-//! Parsers return an [`Alignment`]: aligned rows as text over the query's columns plus
-//! the deletion counts; [`merge_alignments`] deduplicates on that text (first occurrence
-//! wins, as the AlphaFold reference does) and converts to ids 0..=21.
+//! Parsers return an [`Alignment`] in one flat layout (all aligned rows in one buffer, the
+//! non-zero deletion counts as sparse pairs, all descriptions in one string), written
+//! straight from the file's text without an allocation per row; [`merge_alignments_flat`]
+//! deduplicates on the aligned text (first occurrence wins, as the AlphaFold reference
+//! does) and converts to ids 0..=21.
 
-use std::collections::HashSet;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 use std::path::Path;
 
 use scalefold_featurize::FlatMsa;
@@ -15,33 +19,132 @@ use scalefold_featurize::residue_constants::msa_id;
 use crate::error::{ParseError, Result, excerpt};
 use crate::input::{as_utf8, last_line, read_file};
 
-/// A parsed alignment: every row has the query's length; row 0 is the query.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// A parsed alignment: every row has the query's width; row 0 is the query.
+///
+/// Flat layout: the aligned rows one after another in one buffer (row-major, `width`
+/// bytes each: uppercase letters and `-`); per row the non-zero deletion counts as
+/// (column, count) pairs in ascending column order; the descriptions in one string.
+/// The layout of given content is unique, so `==` compares content.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Alignment {
-    /// Aligned rows: uppercase letters and `-`, one character per query column.
-    pub sequences: Vec<String>,
-    /// Per row and column, the number of residues deleted (inserted relative to the
-    /// query) before that column.
-    pub deletion_matrix: Vec<Vec<u32>>,
-    /// Row descriptions: the a3m header line, or the Stockholm name followed by its
-    /// `#=GS ... DE` text when present.
-    pub descriptions: Vec<String>,
+    /// Columns per row (the query's aligned length).
+    width: usize,
+    /// `len() × width` aligned characters, row-major.
+    residues: Vec<u8>,
+    /// Non-zero deletion counts as (column, count), row after row.
+    deletions: Vec<(u32, u32)>,
+    /// Per row, the end of its pairs in `deletions`.
+    deletion_ends: Vec<usize>,
+    /// Every row's description, one after another.
+    descriptions: String,
+    /// Per row, the end of its description in `descriptions`.
+    description_ends: Vec<usize>,
+}
+
+/// The range of item `i` in a buffer of items laid out back to back, given their ends.
+fn span(ends: &[usize], i: usize) -> Range<usize> {
+    let start = if i == 0 { 0 } else { ends[i - 1] };
+    start..ends[i]
 }
 
 impl Alignment {
     /// Number of rows.
     pub fn len(&self) -> usize {
-        self.sequences.len()
+        self.description_ends.len()
     }
 
     /// True when there are no rows.
     pub fn is_empty(&self) -> bool {
-        self.sequences.is_empty()
+        self.description_ends.is_empty()
     }
 
-    /// The query length (number of columns).
+    /// The query length (number of columns; 0 without rows).
     pub fn width(&self) -> usize {
-        self.sequences.first().map_or(0, String::len)
+        self.width
+    }
+
+    /// Aligned row `i`: uppercase letters and `-`, one byte per query column.
+    ///
+    /// # Panics
+    /// When `i >= len()`.
+    pub fn row(&self, i: usize) -> &[u8] {
+        assert!(
+            i < self.len(),
+            "row {i} of an alignment of {} rows",
+            self.len()
+        );
+        &self.residues[i * self.width..(i + 1) * self.width]
+    }
+
+    /// The query: row 0, empty without rows.
+    pub fn query(&self) -> &[u8] {
+        &self.residues[..self.width.min(self.residues.len())]
+    }
+
+    /// The non-zero deletion counts of row `i` as (column, count) pairs, columns
+    /// ascending: `count` residues were deleted (inserted relative to the query) before
+    /// that column. Columns not listed have none.
+    ///
+    /// # Panics
+    /// When `i >= len()`.
+    pub fn deletions(&self, i: usize) -> &[(u32, u32)] {
+        &self.deletions[span(&self.deletion_ends, i)]
+    }
+
+    /// The deletion counts of row `i` for every column (the dense form of
+    /// [`Alignment::deletions`]).
+    ///
+    /// # Panics
+    /// When `i >= len()`.
+    pub fn deletion_row(&self, i: usize) -> Vec<u32> {
+        let mut row = vec![0; self.width];
+        for &(column, count) in self.deletions(i) {
+            row[column as usize] = count;
+        }
+        row
+    }
+
+    /// Description of row `i`: the a3m header line, or the Stockholm name followed by
+    /// its `#=GS ... DE` text when present.
+    ///
+    /// # Panics
+    /// When `i >= len()`.
+    pub fn description(&self, i: usize) -> &str {
+        &self.descriptions[span(&self.description_ends, i)]
+    }
+
+    /// Appends a row given in the row-wise form: aligned characters, one deletion count
+    /// per column, description. The first row sets the width. (For building alignments
+    /// in code; the parsers write their rows directly.)
+    ///
+    /// # Panics
+    /// When `row` or `deletions` does not have the width of the rows before it.
+    pub fn push_row(&mut self, row: &[u8], deletions: &[u32], description: &str) {
+        if self.is_empty() {
+            self.width = row.len();
+        }
+        assert_eq!(row.len(), self.width, "row width");
+        assert_eq!(deletions.len(), self.width, "deletion row width");
+        self.residues.extend_from_slice(row);
+        self.deletions.extend(
+            (0..)
+                .zip(deletions)
+                .filter(|&(_, &count)| count > 0)
+                .map(|(column, &count)| (column, count)),
+        );
+        self.deletion_ends.push(self.deletions.len());
+        self.push_description(&[description]);
+    }
+
+    /// Ends the current row's description, made of `parts` joined by single spaces.
+    fn push_description(&mut self, parts: &[&str]) {
+        for (k, part) in parts.iter().enumerate() {
+            if k > 0 {
+                self.descriptions.push(' ');
+            }
+            self.descriptions.push_str(part);
+        }
+        self.description_ends.push(self.descriptions.len());
     }
 }
 
@@ -96,52 +199,130 @@ fn syntax(file: &str, line: usize, expected: impl Into<String>, found: &[u8]) ->
     }
 }
 
+/// Class of a byte in a3m sequence text: not allowed.
+const A3M_INVALID: u8 = 0;
+/// Class: an aligned column (uppercase letter or `-`), kept as it is.
+const A3M_ALIGNED: u8 = 1;
+/// Class: an insertion (lowercase letter), counted as a deletion before the next column.
+const A3M_INSERTION: u8 = 2;
+/// Class: `.` (a gap in an insertion), dropped.
+const A3M_DROPPED: u8 = 3;
+
+/// The a3m class of every byte.
+const A3M_CLASS: [u8; 256] = {
+    let mut table = [A3M_INVALID; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        table[c] = match b {
+            b'A'..=b'Z' | b'-' => A3M_ALIGNED,
+            b'a'..=b'z' => A3M_INSERTION,
+            b'.' => A3M_DROPPED,
+            _ => A3M_INVALID,
+        };
+        c += 1;
+    }
+    table
+};
+
+/// The a3m record being read: where its row starts and the insertions not yet
+/// assigned to a column.
+struct A3mRecord {
+    /// Line of the `>` header.
+    line: usize,
+    /// Offset of the row in the residue buffer.
+    start: usize,
+    /// Insertions since the last aligned column.
+    pending: u32,
+}
+
+/// Appends one line of a3m sequence text to the record's row: aligned columns to
+/// `residues`, insertions counted into `deletions`. False when the line holds a byte
+/// other than letters, `-` and `.` (the row is then incomplete).
+fn push_a3m_line(
+    line: &[u8],
+    record: &mut A3mRecord,
+    residues: &mut Vec<u8>,
+    deletions: &mut Vec<(u32, u32)>,
+) -> bool {
+    let start = residues.len();
+    // Write every byte, advance only over aligned ones (no branch per byte but the rare
+    // deletion), then cut the unused tail.
+    residues.resize(start + line.len(), 0);
+    let mut at = start;
+    let mut pending = record.pending;
+    let mut valid = true;
+    for &b in line {
+        let class = A3M_CLASS[b as usize];
+        let aligned = class == A3M_ALIGNED;
+        residues[at] = b;
+        if aligned && pending > 0 {
+            deletions.push(((at - record.start) as u32, pending));
+        }
+        pending = if aligned {
+            0
+        } else {
+            pending + u32::from(class == A3M_INSERTION)
+        };
+        at += usize::from(aligned);
+        valid &= class != A3M_INVALID;
+    }
+    residues.truncate(at);
+    record.pending = pending;
+    valid
+}
+
 /// Parses a3m: lowercase letters are insertions (counted into the deletion count of the
 /// next aligned column), `.` is dropped, uppercase letters and `-` are aligned columns.
 pub fn parse_a3m(file: &str, bytes: &[u8]) -> Result<Alignment> {
     let text = as_utf8(file, bytes)?;
     let mut out = Alignment::default();
-    // (line of the header, aligned row, deletions, pending insertions)
-    let mut current: Option<(usize, String, Vec<u32>, u32)> = None;
-    let finish = |out: &mut Alignment, row: Option<(usize, String, Vec<u32>, u32)>| -> Result<()> {
-        if let Some((line, sequence, deletions, _)) = row {
-            if let Some(width) = out.sequences.first().map(String::len)
-                && sequence.len() != width
-            {
-                return Err(ParseError::Syntax {
-                    file: file.to_string(),
-                    line,
-                    expected: format!(
-                        "{width} aligned columns (the query's length) in this record"
-                    ),
-                    found: format!("{} columns", sequence.len()),
-                });
+    // The rows never hold more bytes than the file (address space only: pages are
+    // touched as rows are written).
+    out.residues.reserve(bytes.len());
+    let mut width: Option<usize> = None;
+    let mut current: Option<A3mRecord> = None;
+    let finish = |out: &mut Alignment, width: &mut Option<usize>, record: Option<A3mRecord>| {
+        let Some(record) = record else {
+            return Ok(());
+        };
+        let columns = out.residues.len() - record.start;
+        match *width {
+            Some(width) if columns != width => Err(ParseError::Syntax {
+                file: file.to_string(),
+                line: record.line,
+                expected: format!("{width} aligned columns (the query's length) in this record"),
+                found: format!("{columns} columns"),
+            }),
+            Some(_) => {
+                out.deletion_ends.push(out.deletions.len());
+                Ok(())
             }
-            out.sequences.push(sequence);
-            out.deletion_matrix.push(deletions);
+            None => {
+                *width = Some(columns);
+                out.width = columns;
+                out.deletion_ends.push(out.deletions.len());
+                Ok(())
+            }
         }
-        Ok(())
     };
     for (index, line) in text.lines().enumerate() {
         let line_no = index + 1;
         let line = line.trim_end();
         if let Some(description) = line.strip_prefix('>') {
-            finish(&mut out, current.take())?;
-            out.descriptions.push(description.to_string());
-            // Every row has the query's width: allocate it once.
-            let width = out.sequences.first().map_or(0, String::len);
-            current = Some((
-                line_no,
-                String::with_capacity(width),
-                Vec::with_capacity(width),
-                0,
-            ));
+            finish(&mut out, &mut width, current.take())?;
+            out.push_description(&[description]);
+            current = Some(A3mRecord {
+                line: line_no,
+                start: out.residues.len(),
+                pending: 0,
+            });
             continue;
         }
         if line.trim().is_empty() {
             continue;
         }
-        let Some((_, sequence, deletions, pending)) = current.as_mut() else {
+        let Some(record) = current.as_mut() else {
             return Err(syntax(
                 file,
                 line_no,
@@ -149,26 +330,21 @@ pub fn parse_a3m(file: &str, bytes: &[u8]) -> Result<Alignment> {
                 line.as_bytes(),
             ));
         };
-        for &c in line.trim().as_bytes() {
-            match c {
-                b'a'..=b'z' => *pending += 1,
-                b'.' => {}
-                b'A'..=b'Z' | b'-' => {
-                    sequence.push(c as char);
-                    deletions.push(std::mem::take(pending));
-                }
-                _ => {
-                    return Err(syntax(
-                        file,
-                        line_no,
-                        "only letters, '-' and '.' in an a3m sequence",
-                        line.as_bytes(),
-                    ));
-                }
-            }
+        if !push_a3m_line(
+            line.trim().as_bytes(),
+            record,
+            &mut out.residues,
+            &mut out.deletions,
+        ) {
+            return Err(syntax(
+                file,
+                line_no,
+                "only letters, '-' and '.' in an a3m sequence",
+                line.as_bytes(),
+            ));
         }
     }
-    finish(&mut out, current.take())?;
+    finish(&mut out, &mut width, current.take())?;
     if out.is_empty() {
         return Err(ParseError::Missing {
             file: file.to_string(),
@@ -179,6 +355,104 @@ pub fn parse_a3m(file: &str, bytes: &[u8]) -> Result<Alignment> {
     Ok(out)
 }
 
+/// What a kept Stockholm column's byte becomes (uppercase letter or `-`); 0 for a byte
+/// that is not a letter, `-` or `.`.
+const STOCKHOLM_KEPT: [u8; 256] = {
+    let mut table = [0; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        table[c] = match b {
+            b'A'..=b'Z' => b,
+            b'a'..=b'z' => b.to_ascii_uppercase(),
+            b'-' | b'.' => b'-',
+            _ => 0,
+        };
+        c += 1;
+    }
+    table
+};
+
+/// No row yet (a name seen only on `#=GS` lines).
+const NO_ROW: usize = usize::MAX;
+/// End of a row's list of segments.
+const NO_SEGMENT: usize = usize::MAX;
+
+/// A name of a Stockholm file: its row, if it has sequence lines, and its `DE` text.
+struct StockholmName<'a> {
+    row: usize,
+    description: Cow<'a, str>,
+}
+
+/// A Stockholm row: its name, its sequence segments (one per block) as a linked list,
+/// the line of its last segment and its `DE` text.
+struct StockholmRow<'a> {
+    name: &'a str,
+    first: usize,
+    last: usize,
+    line: usize,
+    description: Cow<'a, str>,
+}
+
+/// One block's piece of a row, and the next piece of the same row.
+struct Segment<'a> {
+    text: &'a [u8],
+    next: usize,
+}
+
+/// The whole text of the row whose first segment is `first`: the segment itself when it
+/// is the only one (single-block files: no copy), else the segments joined in `scratch`.
+fn joined<'t: 's, 's>(
+    segments: &[Segment<'t>],
+    first: usize,
+    scratch: &'s mut Vec<u8>,
+) -> &'s [u8] {
+    let head = &segments[first];
+    if head.next == NO_SEGMENT {
+        return head.text;
+    }
+    scratch.clear();
+    let mut at = first;
+    while at != NO_SEGMENT {
+        scratch.extend_from_slice(segments[at].text);
+        at = segments[at].next;
+    }
+    scratch
+}
+
+/// Appends the kept columns of one Stockholm row to `residues` (uppercased, `.` as `-`)
+/// and its deletions (residues in insert columns, counted before the next kept column)
+/// to `deletions`. False when the row holds a byte other than letters, `-` and `.`.
+fn push_stockholm_row(
+    raw: &[u8],
+    kept: &[bool],
+    residues: &mut Vec<u8>,
+    deletions: &mut Vec<(u32, u32)>,
+) -> bool {
+    let start = residues.len();
+    residues.resize(start + raw.len(), 0);
+    let mut at = start;
+    let mut pending = 0u32;
+    let mut valid = true;
+    for (&b, &keep) in raw.iter().zip(kept) {
+        let out = STOCKHOLM_KEPT[b as usize];
+        valid &= out != 0;
+        residues[at] = out;
+        if keep && pending > 0 {
+            deletions.push(((at - start) as u32, pending));
+        }
+        let residue = b.is_ascii_alphabetic();
+        pending = if keep {
+            0
+        } else {
+            pending + u32::from(residue)
+        };
+        at += usize::from(keep);
+    }
+    residues.truncate(at);
+    valid
+}
+
 /// Parses the first alignment of a Stockholm file (jackhmmer output).
 ///
 /// The first sequence is the query; columns where the query has a gap (`-` or `.`) are
@@ -186,6 +460,9 @@ pub fn parse_a3m(file: &str, bytes: &[u8]) -> Result<Alignment> {
 /// kept column. `#=GS name DE text` lines extend that row's description; `#=GF`, `#=GC`
 /// and `#=GR` lines are recognised and skipped. Lowercase letters in kept columns read as
 /// uppercase, `.` as `-`. Every row must have the same length (a ragged row is an error).
+///
+/// A row's pieces are kept as slices of the text; a single-block file (jackhmmer's usual
+/// output) copies each row once, straight into the alignment.
 pub fn parse_stockholm(file: &str, bytes: &[u8]) -> Result<Alignment> {
     let text = as_utf8(file, bytes)?;
     let mut lines = text.lines().enumerate();
@@ -208,12 +485,13 @@ pub fn parse_stockholm(file: &str, bytes: &[u8]) -> Result<Alignment> {
             });
         }
     }
-    // Rows in first-seen order: (name, concatenated row, line of its last block).
-    let mut names: Vec<&str> = Vec::new();
-    let mut rows: Vec<(String, usize)> = Vec::new();
-    let mut index_of: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    let mut descriptions: std::collections::HashMap<&str, String> =
-        std::collections::HashMap::new();
+    // Rows in first-seen order; names (with `DE` text) by name.
+    let mut rows: Vec<StockholmRow<'_>> = Vec::new();
+    let mut segments: Vec<Segment<'_>> = Vec::new();
+    let mut names: HashMap<RowText<'_>, StockholmName<'_>, BuildPrehashed> =
+        HashMap::with_hasher(BuildPrehashed);
+    // The row a later block's next line most likely belongs to (blocks repeat the order).
+    let mut expected_row = 0;
     let mut terminated = false;
     for (index, raw) in lines {
         let line_no = index + 1;
@@ -229,11 +507,19 @@ pub fn parse_stockholm(file: &str, bytes: &[u8]) -> Result<Alignment> {
             let mut fields = rest.split_whitespace();
             if let (Some(name), Some("DE")) = (fields.next(), fields.next()) {
                 let after_de = rest.find(" DE").map_or("", |p| rest[p + 3..].trim());
-                let entry = descriptions.entry(name).or_default();
-                if !entry.is_empty() {
-                    entry.push(' ');
+                let entry = names
+                    .entry(RowText(name.as_bytes()))
+                    .or_insert(StockholmName {
+                        row: NO_ROW,
+                        description: Cow::Borrowed(""),
+                    });
+                if entry.description.is_empty() {
+                    entry.description = Cow::Borrowed(after_de);
+                } else {
+                    let description = entry.description.to_mut();
+                    description.push(' ');
+                    description.push_str(after_de);
                 }
-                entry.push_str(after_de);
             }
             continue;
         }
@@ -250,13 +536,42 @@ pub fn parse_stockholm(file: &str, bytes: &[u8]) -> Result<Alignment> {
                 line.as_bytes(),
             ));
         };
-        let row = *index_of.entry(name).or_insert_with(|| {
-            names.push(name);
-            rows.push((String::new(), line_no));
-            rows.len() - 1
+        let row = match rows.get(expected_row) {
+            Some(r) if r.name == name => expected_row,
+            _ => {
+                let entry = names
+                    .entry(RowText(name.as_bytes()))
+                    .or_insert(StockholmName {
+                        row: NO_ROW,
+                        description: Cow::Borrowed(""),
+                    });
+                if entry.row == NO_ROW {
+                    entry.row = rows.len();
+                    rows.push(StockholmRow {
+                        name,
+                        first: NO_SEGMENT,
+                        last: NO_SEGMENT,
+                        line: line_no,
+                        description: Cow::Borrowed(""),
+                    });
+                }
+                entry.row
+            }
+        };
+        let segment = segments.len();
+        segments.push(Segment {
+            text: sequence.as_bytes(),
+            next: NO_SEGMENT,
         });
-        rows[row].0.push_str(sequence);
-        rows[row].1 = line_no;
+        let info = &mut rows[row];
+        if info.first == NO_SEGMENT {
+            info.first = segment;
+        } else {
+            segments[info.last].next = segment;
+        }
+        info.last = segment;
+        info.line = line_no;
+        expected_row = row + 1;
     }
     if !terminated {
         return Err(ParseError::Missing {
@@ -265,58 +580,59 @@ pub fn parse_stockholm(file: &str, bytes: &[u8]) -> Result<Alignment> {
             what: "the end-of-alignment line '//'".to_string(),
         });
     }
-    let Some((query, _)) = rows.first() else {
+    let Some(query) = rows.first().map(|q| q.first) else {
         return Err(ParseError::Missing {
             file: file.to_string(),
             line: last_line(bytes),
             what: "at least one sequence line".to_string(),
         });
     };
-    let query = query.as_bytes();
-    let mut out = Alignment::default();
-    for (name, (row, line)) in names.iter().zip(&rows) {
-        let row = row.as_bytes();
-        if row.len() != query.len() {
+    for entry in names.into_values() {
+        if entry.row != NO_ROW {
+            rows[entry.row].description = entry.description;
+        }
+    }
+    let mut scratch = Vec::new();
+    let kept: Vec<bool> = joined(&segments, query, &mut scratch)
+        .iter()
+        .map(|&q| q != b'-' && q != b'.')
+        .collect();
+    let width = kept.iter().filter(|&&k| k).count();
+    let mut out = Alignment {
+        width,
+        residues: Vec::with_capacity(rows.len() * width),
+        description_ends: Vec::with_capacity(rows.len()),
+        deletion_ends: Vec::with_capacity(rows.len()),
+        ..Alignment::default()
+    };
+    for row in &rows {
+        let raw = joined(&segments, row.first, &mut scratch);
+        if raw.len() != kept.len() {
             return Err(ParseError::Syntax {
                 file: file.to_string(),
-                line: *line,
+                line: row.line,
                 expected: format!(
-                    "{} alignment columns in row {name} (the query's width)",
-                    query.len()
+                    "{} alignment columns in row {} (the query's width)",
+                    kept.len(),
+                    row.name
                 ),
-                found: format!("{} columns (a ragged row)", row.len()),
+                found: format!("{} columns (a ragged row)", raw.len()),
             });
         }
-        let mut sequence = String::with_capacity(query.len());
-        let mut deletions = Vec::with_capacity(query.len());
-        let mut pending = 0;
-        for (&q, &r) in query.iter().zip(row) {
-            let is_residue = r.is_ascii_alphabetic();
-            if !is_residue && r != b'-' && r != b'.' {
-                return Err(syntax(
-                    file,
-                    *line,
-                    format!("letters, '-' or '.' in row {name}"),
-                    row,
-                ));
-            }
-            if q == b'-' || q == b'.' {
-                pending += is_residue as u32;
-                continue;
-            }
-            sequence.push(if is_residue {
-                r.to_ascii_uppercase() as char
-            } else {
-                '-'
-            });
-            deletions.push(std::mem::take(&mut pending));
+        if !push_stockholm_row(raw, &kept, &mut out.residues, &mut out.deletions) {
+            return Err(syntax(
+                file,
+                row.line,
+                format!("letters, '-' or '.' in row {}", row.name),
+                raw,
+            ));
         }
-        out.sequences.push(sequence);
-        out.deletion_matrix.push(deletions);
-        out.descriptions.push(match descriptions.get(name) {
-            Some(de) if !de.is_empty() => format!("{name} {de}"),
-            _ => name.to_string(),
-        });
+        out.deletion_ends.push(out.deletions.len());
+        if row.description.is_empty() {
+            out.push_description(&[row.name]);
+        } else {
+            out.push_description(&[row.name, &row.description]);
+        }
     }
     Ok(out)
 }
@@ -327,6 +643,10 @@ pub fn species_id(description: &str) -> &str {
     let identifier = description.split_whitespace().next().unwrap_or("");
     let identifier = identifier.split('/').next().unwrap_or("");
     let bytes = identifier.as_bytes();
+    // Most descriptions (UniRef, MGnify, plain names) have no '|': nothing to search.
+    if memchr::memchr(b'|', bytes).is_none() {
+        return "";
+    }
     let alnum_run = |from: usize| {
         bytes[from..]
             .iter()
@@ -373,34 +693,43 @@ pub fn species_id(description: &str) -> &str {
 pub fn merge_alignments(alignments: &[(&str, &Alignment)]) -> Result<Msa> {
     let kept = kept_rows(alignments)?;
     let width = alignments.first().map_or(0, |(_, a)| a.width());
+    let ids = MsaIds::new();
     let mut msa = Msa::default();
     for (k, i) in kept {
         let (name, alignment) = alignments[k];
-        let mut ids = Vec::with_capacity(width);
-        push_ids(&mut ids, name, i, &alignment.sequences[i])?;
-        msa.msa.push(ids);
-        msa.deletion_matrix
-            .push(alignment.deletion_matrix[i].clone());
-        let description = &alignment.descriptions[i];
+        let mut row = Vec::with_capacity(width);
+        ids.push_row(&mut row, name, i, alignment.row(i))?;
+        msa.msa.push(row);
+        msa.deletion_matrix.push(alignment.deletion_row(i));
+        let description = alignment.description(i);
         msa.species_ids.push(species_id(description).to_string());
-        msa.descriptions.push(description.clone());
+        msa.descriptions.push(description.to_string());
     }
     Ok(msa)
 }
 
 /// [`merge_alignments`] straight into the record's flat layout (the same rows, ids,
-/// deletions and species ids; no descriptions): no allocation per row.
+/// deletions saturated at `u16::MAX` and species ids; no descriptions): no allocation
+/// per row but a non-empty species id.
 pub fn merge_alignments_flat(alignments: &[(&str, &Alignment)]) -> Result<FlatMsa> {
     let kept = kept_rows(alignments)?;
     let width = alignments.first().map_or(0, |(_, a)| a.width());
-    let mut msa = FlatMsa::with_capacity(kept.len(), width);
-    for (k, i) in kept {
+    let ids = MsaIds::new();
+    let mut msa = FlatMsa {
+        msa: Vec::with_capacity(kept.len() * width),
+        deletion_matrix: vec![0; kept.len() * width],
+        species_ids: Vec::with_capacity(kept.len()),
+        num_rows: kept.len(),
+    };
+    for (r, &(k, i)) in kept.iter().enumerate() {
         let (name, alignment) = alignments[k];
-        push_ids(&mut msa.msa, name, i, &alignment.sequences[i])?;
-        msa.push_deletions(&alignment.deletion_matrix[i]);
+        ids.push_row(&mut msa.msa, name, i, alignment.row(i))?;
+        let deletions = &mut msa.deletion_matrix[r * width..(r + 1) * width];
+        for &(column, count) in alignment.deletions(i) {
+            deletions[column as usize] = count.min(u32::from(u16::MAX)) as u16;
+        }
         msa.species_ids
-            .push(species_id(&alignment.descriptions[i]).to_string());
-        msa.num_rows += 1;
+            .push(species_id(alignment.description(i)).to_string());
     }
     Ok(msa)
 }
@@ -425,8 +754,8 @@ fn kept_rows(alignments: &[(&str, &Alignment)]) -> Result<Vec<(usize, usize)>> {
                 found: format!("{} rows of {} columns", alignment.len(), alignment.width()),
             });
         }
-        for (i, sequence) in alignment.sequences.iter().enumerate() {
-            if seen.insert(RowText(sequence.as_bytes())) {
+        for i in 0..alignment.len() {
+            if seen.insert(RowText(alignment.row(i))) {
                 kept.push((k, i));
             }
         }
@@ -434,27 +763,41 @@ fn kept_rows(alignments: &[(&str, &Alignment)]) -> Result<Vec<(usize, usize)>> {
     Ok(kept)
 }
 
-/// Appends the MSA ids of row `row` (of alignment `name`) to `out`; on a character
-/// outside the MSA alphabet, leaves `out` as it was and names the row.
-fn push_ids(out: &mut Vec<u8>, name: &str, row: usize, sequence: &str) -> Result<()> {
+/// The MSA id of every byte ([`msa_id`]), [`MsaIds::INVALID`] where there is none.
+struct MsaIds([u8; 256]);
+
+impl MsaIds {
+    /// Marks a byte outside the MSA alphabet.
     const INVALID: u8 = u8::MAX;
-    let start = out.len();
-    out.extend(sequence.bytes().map(|c| msa_id(c).unwrap_or(INVALID)));
-    if out[start..].contains(&INVALID) {
-        out.truncate(start);
-        return Err(ParseError::InvalidValue {
-            file: name.to_string(),
-            line: 0,
-            field: format!("row {row}"),
-            expected: "letters of the MSA alphabet".to_string(),
-            found: excerpt(sequence.as_bytes()),
-        });
+
+    fn new() -> Self {
+        MsaIds(std::array::from_fn(|c| {
+            msa_id(c as u8).unwrap_or(Self::INVALID)
+        }))
     }
-    Ok(())
+
+    /// Appends the MSA ids of row `row` (of alignment `name`) to `out`; on a character
+    /// outside the MSA alphabet, leaves `out` as it was and names the row.
+    fn push_row(&self, out: &mut Vec<u8>, name: &str, row: usize, sequence: &[u8]) -> Result<()> {
+        let start = out.len();
+        out.extend(sequence.iter().map(|&c| self.0[c as usize]));
+        if out[start..].contains(&Self::INVALID) {
+            out.truncate(start);
+            return Err(ParseError::InvalidValue {
+                file: name.to_string(),
+                line: 0,
+                field: format!("row {row}"),
+                expected: "letters of the MSA alphabet".to_string(),
+                found: excerpt(sequence),
+            });
+        }
+        Ok(())
+    }
 }
 
-/// An aligned row as a set key, hashed once with xxh3 over its bytes (the default
-/// SipHash fed byte slices piecewise cost more than the rest of the merge).
+/// A byte string as a set or map key (an aligned row, a Stockholm name), hashed once with
+/// xxh3 over its bytes (the default SipHash fed byte slices piecewise cost more than the
+/// rest of the merge).
 #[derive(PartialEq, Eq)]
 struct RowText<'a>(&'a [u8]);
 
@@ -494,13 +837,25 @@ impl std::hash::Hasher for Prehashed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn sequences(a: &Alignment) -> Vec<String> {
+        (0..a.len())
+            .map(|i| String::from_utf8(a.row(i).to_vec()).unwrap())
+            .collect()
+    }
+
+    fn descriptions(a: &Alignment) -> Vec<&str> {
+        (0..a.len()).map(|i| a.description(i)).collect()
+    }
 
     #[test]
     fn a3m_counts_lowercase_as_deletions_and_drops_dots() {
         let a = parse_a3m("t.a3m", b">q\nACDE\n>hit\nAab.C-\nE\n").unwrap();
-        assert_eq!(a.sequences, vec!["ACDE", "AC-E"]);
-        assert_eq!(a.deletion_matrix[1], vec![0, 2, 0, 0]);
-        assert_eq!(a.descriptions, vec!["q", "hit"]);
+        assert_eq!(sequences(&a), vec!["ACDE", "AC-E"]);
+        assert_eq!(a.deletion_row(1), vec![0, 2, 0, 0]);
+        assert_eq!(a.deletions(1), [(1, 2)]);
+        assert_eq!(descriptions(&a), vec!["q", "hit"]);
     }
 
     #[test]
@@ -516,9 +871,9 @@ mod tests {
     fn stockholm_removes_query_insert_columns() {
         let text = b"# STOCKHOLM 1.0\n#=GS h DE some protein\nq  AC-D\nh  AcgD\n#=GC RF xx.x\n\nq  E\nh  -\n//\n";
         let a = parse_stockholm("t.sto", text).unwrap();
-        assert_eq!(a.sequences, vec!["ACDE", "ACD-"]);
-        assert_eq!(a.deletion_matrix[1], vec![0, 0, 1, 0]);
-        assert_eq!(a.descriptions[1], "h some protein");
+        assert_eq!(sequences(&a), vec!["ACDE", "ACD-"]);
+        assert_eq!(a.deletion_row(1), vec![0, 0, 1, 0]);
+        assert_eq!(a.description(1), "h some protein");
     }
 
     #[test]
@@ -530,6 +885,64 @@ mod tests {
         assert!(parse_stockholm("t.sto", b"q ACDE\n//\n").is_err());
         assert!(parse_stockholm("t.sto", b"# STOCKHOLM 1.0\nq ACDE\n").is_err());
         assert!(parse_stockholm("t.sto", b"# STOCKHOLM 1.0\nq AC DE\n//\n").is_err());
+    }
+
+    /// A bad row, however its text is laid out (one block or several, one line or
+    /// several), is reported with the file and the line the row was last seen on.
+    #[test]
+    fn bad_rows_name_file_and_line() {
+        let cases: [(&str, &[u8], usize, &str); 5] = [
+            // Ragged in the second of two blocks: the row's last line.
+            (
+                "two_blocks.sto",
+                b"# STOCKHOLM 1.0\nq AC\nh AC\n\nq DE\nh D\n//\n",
+                6,
+                "4 alignment columns in row h (the query's width)",
+            ),
+            // A byte outside the alphabet in the first block, reported on the last.
+            (
+                "bad_byte.sto",
+                b"# STOCKHOLM 1.0\nq AC\nh A*\n\nq DE\nh DE\n//\n",
+                6,
+                "letters, '-' or '.' in row h",
+            ),
+            // An a3m record wrapped over lines, too short: its header line.
+            (
+                "wrapped.a3m",
+                b">q\nACDE\n>h\nAC\nD\n>h2\nACDE\n",
+                3,
+                "4 aligned columns (the query's length) in this record",
+            ),
+            // An a3m record too long after insertions are removed.
+            (
+                "long.a3m",
+                b">q\nACDE\n>h\nAaaCDEF\n",
+                3,
+                "4 aligned columns (the query's length) in this record",
+            ),
+            // A bad byte in an a3m continuation line: that line.
+            (
+                "bad.a3m",
+                b">q\nACDE\n>h\nAC\nD#\n",
+                5,
+                "only letters, '-' and '.' in an a3m sequence",
+            ),
+        ];
+        for (file, text, line, expected) in cases {
+            let err = if file.ends_with(".sto") {
+                parse_stockholm(file, text)
+            } else {
+                parse_a3m(file, text)
+            }
+            .unwrap_err();
+            assert_eq!(err.file(), file);
+            assert_eq!(err.line(), Some(line), "{err}");
+            let message = err.to_string();
+            assert!(
+                message.contains(file) && message.contains(expected),
+                "{message}"
+            );
+        }
     }
 
     #[test]
@@ -592,11 +1005,9 @@ mod tests {
     #[test]
     fn merge_rejects_characters_outside_the_msa_alphabet_naming_the_row() {
         let good = parse_a3m("a.a3m", b">q\nACDE\n").unwrap();
-        let bad = Alignment {
-            sequences: vec!["ACDE".into(), "AC*E".into()],
-            deletion_matrix: vec![vec![0; 4]; 2],
-            descriptions: vec!["q".into(), "x".into()],
-        };
+        let mut bad = Alignment::default();
+        bad.push_row(b"ACDE", &[0; 4], "q");
+        bad.push_row(b"AC*E", &[0; 4], "x");
         let inputs = [("a.a3m", &good), ("b.sto", &bad)];
         for err in [
             merge_alignments(&inputs).unwrap_err(),
@@ -604,6 +1015,480 @@ mod tests {
         ] {
             let text = err.to_string();
             assert!(text.contains("b.sto") && text.contains("row 1"), "{text}");
+        }
+    }
+
+    #[test]
+    fn push_row_builds_what_the_parser_reads() {
+        let parsed = parse_a3m("a.a3m", b">q\nACDE\n>h x\nAab.C-\nE\n").unwrap();
+        let mut built = Alignment::default();
+        built.push_row(b"ACDE", &[0; 4], "q");
+        built.push_row(b"AC-E", &[0, 2, 0, 0], "h x");
+        assert_eq!(built, parsed);
+    }
+
+    /// The row-wise algorithm this module had before the flat layout (one `String`, one
+    /// `Vec<u32>` and one description per row), kept as the reference the flat parsers and
+    /// merges must reproduce exactly.
+    mod reference {
+        use super::super::{excerpt, species_id, syntax};
+        use crate::error::{ParseError, Result};
+        use crate::input::{as_utf8, last_line};
+        use scalefold_featurize::inputs::Msa;
+        use scalefold_featurize::residue_constants::msa_id;
+        use std::collections::{HashMap, HashSet};
+
+        #[derive(Debug, Default, PartialEq)]
+        pub struct Rows {
+            pub sequences: Vec<String>,
+            pub deletion_matrix: Vec<Vec<u32>>,
+            pub descriptions: Vec<String>,
+        }
+
+        pub fn parse_a3m(file: &str, bytes: &[u8]) -> Result<Rows> {
+            let text = as_utf8(file, bytes)?;
+            let mut out = Rows::default();
+            let mut current: Option<(usize, String, Vec<u32>, u32)> = None;
+            let finish = |out: &mut Rows, row: Option<(usize, String, Vec<u32>, u32)>| {
+                if let Some((line, sequence, deletions, _)) = row {
+                    if let Some(width) = out.sequences.first().map(String::len)
+                        && sequence.len() != width
+                    {
+                        return Err(ParseError::Syntax {
+                            file: file.to_string(),
+                            line,
+                            expected: format!(
+                                "{width} aligned columns (the query's length) in this record"
+                            ),
+                            found: format!("{} columns", sequence.len()),
+                        });
+                    }
+                    out.sequences.push(sequence);
+                    out.deletion_matrix.push(deletions);
+                }
+                Ok(())
+            };
+            for (index, line) in text.lines().enumerate() {
+                let line_no = index + 1;
+                let line = line.trim_end();
+                if let Some(description) = line.strip_prefix('>') {
+                    finish(&mut out, current.take())?;
+                    out.descriptions.push(description.to_string());
+                    current = Some((line_no, String::new(), Vec::new(), 0));
+                    continue;
+                }
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let Some((_, sequence, deletions, pending)) = current.as_mut() else {
+                    return Err(syntax(
+                        file,
+                        line_no,
+                        "a '>' header line before sequence data",
+                        line.as_bytes(),
+                    ));
+                };
+                for &c in line.trim().as_bytes() {
+                    match c {
+                        b'a'..=b'z' => *pending += 1,
+                        b'.' => {}
+                        b'A'..=b'Z' | b'-' => {
+                            sequence.push(c as char);
+                            deletions.push(std::mem::take(pending));
+                        }
+                        _ => {
+                            return Err(syntax(
+                                file,
+                                line_no,
+                                "only letters, '-' and '.' in an a3m sequence",
+                                line.as_bytes(),
+                            ));
+                        }
+                    }
+                }
+            }
+            finish(&mut out, current.take())?;
+            if out.sequences.is_empty() {
+                return Err(ParseError::Missing {
+                    file: file.to_string(),
+                    line: last_line(bytes),
+                    what: "an a3m record ('>' header and sequence)".to_string(),
+                });
+            }
+            Ok(out)
+        }
+
+        pub fn parse_stockholm(file: &str, bytes: &[u8]) -> Result<Rows> {
+            let text = as_utf8(file, bytes)?;
+            let mut lines = text.lines().enumerate();
+            match lines.by_ref().find(|(_, l)| !l.trim().is_empty()) {
+                Some((_, l)) if l.trim_start().starts_with("# STOCKHOLM") => {}
+                Some((i, l)) => {
+                    return Err(syntax(
+                        file,
+                        i + 1,
+                        "the header '# STOCKHOLM 1.0'",
+                        l.as_bytes(),
+                    ));
+                }
+                None => {
+                    return Err(ParseError::Missing {
+                        file: file.to_string(),
+                        line: last_line(bytes),
+                        what: "the header '# STOCKHOLM 1.0'".to_string(),
+                    });
+                }
+            }
+            let mut names: Vec<&str> = Vec::new();
+            let mut rows: Vec<(String, usize)> = Vec::new();
+            let mut index_of: HashMap<&str, usize> = HashMap::new();
+            let mut descriptions: HashMap<&str, String> = HashMap::new();
+            let mut terminated = false;
+            for (index, raw) in lines {
+                let line_no = index + 1;
+                let line = raw.trim();
+                if line.is_empty() {
+                    continue;
+                }
+                if line.starts_with("//") {
+                    terminated = true;
+                    break;
+                }
+                if let Some(rest) = line.strip_prefix("#=GS") {
+                    let mut fields = rest.split_whitespace();
+                    if let (Some(name), Some("DE")) = (fields.next(), fields.next()) {
+                        let after_de = rest.find(" DE").map_or("", |p| rest[p + 3..].trim());
+                        let entry = descriptions.entry(name).or_default();
+                        if !entry.is_empty() {
+                            entry.push(' ');
+                        }
+                        entry.push_str(after_de);
+                    }
+                    continue;
+                }
+                if line.starts_with('#') {
+                    continue;
+                }
+                let mut fields = line.split_whitespace();
+                let (Some(name), Some(sequence), None) =
+                    (fields.next(), fields.next(), fields.next())
+                else {
+                    return Err(syntax(
+                        file,
+                        line_no,
+                        "a sequence line 'name sequence'",
+                        line.as_bytes(),
+                    ));
+                };
+                let row = *index_of.entry(name).or_insert_with(|| {
+                    names.push(name);
+                    rows.push((String::new(), line_no));
+                    rows.len() - 1
+                });
+                rows[row].0.push_str(sequence);
+                rows[row].1 = line_no;
+            }
+            if !terminated {
+                return Err(ParseError::Missing {
+                    file: file.to_string(),
+                    line: last_line(bytes),
+                    what: "the end-of-alignment line '//'".to_string(),
+                });
+            }
+            let Some((query, _)) = rows.first() else {
+                return Err(ParseError::Missing {
+                    file: file.to_string(),
+                    line: last_line(bytes),
+                    what: "at least one sequence line".to_string(),
+                });
+            };
+            let query = query.as_bytes();
+            let mut out = Rows::default();
+            for (name, (row, line)) in names.iter().zip(&rows) {
+                let row = row.as_bytes();
+                if row.len() != query.len() {
+                    return Err(ParseError::Syntax {
+                        file: file.to_string(),
+                        line: *line,
+                        expected: format!(
+                            "{} alignment columns in row {name} (the query's width)",
+                            query.len()
+                        ),
+                        found: format!("{} columns (a ragged row)", row.len()),
+                    });
+                }
+                let mut sequence = String::new();
+                let mut deletions = Vec::new();
+                let mut pending = 0;
+                for (&q, &r) in query.iter().zip(row) {
+                    let is_residue = r.is_ascii_alphabetic();
+                    if !is_residue && r != b'-' && r != b'.' {
+                        return Err(syntax(
+                            file,
+                            *line,
+                            format!("letters, '-' or '.' in row {name}"),
+                            row,
+                        ));
+                    }
+                    if q == b'-' || q == b'.' {
+                        pending += is_residue as u32;
+                        continue;
+                    }
+                    sequence.push(if is_residue {
+                        r.to_ascii_uppercase() as char
+                    } else {
+                        '-'
+                    });
+                    deletions.push(std::mem::take(&mut pending));
+                }
+                out.sequences.push(sequence);
+                out.deletion_matrix.push(deletions);
+                out.descriptions.push(match descriptions.get(name) {
+                    Some(de) if !de.is_empty() => format!("{name} {de}"),
+                    _ => name.to_string(),
+                });
+            }
+            Ok(out)
+        }
+
+        pub fn merge(alignments: &[(&str, &Rows)]) -> Result<Msa> {
+            let width = alignments
+                .first()
+                .and_then(|(_, a)| a.sequences.first())
+                .map_or(0, String::len);
+            let mut seen = HashSet::new();
+            let mut msa = Msa::default();
+            for (name, alignment) in alignments {
+                let columns = alignment.sequences.first().map_or(0, String::len);
+                if alignment.sequences.is_empty() || columns != width {
+                    return Err(ParseError::InvalidValue {
+                        file: name.to_string(),
+                        line: 1,
+                        field: "alignment width".to_string(),
+                        expected: format!(
+                            "at least one row of {width} columns (the first alignment's width)"
+                        ),
+                        found: format!("{} rows of {columns} columns", alignment.sequences.len()),
+                    });
+                }
+                for (i, sequence) in alignment.sequences.iter().enumerate() {
+                    if !seen.insert(sequence.as_str()) {
+                        continue;
+                    }
+                    let ids: Option<Vec<u8>> = sequence.bytes().map(msa_id).collect();
+                    let Some(ids) = ids else {
+                        return Err(ParseError::InvalidValue {
+                            file: name.to_string(),
+                            line: 0,
+                            field: format!("row {i}"),
+                            expected: "letters of the MSA alphabet".to_string(),
+                            found: excerpt(sequence.as_bytes()),
+                        });
+                    };
+                    msa.msa.push(ids);
+                    msa.deletion_matrix
+                        .push(alignment.deletion_matrix[i].clone());
+                    let description = &alignment.descriptions[i];
+                    msa.species_ids.push(species_id(description).to_string());
+                    msa.descriptions.push(description.clone());
+                }
+            }
+            Ok(msa)
+        }
+    }
+
+    /// The flat alignment in the reference's row-wise form.
+    fn as_rows(a: &Alignment) -> reference::Rows {
+        reference::Rows {
+            sequences: sequences(a),
+            deletion_matrix: (0..a.len()).map(|i| a.deletion_row(i)).collect(),
+            descriptions: descriptions(a).into_iter().map(String::from).collect(),
+        }
+    }
+
+    /// Both parses succeed with the same rows, or both fail with the same message.
+    fn same_outcome(flat: &Result<Alignment>, rows: &Result<reference::Rows>) {
+        match (flat, rows) {
+            (Ok(flat), Ok(rows)) => assert_eq!(&as_rows(flat), rows),
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+            (flat, rows) => panic!("flat {flat:?}, reference {rows:?}"),
+        }
+    }
+
+    const DESCRIPTIONS: [&str; 5] = [
+        "tr|Q12345|X_HUMAN homolog",
+        "sp|P12345|Y_MOUSE/2-9",
+        "UniRef90_A0A345 x",
+        "plain",
+        "",
+    ];
+
+    /// An a3m file: per row, per column an insertion (lowercase, `.`) and an aligned
+    /// character from a small alphabet (so rows repeat), wrapped at random points; now
+    /// and then a row one column short or a byte outside the grammar.
+    fn a3m_text(width: usize, rows: usize) -> impl Strategy<Value = String> {
+        let row = (
+            prop::collection::vec(("[ab.]{0,2}", "[ACB-]"), width),
+            0..DESCRIPTIONS.len(),
+            prop::collection::vec(0..width * 3 + 1, 0..3),
+            0..40u8,
+        );
+        prop::collection::vec(row, 1..=rows).prop_map(|rows| {
+            let mut text = String::new();
+            for (columns, description, breaks, damage) in rows {
+                let mut body: String = columns
+                    .iter()
+                    .map(|(insertion, aligned)| format!("{insertion}{aligned}"))
+                    .collect();
+                match damage {
+                    0 => body.push('A'),
+                    1 => body.insert(body.len() / 2, '*'),
+                    _ => {}
+                }
+                let mut breaks: Vec<usize> =
+                    breaks.into_iter().filter(|&b| b < body.len()).collect();
+                breaks.sort_unstable();
+                breaks.dedup();
+                for b in breaks.into_iter().rev() {
+                    body.insert(b, '\n');
+                }
+                text.push_str(&format!(">{}\n{body}\n", DESCRIPTIONS[description]));
+            }
+            text
+        })
+    }
+
+    /// A Stockholm file: a query whose raw columns are kept or insert columns, rows over
+    /// letters (both cases), `-` and `.`, names with and without `DE` lines, split into
+    /// one to three blocks; now and then a ragged row or a byte outside the grammar.
+    fn stockholm_text(width: usize, rows: usize) -> impl Strategy<Value = String> {
+        let columns = prop::collection::vec(("[-.]{0,2}", "[ACB]"), width);
+        let hits = prop::collection::vec(
+            (
+                prop::collection::vec("[ACac.-]", width * 3),
+                0..3usize,
+                0..40u8,
+            ),
+            0..rows,
+        );
+        (columns, hits, 1..4usize).prop_map(move |(columns, hits, blocks)| {
+            let query: String = columns.iter().map(|(g, k)| format!("{g}{k}")).collect();
+            let raw_width = query.len();
+            let names = [
+                "q",
+                "tr|Q12345|X_HUMAN",
+                "sp|P12345|Y_MOUSE/1-5",
+                "h3",
+                "h4",
+            ];
+            let mut lines: Vec<(String, String)> = vec![(names[0].to_string(), query)];
+            let mut text = String::from("# STOCKHOLM 1.0\n#=GF ID test\n");
+            for (r, (chars, de_lines, damage)) in hits.into_iter().enumerate() {
+                let name = names[(r + 1) % names.len()].to_string();
+                let mut row: String = chars.concat().chars().take(raw_width).collect();
+                match damage {
+                    0 => {
+                        row.pop();
+                    }
+                    1 => row.insert(0, '*'),
+                    _ => {}
+                }
+                for d in 0..de_lines {
+                    text.push_str(&format!("#=GS {name} DE text {d}\n"));
+                }
+                lines.push((name, row));
+            }
+            let block = raw_width.div_ceil(blocks).max(1);
+            for b in 0..blocks {
+                text.push('\n');
+                for (name, row) in &lines {
+                    let piece: String = row.chars().skip(b * block).take(block).collect();
+                    if !piece.is_empty() {
+                        text.push_str(&format!("{name:<24} {piece}\n"));
+                    }
+                }
+                text.push_str(&format!("{:<24} {}\n", "#=GC RF", "x".repeat(block)));
+            }
+            text.push_str("//\n");
+            text
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// The flat a3m parser reads exactly what the row-wise one read (or fails with the
+        /// same message).
+        #[test]
+        fn flat_a3m_matches_the_row_wise_parser(text in (1..8usize, 1..8usize)
+            .prop_flat_map(|(w, r)| a3m_text(w, r)))
+        {
+            same_outcome(
+                &parse_a3m("p.a3m", text.as_bytes()),
+                &reference::parse_a3m("p.a3m", text.as_bytes()),
+            );
+        }
+
+        /// The same for Stockholm, blocks and `DE` lines included.
+        #[test]
+        fn flat_stockholm_matches_the_row_wise_parser(text in (1..8usize, 1..8usize)
+            .prop_flat_map(|(w, r)| stockholm_text(w, r)))
+        {
+            same_outcome(
+                &parse_stockholm("p.sto", text.as_bytes()),
+                &reference::parse_stockholm("p.sto", text.as_bytes()),
+            );
+        }
+
+        /// Parse + merge of a Stockholm and two a3m files of one query width: the flat
+        /// merge equals the row-wise merge of the reference's rows (ids, deletions
+        /// saturated at u16::MAX, species ids), and so does the row-wise one.
+        #[test]
+        fn flat_merge_matches_the_row_wise_merge(files in (1..6usize).prop_flat_map(|w| (
+            stockholm_text(w, 6), a3m_text(w, 6), a3m_text(w, 6))))
+        {
+            let (sto, a, b) = files;
+            let flat = [
+                parse_stockholm("s.sto", sto.as_bytes()),
+                parse_a3m("a.a3m", a.as_bytes()),
+                parse_a3m("b.a3m", b.as_bytes()),
+            ];
+            let rows = [
+                reference::parse_stockholm("s.sto", sto.as_bytes()),
+                reference::parse_a3m("a.a3m", a.as_bytes()),
+                reference::parse_a3m("b.a3m", b.as_bytes()),
+            ];
+            let names = ["s.sto", "a.a3m", "b.a3m"];
+            let flat: Vec<(&str, &Alignment)> = names
+                .iter()
+                .zip(&flat)
+                .filter_map(|(n, r)| r.as_ref().ok().map(|a| (*n, a)))
+                .collect();
+            let rows: Vec<(&str, &reference::Rows)> = names
+                .iter()
+                .zip(&rows)
+                .filter_map(|(n, r)| r.as_ref().ok().map(|a| (*n, a)))
+                .collect();
+            prop_assert_eq!(flat.len(), rows.len());
+            let want = reference::merge(&rows);
+            let got = merge_alignments(&flat);
+            let got_flat = merge_alignments_flat(&flat);
+            match want {
+                Ok(want) => {
+                    prop_assert_eq!(got.unwrap(), want.clone());
+                    let got_flat = got_flat.unwrap();
+                    prop_assert_eq!(got_flat.num_rows, want.msa.len());
+                    prop_assert_eq!(got_flat.msa, want.msa.concat());
+                    let saturated: Vec<u16> = want.deletion_matrix.concat().iter()
+                        .map(|&d| d.min(u32::from(u16::MAX)) as u16).collect();
+                    prop_assert_eq!(got_flat.deletion_matrix, saturated);
+                    prop_assert_eq!(got_flat.species_ids, want.species_ids);
+                }
+                Err(e) => {
+                    prop_assert_eq!(got.unwrap_err().to_string(), e.to_string());
+                    prop_assert_eq!(got_flat.unwrap_err().to_string(), e.to_string());
+                }
+            }
         }
     }
 }

@@ -935,11 +935,9 @@ fn description(rng: &mut impl Rng, row: usize) -> String {
     }
 }
 
-fn truth_row(row: &HomologRow) -> (String, Vec<u32>) {
-    (
-        String::from_utf8(row.aligned.clone()).expect("ascii"),
-        row.insertions.iter().map(|i| i.len() as u32).collect(),
-    )
+/// The deletion counts the parsers must read for a homolog row: its insertion lengths.
+fn truth_deletions(row: &HomologRow) -> Vec<u32> {
+    row.insertions.iter().map(|i| i.len() as u32).collect()
 }
 
 /// An a3m file (query first) and the alignment the parser must read from it.
@@ -954,9 +952,7 @@ fn a3m_file(
     let mut text = String::with_capacity(depth * (q.len() + 60));
     let mut truth = Alignment::default();
     text.push_str(&format!(">{key}\n{query}\n"));
-    truth.sequences.push(query.to_string());
-    truth.deletion_matrix.push(vec![0; q.len()]);
-    truth.descriptions.push(key.to_string());
+    truth.push_row(q, &vec![0; q.len()], key);
     for r in 1..depth {
         let row = homolog(rng, aa, q);
         let name = description(rng, r);
@@ -972,10 +968,7 @@ fn a3m_file(
             text.push(c as char);
         }
         text.push('\n');
-        let (sequence, deletions) = truth_row(&row);
-        truth.sequences.push(sequence);
-        truth.deletion_matrix.push(deletions);
-        truth.descriptions.push(name);
+        truth.push_row(&row.aligned, &truth_deletions(&row), &name);
     }
     (text, truth)
 }
@@ -1030,20 +1023,16 @@ fn stockholm_file(
     let mut text = String::with_capacity(depth * (n + name_width + 40));
     text.push_str("# STOCKHOLM 1.0\n\n");
     let mut truth = Alignment::default();
-    truth.sequences.push(query.to_string());
-    truth.deletion_matrix.push(vec![0; n]);
-    truth.descriptions.push(key.to_string());
+    truth.push_row(q, &vec![0; n], key);
     for (r, name) in names.iter().enumerate() {
-        if r % 3 == 0 {
+        let description = if r % 3 == 0 {
             let de = format!("Synthetic homolog {r}");
             text.push_str(&format!("#=GS {name} DE {de}\n"));
-            truth.descriptions.push(format!("{name} {de}"));
+            format!("{name} {de}")
         } else {
-            truth.descriptions.push(name.clone());
-        }
-        let (sequence, deletions) = truth_row(&rows[r]);
-        truth.sequences.push(sequence);
-        truth.deletion_matrix.push(deletions);
+            name.clone()
+        };
+        truth.push_row(&rows[r].aligned, &truth_deletions(&rows[r]), &description);
     }
     text.push('\n');
     text.push_str(&format!("{key:<name_width$}{}\n", render(q, None)));

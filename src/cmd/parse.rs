@@ -104,13 +104,9 @@ pub fn run(args: ParseArgs) -> anyhow::Result<()> {
                     alignment.len(),
                     alignment.width()
                 )?;
-                for (sequence, description) in alignment
-                    .sequences
-                    .iter()
-                    .zip(&alignment.descriptions)
-                    .take(10)
-                {
-                    writeln!(out, "{sequence}  {description}")?;
+                for i in 0..alignment.len().min(10) {
+                    let sequence = String::from_utf8_lossy(alignment.row(i));
+                    writeln!(out, "{sequence}  {}", alignment.description(i))?;
                 }
                 return emit(&out);
             }
@@ -245,13 +241,14 @@ fn print_structure_summary(out: &mut String, structure: &Structure) -> anyhow::R
 }
 
 fn alignment_json(alignment: &Alignment) -> Value {
+    let rows = 0..alignment.len();
     json!({
         "rows": alignment.len(),
         "width": alignment.width(),
-        "sequences": alignment.sequences,
-        "deletion_matrix": alignment.deletion_matrix,
-        "descriptions": alignment.descriptions,
-        "species_ids": alignment.descriptions.iter().map(|d| scalefold_ingest::msa::species_id(d)).collect::<Vec<_>>(),
+        "sequences": rows.clone().map(|i| String::from_utf8_lossy(alignment.row(i))).collect::<Vec<_>>(),
+        "deletion_matrix": rows.clone().map(|i| alignment.deletion_row(i)).collect::<Vec<_>>(),
+        "descriptions": rows.clone().map(|i| alignment.description(i)).collect::<Vec<_>>(),
+        "species_ids": rows.map(|i| scalefold_ingest::msa::species_id(alignment.description(i))).collect::<Vec<_>>(),
     })
 }
 

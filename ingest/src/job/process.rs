@@ -518,7 +518,7 @@ fn read_alignment(name: &str, bytes: &FileBytes, sequence: &str) -> Result<Align
         _ => parse_stockholm(name, &text),
     }
     .map_err(|e| e.to_string())?;
-    let query = alignment.sequences.first().map_or("", String::as_str);
+    let query = alignment.query();
     if query.len() != sequence.len() {
         return Err(format!(
             "{name}: the query has {} columns, the chain {} residues: the alignment belongs to another query",
@@ -526,11 +526,11 @@ fn read_alignment(name: &str, bytes: &FileBytes, sequence: &str) -> Result<Align
             sequence.len()
         ));
     }
-    if let Some((column, (q, s))) = query
-        .bytes()
+    if let Some((column, (&q, s))) = query
+        .iter()
         .zip(sequence.bytes())
         .enumerate()
-        .find(|(_, (q, s))| q != s && *q != b'X' && *s != b'X')
+        .find(|&(_, (&q, s))| q != s && q != b'X' && s != b'X')
     {
         return Err(format!(
             "{name}: the query differs from the chain's sequence at column {column} ({} vs {}): the alignment belongs to another query",
