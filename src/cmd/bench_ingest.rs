@@ -72,8 +72,18 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Reads and parses every input file once on this thread; returns (chains, bytes, seconds).
-fn single_thread_parse(corpus: &Path) -> anyhow::Result<(usize, u64, f64)> {
+/// Seconds of the single-thread parse by file kind (each file's read, gunzip and parse).
+#[derive(Debug, Default, serde::Serialize)]
+struct ParseSeconds {
+    mmcif: f64,
+    a3m: f64,
+    stockholm: f64,
+    hhr: f64,
+}
+
+/// Reads and parses every input file once on this thread; returns (chains, bytes,
+/// seconds, seconds by kind).
+fn single_thread_parse(corpus: &Path) -> anyhow::Result<(usize, u64, f64, ParseSeconds)> {
     let mut files = Vec::new();
     for sub in ["mmcif", "alignments"] {
         files_under(&corpus.join(sub), &mut files)
@@ -81,28 +91,39 @@ fn single_thread_parse(corpus: &Path) -> anyhow::Result<(usize, u64, f64)> {
     }
     files.sort();
     let (mut chains, mut bytes) = (0usize, 0u64);
+    let mut by_kind = ParseSeconds::default();
     let started = Instant::now();
     for file in &files {
+        let file_started = Instant::now();
         let name = file.display().to_string();
         let raw = std::fs::read(file).with_context(|| format!("cannot read {name}"))?;
         bytes += raw.len() as u64;
         let text = scalefold_ingest::input::decompress_if_gzip(&name, raw)?;
         let plain = name.strip_suffix(".gz").unwrap_or(&name);
-        if plain.ends_with(".cif") {
+        let kind = if plain.ends_with(".cif") {
             chains += parse_mmcif(&name, &text, &MmcifOptions::default())?
                 .chains
                 .len();
+            &mut by_kind.mmcif
         } else if plain.ends_with(".hhr") {
             parse_hhr(&name, &text)?;
+            &mut by_kind.hhr
         } else {
             match AlignmentFormat::from_file_name(&name) {
-                Some(AlignmentFormat::A3m) => parse_a3m(&name, &text)?,
-                Some(AlignmentFormat::Stockholm) => parse_stockholm(&name, &text)?,
+                Some(AlignmentFormat::A3m) => {
+                    parse_a3m(&name, &text)?;
+                    &mut by_kind.a3m
+                }
+                Some(AlignmentFormat::Stockholm) => {
+                    parse_stockholm(&name, &text)?;
+                    &mut by_kind.stockholm
+                }
                 None => continue,
-            };
-        }
+            }
+        };
+        *kind += file_started.elapsed().as_secs_f64();
     }
-    Ok((chains, bytes, started.elapsed().as_secs_f64()))
+    Ok((chains, bytes, started.elapsed().as_secs_f64(), by_kind))
 }
 
 /// CPU seconds (user + system) this process has used so far, from `/proc/self/stat`
@@ -211,7 +232,7 @@ pub fn run(args: BenchIngestArgs) -> anyhow::Result<()> {
     }
     // Warm the page cache, then the single-thread parse figure of the same files.
     single_thread_parse(&corpus)?;
-    let (parsed_chains, bytes, parse_seconds) = single_thread_parse(&corpus)?;
+    let (parsed_chains, bytes, parse_seconds, parse_by_kind) = single_thread_parse(&corpus)?;
     let parse_rate = parsed_chains as f64 / parse_seconds;
     let mb = bytes as f64 / 1e6;
     let mut runs = Vec::new();
@@ -294,7 +315,7 @@ pub fn run(args: BenchIngestArgs) -> anyhow::Result<()> {
         "cores": cores,
         "zstd_level": args.zstd_level,
         "corpus": {"chains": summary.chains, "entries": summary.entries, "files": summary.files, "megabytes": mb},
-        "single_thread_parse": {"seconds": parse_seconds, "chains_per_s": parse_rate, "mb_per_s": mb / parse_seconds},
+        "single_thread_parse": {"seconds": parse_seconds, "chains_per_s": parse_rate, "mb_per_s": mb / parse_seconds, "seconds_by_kind": parse_by_kind},
         "end_to_end": runs,
         "remote": remote,
     });
@@ -306,6 +327,14 @@ pub fn run(args: BenchIngestArgs) -> anyhow::Result<()> {
             parse_rate,
             mb / parse_seconds,
             1000.0 / parse_rate
+        );
+        let per_chain = |s: f64| 1000.0 * s / parsed_chains.max(1) as f64;
+        println!(
+            "    parse ms per chain by file kind: mmCIF {:.3}, a3m {:.3}, Stockholm {:.3}, hhr {:.3}",
+            per_chain(parse_by_kind.mmcif),
+            per_chain(parse_by_kind.a3m),
+            per_chain(parse_by_kind.stockholm),
+            per_chain(parse_by_kind.hhr)
         );
     }
     Ok(())
