@@ -83,7 +83,7 @@ fn query73_templates_match_the_golden() {
     let result = template_features(
         query,
         &hits,
-        |id| structures.get(id),
+        |id, _chain| structures.get(id),
         &TemplateSearchConfig::default(),
     );
     let features = &result.features;

@@ -270,11 +270,13 @@ pub fn realign(short: &[u8], long: &[u8]) -> Vec<Option<usize>> {
 }
 
 /// Selects templates for `query_sequence` from `hits` and builds their features.
-/// `structures` finds a parsed template structure by lowercase PDB id.
+/// `structures(pdb_id, chain_id)` finds a parsed template structure by lowercase PDB id;
+/// it must hold chain `chain_id` when the entry has that chain, and may leave the entry's
+/// other chains out (so a caller can expand only the chain a hit uses).
 pub fn template_features<'a>(
     query_sequence: &str,
     hits: &[TemplateHit],
-    structures: impl Fn(&str) -> Option<&'a Structure>,
+    structures: impl Fn(&str, &str) -> Option<&'a Structure>,
     config: &TemplateSearchConfig,
 ) -> TemplateSearchResult {
     let n = query_sequence.len();
@@ -315,7 +317,7 @@ struct MappedTemplate {
 fn map_hit<'a>(
     query_sequence: &str,
     hit: &TemplateHit,
-    structures: &impl Fn(&str) -> Option<&'a Structure>,
+    structures: &impl Fn(&str, &str) -> Option<&'a Structure>,
     config: &TemplateSearchConfig,
 ) -> Result<MappedTemplate, SkipReason> {
     let n = query_sequence.len();
@@ -337,7 +339,7 @@ fn map_hit<'a>(
     let query_offset = query_sequence
         .find(&ungapped(&hit.query).to_ascii_uppercase())
         .ok_or(SkipReason::QueryNotFound)?;
-    let structure = structures(&pdb_id).ok_or(SkipReason::StructureMissing)?;
+    let structure = structures(&pdb_id, &chain_id).ok_or(SkipReason::StructureMissing)?;
     if let Some(cutoff) = &config.release_date_cutoff {
         match &structure.header.release_date {
             None => return Err(SkipReason::NoReleaseDate),
@@ -465,7 +467,8 @@ mod tests {
         // and an extra residue: it must be realigned.
         let changed = structure("2bbb", "2001-01-01", "PPAYIAKERQIWSFV");
         let late = structure("3ccc", "2030-01-01", "AYIAKQRQISFV");
-        let lookup = |id: &str| [&exact, &changed, &late].into_iter().find(|s| s.id == id);
+        let lookup =
+            |id: &str, _chain: &str| [&exact, &changed, &late].into_iter().find(|s| s.id == id);
         let hits = vec![
             hit("2BBB_A realigned", 30.0, 3, 0, "AYIAKQRQISFV"),
             hit("1AAA_A exact", 50.0, 3, 10, "AYIAKQRQISFV"),

@@ -99,11 +99,28 @@ impl CompactStructure {
         }
     }
 
+    /// The ids of its chains, in file order.
+    pub fn chain_ids(&self) -> impl Iterator<Item = &str> {
+        self.chains.iter().map(|c| c.chain_id.as_str())
+    }
+
     /// The structure it was made from, identical to the bit.
     pub fn expand(&self) -> Structure {
+        self.expand_chains(|_| true)
+    }
+
+    /// The structure it was made from with only chain `chain_id` (no chain when it has
+    /// none of that id): a template lookup needs one chain, and expanding the others
+    /// would write their whole atom37 arrays for nothing.
+    pub fn expand_chain(&self, chain_id: &str) -> Structure {
+        self.expand_chains(|c| c.chain_id == chain_id)
+    }
+
+    fn expand_chains(&self, keep: impl Fn(&CompactChain) -> bool) -> Structure {
         let chains = self
             .chains
             .iter()
+            .filter(|c| keep(c))
             .map(|c| {
                 let (atom_positions, atom_mask) = match &c.atoms {
                     ChainAtoms::AsParsed { positions, mask } => (positions.clone(), mask.clone()),
@@ -239,6 +256,23 @@ mod tests {
             matches!(compact.chains[0].atoms, ChainAtoms::Resolved { ref positions, .. } if positions.len() == 4)
         );
         assert_eq!(compact.expand(), s);
+    }
+
+    #[test]
+    fn one_chain_expands_alone_and_identically() {
+        let mut mask = vec![[0.0f32; 37]; 2];
+        let mut xyz = vec![[[0.0f32; 3]; 37]; 2];
+        mask[1][2] = 1.0;
+        xyz[1][2] = [1.5, 2.5, -3.5];
+        let mut b = chain(mask.clone(), xyz.clone());
+        b.chain_id = "B".into();
+        b.sequence = "AC".into();
+        let s = structure(vec![chain(mask, xyz), b.clone()]);
+        let compact = CompactStructure::new(&s);
+        let only_b = compact.expand_chain("B");
+        assert_eq!(only_b.chains, vec![b]);
+        assert_eq!((&only_b.id, &only_b.header), (&s.id, &s.header));
+        assert!(compact.expand_chain("Z").chains.is_empty());
     }
 
     #[test]

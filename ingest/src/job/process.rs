@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use scalefold_featurize::inputs::{ChainStructure, Structure, StructureHeader, TemplateHit};
@@ -11,7 +12,7 @@ use scalefold_featurize::templates::{TemplateFeatures, TemplateSearchConfig, tem
 use scalefold_featurize::{ChainRecord, FlatMsa};
 
 use super::IngestError;
-use super::cache::TemplateCache;
+use super::cache::{CompactStructure, TemplateCache};
 use super::cpu::{Lap, Stage, StageCpu, timed_nested};
 use super::fetch::{Fetched, FileBytes, TemplateFile, TemplateInput};
 use super::report::{LineKind, ReportLine};
@@ -177,41 +178,77 @@ impl Filters {
     }
 }
 
-/// A template candidate of one source, parsed on first use: a candidate that no chain's
-/// template selection asks for is never parsed.
+/// A template candidate of one source, loaded on first use: a candidate that no chain's
+/// template selection asks for is never parsed, and of a cached candidate only the chains
+/// that hits ask for are expanded.
 struct TemplateSlot<'f> {
     file: &'f TemplateFile,
-    parsed: OnceCell<Option<Structure>>,
+    loaded: OnceCell<Option<LoadedTemplate>>,
+}
+
+/// A template candidate's structure once looked up.
+enum LoadedTemplate {
+    /// Parsed for this source: every chain.
+    Parsed(Structure),
+    /// From the cache of parsed files: each chain expanded alone when first asked for.
+    Cached {
+        compact: Arc<CompactStructure>,
+        /// One cell per chain of the entry, by chain id.
+        chains: Vec<(String, OnceCell<Structure>)>,
+        /// The entry without chains, for a hit naming a chain the entry lacks.
+        no_chain: OnceCell<Structure>,
+    },
 }
 
 impl TemplateSlot<'_> {
-    /// The candidate's structure: from the fetch-time cache hit, else from the cache
-    /// (another thread may have parsed the file since it was fetched), else parsed now
-    /// and cached. `None` when the file could not be read or parsed.
-    fn structure(&self, ctx: &Context) -> Option<&Structure> {
-        self.parsed
-            .get_or_init(|| {
-                let cached = match &self.file.input {
-                    TemplateInput::Cached(s) => Some(s.clone()),
-                    TemplateInput::Raw(_) => ctx.templates.get(&self.file.cache_key),
-                };
-                if let Some(cached) = cached {
-                    Context::count(&ctx.structures_from_cache);
-                    return cached.map(|c| c.expand());
-                }
-                let TemplateInput::Raw(bytes) = &self.file.input else {
-                    return None;
-                };
-                let parsed = bytes.as_ref().ok().and_then(|b| {
-                    Context::count(&ctx.structures_parsed);
-                    timed_nested(&ctx.cpu, Stage::Structures, || {
-                        parse_structure(&self.file.name, b).ok()
-                    })
-                });
-                ctx.templates.insert(&self.file.cache_key, parsed.as_ref());
-                parsed
+    /// The candidate's structure holding chain `chain_id` (when the entry has it; other
+    /// chains may be left out). It comes from the fetch-time cache hit, else from the
+    /// cache (another thread may have parsed the file since it was fetched), else it is
+    /// parsed now and cached. `None` when the file could not be read or parsed.
+    fn structure(&self, ctx: &Context, chain_id: &str) -> Option<&Structure> {
+        match self.loaded.get_or_init(|| self.load(ctx)).as_ref()? {
+            LoadedTemplate::Parsed(structure) => Some(structure),
+            LoadedTemplate::Cached {
+                compact,
+                chains,
+                no_chain,
+            } => {
+                let cell = chains
+                    .iter()
+                    .find(|(id, _)| id == chain_id)
+                    .map_or(no_chain, |(_, cell)| cell);
+                Some(cell.get_or_init(|| compact.expand_chain(chain_id)))
+            }
+        }
+    }
+
+    fn load(&self, ctx: &Context) -> Option<LoadedTemplate> {
+        let cached = match &self.file.input {
+            TemplateInput::Cached(s) => Some(s.clone()),
+            TemplateInput::Raw(_) => ctx.templates.get(&self.file.cache_key),
+        };
+        if let Some(cached) = cached {
+            Context::count(&ctx.structures_from_cache);
+            return cached.map(|compact| LoadedTemplate::Cached {
+                chains: compact
+                    .chain_ids()
+                    .map(|id| (id.to_string(), OnceCell::new()))
+                    .collect(),
+                compact,
+                no_chain: OnceCell::new(),
+            });
+        }
+        let TemplateInput::Raw(bytes) = &self.file.input else {
+            return None;
+        };
+        let parsed = bytes.as_ref().ok().and_then(|b| {
+            Context::count(&ctx.structures_parsed);
+            timed_nested(&ctx.cpu, Stage::Structures, || {
+                parse_structure(&self.file.name, b).ok()
             })
-            .as_ref()
+        });
+        ctx.templates.insert(&self.file.cache_key, parsed.as_ref());
+        parsed.map(LoadedTemplate::Parsed)
     }
 }
 
@@ -430,7 +467,7 @@ fn source_rows(
             .map(|file| {
                 let slot = TemplateSlot {
                     file,
-                    parsed: OnceCell::new(),
+                    loaded: OnceCell::new(),
                 };
                 (file.entry_id.as_str(), slot)
             })
@@ -612,11 +649,13 @@ fn chain_row(
             release_date_cutoff: structure.header.release_date.clone(),
             ..TemplateSearchConfig::default()
         };
-        let lookup = |id: &str| -> Option<&Structure> {
+        let lookup = |id: &str, chain_id: &str| -> Option<&Structure> {
             if id == structure.id {
                 return Some(structure);
             }
-            templates.get(id).and_then(|slot| slot.structure(ctx))
+            templates
+                .get(id)
+                .and_then(|slot| slot.structure(ctx, chain_id))
         };
         template_features(&chain.sequence, &hits, lookup, &config).features
     };
