@@ -6,6 +6,8 @@
 # size; BASE_BENCH=0 skips the base binary's bench (the alternating runs still compare
 # both); BIG_CHAINS=N adds `ingest --threads 16` runs on an N-chain corpus; THREADS
 # (default 1,2,4,8,16) the bench's thread counts; WRITER_RUNS=0 skips the --writers runs.
+# Each alternating run prints its wall, user and sys seconds, the shard bytes and (binaries from
+# session 6 on) the job's CPU seconds by stage from its report.
 set -o pipefail
 cd "$(dirname "$0")"
 start=$SECONDS
@@ -21,8 +23,9 @@ run() { # binary threads label extra-args...
   local b=$1 t=$2 label=$3; shift 3
   rm -rf /tmp/ds
   ( TIMEFORMAT="%R %U %S"; time /tmp/sf-$b ingest --structures $C/mmcif --alignments $C/alignments \
-      --out /tmp/ds --threads $t --quiet "$@" ) 2> /tmp/t.txt
-  echo "$b $(basename $C) threads $t $label: $(tail -1 /tmp/t.txt) shards $(du -sb /tmp/ds/shards | cut -f1)" | tee -a $OUT/ab.txt
+      --out /tmp/ds --threads $t --quiet --report /tmp/r.json "$@" ) 2> /tmp/t.txt
+  local stages=$(python3 -c "import json; c=json.load(open('/tmp/r.json')).get('cpu_seconds'); print(' '.join(f'{k} {v:.2f}' for k,v in c.items()) if c else '')" 2>/dev/null)
+  echo "$b $(basename $C) threads $t $label: $(tail -1 /tmp/t.txt) shards $(du -sb /tmp/ds/shards | cut -f1) $stages" | tee -a $OUT/ab.txt
 }
 echo "== alternating ingest (wall, user, sys in s) at $((SECONDS - start)) s" | tee $OUT/ab.txt
 for r in 1 2; do for b in base new; do run $b 16 "round $r"; done; done

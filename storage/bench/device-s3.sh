@@ -5,7 +5,8 @@
 # IOBENCH session 4 device run: SeaweedFS pinned to cores 0-7, the benches to cores 8-15.
 # Usage: run.sh PLAN  where PLAN is a list of "BINARY:BENCH" items run in order;
 # BENCH is one of st-s3, st-local, ld-s3, ld-local, st-s3-c8, st-s3-c1, st-local-c1 (-cN: N writers),
-# ld-s3-views, ld-s3-offsets (the loader bench with --binary-layout; binaries from session 5 on);
+# ld-s3-views, ld-s3-offsets (the loader bench with --binary-layout; binaries from session 5 on),
+# in-s3 (bench ingest: CHAINS chains, THREADS to local disk, then all bench cores to S3);
 # $EXTRA is appended to every storage bench's arguments.
 # Session 5 (WRITE) added the one-writer benches and EXTRA.
 set -u
@@ -56,6 +57,7 @@ for item in "$@"; do
     ld-local) args="bench loader --skip-windows --s3-url /tmp/ld$n --s3-mib ${MIB:-1024} --json";;
     ld-s3-views) args="bench loader --skip-windows --s3-url s3://bench/ld$n --s3-mib ${MIB:-1024} --json --binary-layout views";;
     ld-s3-offsets) args="bench loader --skip-windows --s3-url s3://bench/ld$n --s3-mib ${MIB:-1024} --json --binary-layout offsets";;
+    in-s3) args="bench ingest --chains ${CHAINS:-4000} --corpus /tmp/in-corpus --threads ${THREADS:-8} --remote-out s3://bench/in$n --json";;
     *) echo "unknown bench $bench"; continue;;
   esac
   case $bench in st-*) args="$args ${EXTRA:-}";; esac
