@@ -312,18 +312,25 @@ fn masked_positions(positions: &[f32], mask: &[u8], out: &mut Vec<u8>) {
 /// Appends the non-zero entries of a row-major deletion matrix as (u32 index, u16 count)
 /// little-endian pairs.
 fn sparse_deletions(deletions: &[u16], out: &mut Vec<u8>) {
-    // Eight columns at a time: almost every block of a real MSA is all zeros.
-    for (block, values) in deletions.chunks(8).enumerate() {
-        if values.iter().fold(0, |acc, &v| acc | v) == 0 {
-            continue;
-        }
+    // Almost every block of a real MSA is all zeros: blocks of a fixed size let the zero
+    // test compile to a few vector ORs.
+    const BLOCK: usize = 32;
+    let mut push_nonzero = |start: usize, values: &[u16]| {
         for (k, &v) in values.iter().enumerate() {
             if v != 0 {
-                out.extend_from_slice(&((block * 8 + k) as u32).to_le_bytes());
+                out.extend_from_slice(&((start + k) as u32).to_le_bytes());
                 out.extend_from_slice(&v.to_le_bytes());
             }
         }
+    };
+    let blocks = deletions.chunks_exact(BLOCK);
+    let tail = blocks.remainder();
+    for (block, values) in blocks.enumerate() {
+        if values.iter().fold(0, |acc, &v| acc | v) != 0 {
+            push_nonzero(block * BLOCK, values);
+        }
     }
+    push_nonzero(deletions.len() - tail.len(), tail);
 }
 
 /// Converts rows to one record batch of [`chain_schema`].
@@ -711,6 +718,20 @@ mod tests {
         sparse_deletions(&dense, &mut stored);
         assert_eq!(stored.len(), 3 * 6);
         assert_eq!(dense_deletions(&stored, 37, "x_A").unwrap(), dense);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn sparse_deletions_round_trip(cells in proptest::collection::vec(
+            proptest::prop_oneof![8 => proptest::strategy::Just(0u16), 1 => proptest::num::u16::ANY],
+            0..300,
+        )) {
+            let mut stored = Vec::new();
+            sparse_deletions(&cells, &mut stored);
+            let nonzero = cells.iter().filter(|&&v| v != 0).count();
+            proptest::prop_assert_eq!(stored.len(), nonzero * 6);
+            proptest::prop_assert_eq!(dense_deletions(&stored, cells.len(), "x_A").unwrap(), cells);
+        }
     }
 
     #[test]
