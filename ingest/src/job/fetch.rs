@@ -600,6 +600,12 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
+    /// Whether both roots are local folders (read with plain file reads on a blocking
+    /// thread, see [`fetch_all`]).
+    fn is_local(&self) -> bool {
+        self.structures.is_local() && self.alignments.is_local()
+    }
+
     async fn fetch_one(&self, source: Source) -> Result<Fetched, IngestError> {
         let Fetcher {
             structures,
@@ -627,14 +633,41 @@ impl Fetcher {
                 .map(|(key, folder)| fetch_chain(alignments, key.clone(), folder, index)),
         )
         .await?;
-        fetched_folders.iter_mut().for_each(ChainFiles::parse_hits);
+        let fetched_folders = if self.is_local() {
+            // Already on a blocking thread (see `fetch_all`).
+            fetched_folders.iter_mut().for_each(ChainFiles::parse_hits);
+            fetched_folders
+        } else {
+            // Parsing is CPU work: keep it off the async runtime's threads.
+            tokio::task::spawn_blocking(move || {
+                fetched_folders.iter_mut().for_each(ChainFiles::parse_hits);
+                fetched_folders
+            })
+            .await
+            .map_err(|e| IngestError::InvalidArgument(format!("an hhr parse task failed: {e}")))?
+        };
+        // Each chain gets its folder's files: moved to the folder's last user, copied for
+        // the others (duplicate chains sharing a folder).
+        let folder_of = |folder: &str| folders.iter().position(|(_, f)| f == folder);
+        let mut users = vec![0usize; folders.len()];
+        keys.iter()
+            .filter_map(|(_, folder)| folder_of(folder))
+            .for_each(|i| users[i] += 1);
+        let mut fetched_folders: Vec<Option<ChainFiles>> =
+            fetched_folders.into_iter().map(Some).collect();
         let chain_files: Vec<ChainFiles> = keys
             .iter()
             .filter_map(|(key, folder)| {
-                let i = folders.iter().position(|(_, f)| f == folder)?;
+                let i = folder_of(folder)?;
+                users[i] -= 1;
+                let files = if users[i] == 0 {
+                    fetched_folders[i].take()?
+                } else {
+                    fetched_folders[i].clone()?
+                };
                 Some(ChainFiles {
                     key: key.clone(),
-                    ..fetched_folders[i].clone()
+                    ..files
                 })
             })
             .collect();
@@ -686,7 +719,7 @@ pub async fn fetch_all(
     concurrency: usize,
     out: mpsc::Sender<Fetched>,
 ) -> Result<(), IngestError> {
-    let local = fetcher.structures.is_local() && fetcher.alignments.is_local();
+    let local = fetcher.is_local();
     let mut stream = futures::stream::iter(sources)
         .map(|source| {
             let fetcher = fetcher.clone();
