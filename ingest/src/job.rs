@@ -57,9 +57,9 @@ use crate::schema::{
     LENGTH_COLUMN, SCHEMA_VERSION, SOURCE_KEY_COLUMN, array_columns, chain_schema,
 };
 
-/// Default size of the parsed-structure cache, in structure files (a synthetic entry of
-/// two 220-residue chains takes ≈ 50 KB in it).
-pub const DEFAULT_TEMPLATE_CACHE_ENTRIES: usize = 4096;
+/// Default size of the parsed-structure cache, in MiB (about 110 bytes per residue: 2 GiB
+/// hold ≈ 20 M residues, about a tenth of the PDB's protein chains).
+pub const DEFAULT_TEMPLATE_CACHE_MIB: usize = 2048;
 
 /// Everything the job needs to know.
 #[derive(Debug, Clone)]
@@ -93,9 +93,9 @@ pub struct IngestConfig {
     pub writers: u32,
     /// Most templates kept per chain (the best by `Sum_probs` that pass selection).
     pub max_templates: usize,
-    /// Parsed structure files kept in memory, compact, for their use as templates and
-    /// as sources (a bounded cache; about 110 bytes per residue).
-    pub template_cache_entries: usize,
+    /// MiB of parsed structure files kept in memory, compact, for their use as templates
+    /// and as sources (a bounded cache; about 110 bytes per residue; 0 disables it).
+    pub template_cache_mib: usize,
     /// CPU threads for parse + featurize (0: all cores).
     pub threads: usize,
     /// Object-store requests in flight at once.
@@ -125,7 +125,7 @@ impl Default for IngestConfig {
             filters: Filters::default(),
             writers: 4,
             max_templates: 4,
-            template_cache_entries: DEFAULT_TEMPLATE_CACHE_ENTRIES,
+            template_cache_mib: DEFAULT_TEMPLATE_CACHE_MIB,
             threads: 0,
             io_concurrency: 32,
             shard_bytes: 256 << 20,
@@ -274,7 +274,7 @@ pub async fn ingest(
         filters: config.filters.clone(),
         max_templates: config.max_templates,
         clusters,
-        templates: TemplateCache::new(config.template_cache_entries),
+        templates: TemplateCache::new(config.template_cache_mib.saturating_mul(1 << 20)),
         structures_parsed: 0.into(),
         structures_from_cache: 0.into(),
         cpu: cpu::StageCpu::default(),

@@ -251,7 +251,7 @@ fn the_structure_cache_parses_each_file_once_and_changes_no_row() {
 
     let uncached = IngestConfig {
         out: dir.path().join("ds-uncached").display().to_string(),
-        template_cache_entries: 0,
+        template_cache_mib: 0,
         ..cached.clone()
     };
     let report = run(&uncached);

@@ -70,10 +70,10 @@ pub struct IngestArgs {
     /// Most templates per chain.
     #[arg(long, default_value_t = 4)]
     pub max_templates: usize,
-    /// Parsed structure files kept in memory, compact, for their use as templates and as
-    /// sources (bounds the cache's memory: about 110 bytes per residue).
-    #[arg(long, default_value_t = scalefold_ingest::job::DEFAULT_TEMPLATE_CACHE_ENTRIES)]
-    pub template_cache: usize,
+    /// MiB of parsed structure files kept in memory, compact, for their use as templates
+    /// and as sources (about 110 bytes per residue; 0 disables the cache).
+    #[arg(long, default_value_t = scalefold_ingest::job::DEFAULT_TEMPLATE_CACHE_MIB)]
+    pub template_cache_mib: usize,
     /// CPU threads for parse + featurize (0: all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -123,7 +123,7 @@ impl IngestArgs {
                 max_unknown_fraction: self.max_unknown_fraction,
             },
             max_templates: self.max_templates,
-            template_cache_entries: self.template_cache,
+            template_cache_mib: self.template_cache_mib,
             threads: self.threads,
             io_concurrency: self.io_concurrency,
             shard_bytes: self.shard_bytes,

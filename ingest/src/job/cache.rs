@@ -99,6 +99,34 @@ impl CompactStructure {
         }
     }
 
+    /// The memory it holds, in bytes (its arrays and strings; what the cache's bound counts).
+    pub fn heap_bytes(&self) -> usize {
+        let header = &self.header;
+        let strings = self.id.len()
+            + header.structure_method.len()
+            + header.release_date.as_ref().map_or(0, String::len);
+        let chains: usize = self
+            .chains
+            .iter()
+            .map(|c| {
+                let atoms = match &c.atoms {
+                    ChainAtoms::Resolved { present, positions } => {
+                        size_of_val(present.as_slice()) + size_of_val(positions.as_slice())
+                    }
+                    ChainAtoms::AsParsed { positions, mask } => {
+                        size_of_val(positions.as_slice()) + size_of_val(mask.as_slice())
+                    }
+                };
+                size_of::<CompactChain>()
+                    + c.chain_id.len()
+                    + c.sequence.len()
+                    + size_of_val(c.residue_index.as_slice())
+                    + atoms
+            })
+            .sum();
+        size_of::<CompactStructure>() + strings + chains
+    }
+
     /// The ids of its chains, in file order.
     pub fn chain_ids(&self) -> impl Iterator<Item = &str> {
         self.chains.iter().map(|c| c.chain_id.as_str())
@@ -155,35 +183,45 @@ impl CompactStructure {
     }
 }
 
-/// The cache's map and its insertion order.
-type CacheState = (
-    HashMap<String, Option<Arc<CompactStructure>>>,
-    VecDeque<String>,
-);
+/// The cache's entries, their insertion order (key, bytes) and the bytes they hold.
+#[derive(Default)]
+struct CacheState {
+    map: HashMap<String, Option<Arc<CompactStructure>>>,
+    order: VecDeque<(String, usize)>,
+    bytes: usize,
+}
 
-/// Parsed structure files shared by all worker threads, keyed by object path, bounded
-/// (first in, first out), held compact ([`CompactStructure`]). `None` records a file that
-/// could not be parsed.
+/// Parsed structure files shared by all worker threads, keyed by object path, held
+/// compact ([`CompactStructure`]) and bounded in bytes (first in, first out). `None`
+/// records a file that could not be parsed.
+///
+/// Invariant: the entries' [`CompactStructure::heap_bytes`] (plus their keys) sum to at
+/// most the capacity; an entry larger than the whole capacity is not kept.
 pub struct TemplateCache {
-    capacity: usize,
+    capacity_bytes: usize,
     inner: Mutex<CacheState>,
 }
 
 impl std::fmt::Debug for TemplateCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TemplateCache")
-            .field("capacity", &self.capacity)
+            .field("capacity_bytes", &self.capacity_bytes)
             .finish_non_exhaustive()
     }
 }
 
 impl TemplateCache {
-    /// A cache of at most `capacity` structure files (0 disables caching).
-    pub fn new(capacity: usize) -> Self {
+    /// A cache holding at most `capacity_bytes` of parsed structures (0 disables it).
+    pub fn new(capacity_bytes: usize) -> Self {
         TemplateCache {
-            capacity,
-            inner: Mutex::new((HashMap::new(), VecDeque::new())),
+            capacity_bytes,
+            inner: Mutex::new(CacheState::default()),
         }
+    }
+
+    /// Bytes the cached entries hold now.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
@@ -192,26 +230,35 @@ impl TemplateCache {
 
     /// The cached structure of the file at `key`, if cached.
     pub fn get(&self, key: &str) -> Option<Option<Arc<CompactStructure>>> {
-        self.lock().0.get(key).cloned()
+        self.lock().map.get(key).cloned()
     }
 
     /// Caches the structure of the file at `key` (`None`: it could not be parsed),
-    /// evicting the oldest entry when full.
+    /// evicting the oldest entries until it fits.
     pub fn insert(&self, key: &str, structure: Option<&Structure>) {
-        if self.capacity == 0 {
+        if self.capacity_bytes == 0 {
             return;
         }
         let compact = structure.map(|s| Arc::new(CompactStructure::new(s)));
-        let mut guard = self.lock();
-        let (map, order) = &mut *guard;
-        if map.insert(key.to_string(), compact).is_none() {
-            order.push_back(key.to_string());
-            while order.len() > self.capacity {
-                if let Some(old) = order.pop_front() {
-                    map.remove(&old);
-                }
-            }
+        let bytes = key.len() + compact.as_ref().map_or(0, |c| c.heap_bytes());
+        if bytes > self.capacity_bytes {
+            return;
         }
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        if state.map.contains_key(key) {
+            return;
+        }
+        while state.bytes + bytes > self.capacity_bytes {
+            let Some((old, old_bytes)) = state.order.pop_front() else {
+                break;
+            };
+            state.map.remove(&old);
+            state.bytes -= old_bytes;
+        }
+        state.map.insert(key.to_string(), compact);
+        state.order.push_back((key.to_string(), bytes));
+        state.bytes += bytes;
     }
 }
 
@@ -296,16 +343,30 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_keeps_the_newest_entries() {
-        let cache = TemplateCache::new(2);
-        let s = structure(vec![]);
+    fn the_cache_keeps_the_newest_entries_within_its_bytes() {
+        let s = structure(vec![chain(vec![[1.0; 37]; 10], vec![[[2.0; 3]; 37]; 10])]);
+        let entry = 1 + CompactStructure::new(&s).heap_bytes();
+        // 10 residues × 37 resolved atoms × 12 bytes of positions, at least.
+        assert!(entry > 10 * 37 * 12, "{entry}");
+        // Room for two entries and a failed parse (its key only), not three entries.
+        let cache = TemplateCache::new(2 * entry + 1);
         for key in ["a", "b", "c"] {
             cache.insert(key, Some(&s));
         }
+        assert!(cache.get("a").is_none());
+        assert!(cache.get("b").is_some() && cache.get("c").is_some());
+        assert_eq!(cache.bytes(), 2 * entry);
         cache.insert("d", None);
-        assert!(cache.get("a").is_none() && cache.get("b").is_none());
-        assert_eq!(cache.get("c").flatten().map(|c| c.expand()), Some(s));
         assert!(matches!(cache.get("d"), Some(None)));
+        assert_eq!(
+            cache.get("c").flatten().map(|c| c.expand()),
+            Some(s.clone())
+        );
+        assert_eq!(cache.bytes(), 2 * entry + 1);
+        // An entry larger than the whole cache is not kept and evicts nothing.
+        let small = TemplateCache::new(entry - 1);
+        small.insert("a", Some(&s));
+        assert!(small.get("a").is_none() && small.bytes() == 0);
         assert!(TemplateCache::new(0).get("a").is_none());
     }
 }
