@@ -726,6 +726,10 @@ pub fn parse_stockholm(file: &str, bytes: &[u8]) -> Result<Alignment> {
 /// The species identifier of a UniProt-style description (`tr|ACCESSION|NAME_SPECIES`
 /// or `sp|...`), read from its first word; empty when it has none.
 pub fn species_id(description: &str) -> &str {
+    // Most descriptions (UniRef, MGnify, plain names) have no '|' at all: one memchr.
+    if memchr::memchr(b'|', description.as_bytes()).is_none() {
+        return "";
+    }
     let word = first_word(description);
     let identifier = &word[..memchr::memchr(b'/', word.as_bytes()).unwrap_or(word.len())];
     let bytes = identifier.as_bytes();
@@ -735,8 +739,7 @@ pub fn species_id(description: &str) -> &str {
             .take_while(|b| b.is_ascii_alphanumeric())
             .count()
     };
-    // Candidates in order: every `tr|` or `sp|`, found through its '|' (most descriptions,
-    // UniRef, MGnify or plain names, have none: one memchr and done).
+    // Candidates in order: every `tr|` or `sp|`, found through its '|'.
     let candidates = memchr::memchr_iter(b'|', bytes)
         .filter(|&pipe| pipe >= 2 && matches!(&bytes[pipe - 2..pipe], b"tr" | b"sp"));
     for pipe in candidates {
