@@ -262,7 +262,7 @@ fn push_a3m_line(
         match A3M_CLASS[first as usize] {
             A3M_INSERTION => record.pending += 1,
             A3M_DROPPED => {}
-            _ => return false,
+            _ => return false, // not a letter, '-' or '.' (aligned bytes start a run above)
         }
         rest = &rest[1..];
     }
@@ -299,23 +299,25 @@ pub fn parse_a3m(file: &str, bytes: &[u8]) -> Result<Alignment> {
         };
         let columns = out.residues.len() - record.start;
         match *width {
-            Some(width) if columns != width => Err(ParseError::Syntax {
-                file: file.to_string(),
-                line: record.line,
-                expected: format!("{width} aligned columns (the query's length) in this record"),
-                found: format!("{columns} columns"),
-            }),
-            Some(_) => {
-                out.deletion_ends.push(out.deletions.len());
-                Ok(())
+            Some(width) if columns != width => {
+                return Err(ParseError::Syntax {
+                    file: file.to_string(),
+                    line: record.line,
+                    expected: format!(
+                        "{width} aligned columns (the query's length) in this record"
+                    ),
+                    found: format!("{columns} columns"),
+                });
             }
+            Some(_) => {}
+            // The query sets the width.
             None => {
                 *width = Some(columns);
                 out.width = columns;
-                out.deletion_ends.push(out.deletions.len());
-                Ok(())
             }
         }
+        out.deletion_ends.push(out.deletions.len());
+        Ok(())
     };
     for (index, line) in text.lines().enumerate() {
         let line_no = index + 1;
