@@ -387,6 +387,7 @@ pub async fn ingest(
     report.structures_parsed = context.structures_parsed.load(Ordering::Relaxed);
     report.structures_from_cache = context.structures_from_cache.load(Ordering::Relaxed);
     report.cpu_seconds = context.cpu.seconds();
+    report.cpu_seconds.encoding = writers.iter().map(|w| w.timings().encoding_cpu_s).sum();
     report.seconds = started.elapsed().as_secs_f64();
     report.sort();
     report::save(&out, config.worker, &report).await?;
@@ -394,12 +395,14 @@ pub async fn ingest(
         // Each writer encodes its last row group and closes its shard on its own task.
         let finishing: Vec<_> = writers
             .into_iter()
-            .map(|writer| tokio::spawn(writer.finish()))
+            .map(|writer| tokio::spawn(writer.finish_timed()))
             .collect();
+        report.cpu_seconds.encoding = 0.0;
         for task in finishing {
-            task.await.map_err(|e| {
+            let (_, timings) = task.await.map_err(|e| {
                 IngestError::InvalidArgument(format!("a writer's finish task failed: {e}"))
             })??;
+            report.cpu_seconds.encoding += timings.encoding_cpu_s;
         }
         tracing::info!(
             seconds = started.elapsed().as_secs_f64(),

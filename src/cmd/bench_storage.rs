@@ -351,8 +351,9 @@ async fn bench(args: BenchStorageArgs) -> anyhow::Result<()> {
             read_ratio
         );
         println!(
-            "writers (summed over {workers}): encoding {:.2} s on the blocking pool, shard closes {:.2} s; waited {:.2} s for encoding, {:.2} s for uploads, {:.2} s for shard closes, {:.2} s for manifests; commit {:.2} s",
+            "writers (summed over {workers}): encoding {:.2} s ({:.2} CPU s) on the blocking pool, shard closes {:.2} s; waited {:.2} s for encoding, {:.2} s for uploads, {:.2} s for shard closes, {:.2} s for manifests; commit {:.2} s",
             timings.encoding_s,
+            timings.encoding_cpu_s,
             timings.shard_close_s,
             timings.encode_wait_s,
             timings.upload_wait_s,

@@ -78,6 +78,8 @@ impl SizeModel {
 pub(crate) struct EncodeTimings {
     /// Summed over the blocking tasks: time encoding and compressing row groups.
     pub(crate) encoding: Duration,
+    /// The same tasks' CPU time (less than `encoding` when they wait for a core).
+    pub(crate) encoding_cpu: Duration,
     /// Time the caller waited for row groups to finish encoding (all `parallelism` tasks
     /// busy, or the file being finished).
     pub(crate) waiting: Duration,
@@ -97,6 +99,7 @@ struct PendingGroup {
 struct EncodedGroup {
     chunks: Vec<ArrowColumnChunk>,
     busy: Duration,
+    cpu: Duration,
 }
 
 /// A row group being encoded on the blocking pool.
@@ -328,6 +331,7 @@ impl ShardEncoder {
         })??;
         self.timings.waiting += start.elapsed();
         self.timings.encoding += encoded.busy;
+        self.timings.encoding_cpu += encoded.cpu;
         self.timings.row_groups += 1;
         let before = self.file.bytes_written();
         let total: u64 = encoded
@@ -357,6 +361,7 @@ fn encode_row_group(
     batches: Vec<RecordBatch>,
 ) -> Result<EncodedGroup> {
     let start = Instant::now();
+    let cpu_start = crate::cpu_clock::thread_cpu_nanos();
     for batch in &batches {
         let mut next = writers.iter_mut();
         for (field, column) in schema.fields().iter().zip(batch.columns()) {
@@ -376,6 +381,7 @@ fn encode_row_group(
     Ok(EncodedGroup {
         chunks,
         busy: start.elapsed(),
+        cpu: Duration::from_nanos(crate::cpu_clock::thread_cpu_nanos().saturating_sub(cpu_start)),
     })
 }
 

@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cpu_clock;
 mod encode;
 pub mod error;
 pub mod location;

@@ -121,6 +121,8 @@ pub fn default_encode_parallelism() -> usize {
 pub struct WriteTimings {
     /// Seconds of row-group encoding and compression, summed over the encoding tasks.
     pub encoding_s: f64,
+    /// CPU seconds of those tasks (less than `encoding_s` when they wait for a core).
+    pub encoding_cpu_s: f64,
     /// Seconds waiting for row groups to finish encoding (all encoding tasks busy, or a
     /// shard being finished).
     pub encode_wait_s: f64,
@@ -144,6 +146,7 @@ impl std::ops::AddAssign for WriteTimings {
     /// Sums two writers' timings (e.g. the workers of one job).
     fn add_assign(&mut self, other: WriteTimings) {
         self.encoding_s += other.encoding_s;
+        self.encoding_cpu_s += other.encoding_cpu_s;
         self.encode_wait_s += other.encode_wait_s;
         self.upload_wait_s += other.upload_wait_s;
         self.shard_close_s += other.shard_close_s;
@@ -671,6 +674,7 @@ impl OpenShard {
 /// Adds an encoder's timings to a writer's.
 fn add_encode_timings(timings: &mut WriteTimings, encode: &EncodeTimings) {
     timings.encoding_s += encode.encoding.as_secs_f64();
+    timings.encoding_cpu_s += encode.encoding_cpu.as_secs_f64();
     timings.encode_wait_s += encode.waiting.as_secs_f64();
     timings.row_groups += encode.row_groups;
 }
@@ -928,6 +932,10 @@ mod tests {
         assert_eq!(timings.shards, parallel.shards.len() as u64);
         assert_eq!(serial_timings.shards, timings.shards);
         assert!(timings.encoding_s > 0.0 && timings.shard_close_s > 0.0);
+        assert!(
+            timings.encoding_cpu_s > 0.0
+                && timings.encoding_cpu_s <= timings.encoding_s * 1.05 + 0.01
+        );
     }
 
     /// Named columns are written without statistics; the others keep theirs; an unknown

@@ -9,6 +9,8 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use scalefold_storage::cpu_clock::thread_cpu_nanos;
+
 /// The stages whose CPU time the job accounts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -56,6 +58,11 @@ pub struct StageSeconds {
     pub records: f64,
     /// [`Stage::Batches`].
     pub batches: f64,
+    /// The dataset writers' Parquet encoding and compression (their blocking tasks, beside
+    /// the stages above). The report saved in the dataset is written before the writers
+    /// encode their last row groups, so only the returned report counts those.
+    #[serde(default)]
+    pub encoding: f64,
 }
 
 impl StageCpu {
@@ -74,23 +81,9 @@ impl StageCpu {
             templates: s(Stage::Templates),
             records: s(Stage::Records),
             batches: s(Stage::Batches),
+            encoding: 0.0,
         }
     }
-}
-
-/// This thread's CPU time in nanoseconds (0 where the clock is unavailable).
-pub fn thread_cpu_nanos() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid, writable timespec for the duration of the call, and
-    // CLOCK_THREAD_CPUTIME_ID is a clock every Linux and macOS kernel provides.
-    let status = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
-    if status != 0 {
-        return 0;
-    }
-    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
 thread_local! {

@@ -122,6 +122,7 @@ impl IngestReport {
             ("templates", c.templates),
             ("records", c.records),
             ("batches", c.batches),
+            ("encoding", c.encoding),
         ]
         .iter()
         .map(|(name, seconds)| format!("{name} {:.3}", seconds / per))
