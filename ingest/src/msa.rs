@@ -735,41 +735,42 @@ pub fn species_id(description: &str) -> &str {
     let word = first_word(description);
     let identifier = &word[..memchr::memchr(b'/', word.as_bytes()).unwrap_or(word.len())];
     let bytes = identifier.as_bytes();
+    // Candidates in order: every `tr|` or `sp|`, found through its '|'.
+    memchr::memchr_iter(b'|', bytes)
+        .filter(|&pipe| pipe >= 2 && matches!(&bytes[pipe - 2..pipe], b"tr" | b"sp"))
+        .find_map(|pipe| species_after_prefix(bytes, pipe + 1))
+        .map_or("", |range| &identifier[range])
+}
+
+/// Where the species code sits in a UniProt identifier whose accession starts at `at` (just
+/// after `tr|` or `sp|`): `ACCESSION[_N]|NAME_SPECIES`, the accession 6 to 10 alphanumerics,
+/// the species up to 5 of them. `None` when the identifier does not have that form there.
+fn species_after_prefix(bytes: &[u8], mut at: usize) -> Option<std::ops::Range<usize>> {
     let alnum_run = |from: usize| {
-        bytes[from..]
+        bytes[from.min(bytes.len())..]
             .iter()
             .take_while(|b| b.is_ascii_alphanumeric())
             .count()
     };
-    // Candidates in order: every `tr|` or `sp|`, found through its '|'.
-    let candidates = memchr::memchr_iter(b'|', bytes)
-        .filter(|&pipe| pipe >= 2 && matches!(&bytes[pipe - 2..pipe], b"tr" | b"sp"));
-    for pipe in candidates {
-        let mut at = pipe + 1;
-        let accession = alnum_run(at);
-        if !(6..=10).contains(&accession) {
-            continue;
-        }
-        at += accession;
-        if bytes.get(at) == Some(&b'_') && bytes.get(at + 1).is_some_and(u8::is_ascii_digit) {
-            at += 2;
-        }
-        if bytes.get(at) != Some(&b'|') {
-            continue;
-        }
-        at += 1;
-        let name = alnum_run(at);
-        if name == 0 || bytes.get(at + name) != Some(&b'_') {
-            continue;
-        }
-        at += name + 1;
-        let species = alnum_run(at).min(5);
-        if species == 0 {
-            continue;
-        }
-        return &identifier[at..at + species];
+    let accession = alnum_run(at);
+    if !(6..=10).contains(&accession) {
+        return None;
     }
-    ""
+    at += accession;
+    if bytes.get(at) == Some(&b'_') && bytes.get(at + 1).is_some_and(u8::is_ascii_digit) {
+        at += 2;
+    }
+    if bytes.get(at) != Some(&b'|') {
+        return None;
+    }
+    at += 1;
+    let name = alnum_run(at);
+    if name == 0 || bytes.get(at + name) != Some(&b'_') {
+        return None;
+    }
+    at += name + 1;
+    let species = alnum_run(at).min(5);
+    (species > 0).then_some(at..at + species)
 }
 
 /// The first whitespace-separated word of `text` (what `split_whitespace` gives first),
@@ -1398,17 +1399,11 @@ mod tests {
             Ok(out)
         }
 
-        /// The species id search as it was: both patterns searched from each position.
+        /// The species id search as it was: both patterns searched from each position (the
+        /// part after the prefix is shared with the new search).
         pub fn species_id(description: &str) -> &str {
             let identifier = description.split_whitespace().next().unwrap_or("");
             let identifier = identifier.split('/').next().unwrap_or("");
-            let bytes = identifier.as_bytes();
-            let alnum_run = |from: usize| {
-                bytes[from..]
-                    .iter()
-                    .take_while(|b| b.is_ascii_alphanumeric())
-                    .count()
-            };
             let mut search = 0;
             while let Some(found) = ["tr|", "sp|"]
                 .iter()
@@ -1416,30 +1411,11 @@ mod tests {
                 .min()
             {
                 search = found + 1;
-                let mut at = found + 3;
-                let accession = alnum_run(at);
-                if !(6..=10).contains(&accession) {
-                    continue;
-                }
-                at += accession;
-                if bytes.get(at) == Some(&b'_') && bytes.get(at + 1).is_some_and(u8::is_ascii_digit)
+                if let Some(range) =
+                    super::super::species_after_prefix(identifier.as_bytes(), found + 3)
                 {
-                    at += 2;
+                    return &identifier[range];
                 }
-                if bytes.get(at) != Some(&b'|') {
-                    continue;
-                }
-                at += 1;
-                let name = alnum_run(at);
-                if name == 0 || bytes.get(at + name) != Some(&b'_') {
-                    continue;
-                }
-                at += name + 1;
-                let species = alnum_run(at).min(5);
-                if species == 0 {
-                    continue;
-                }
-                return &identifier[at..at + species];
             }
             ""
         }
