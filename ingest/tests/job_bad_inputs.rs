@@ -108,6 +108,15 @@ fn bad_inputs_are_reported_and_the_job_carries_on() {
     let expected = total_chains - 2 - gz.chains.len() - bad.chains.len();
     assert_eq!(rows(&config.out).len(), expected);
     assert_eq!(report.chains_written, expected);
+    // Each file is parsed once, its own rows and template lookups sharing the cache; an
+    // unparsable one at most twice (first as a template, then again for its source's
+    // report line), never once per template lookup.
+    assert!(
+        (all.len()..=all.len() + 2).contains(&report.structures_parsed),
+        "{} structure parses for {} files",
+        report.structures_parsed,
+        all.len()
+    );
 }
 
 #[test]

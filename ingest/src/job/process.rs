@@ -241,13 +241,15 @@ impl TemplateSlot<'_> {
         let TemplateInput::Raw(bytes) = &self.file.input else {
             return None;
         };
-        let parsed = bytes.as_ref().ok().and_then(|b| {
-            Context::count(&ctx.structures_parsed);
-            timed_nested(&ctx.cpu, Stage::Structures, || {
-                parse_structure(&self.file.name, b).ok()
-            })
-        });
-        ctx.templates.insert(&self.file.cache_key, parsed.as_ref());
+        let parsed = match bytes {
+            Ok(b) => ctx
+                .parse_and_cache(&self.file.cache_key, &self.file.name, b)
+                .ok(),
+            Err(_) => {
+                ctx.templates.insert(&self.file.cache_key, None);
+                None
+            }
+        };
         parsed.map(LoadedTemplate::Parsed)
     }
 }
@@ -274,6 +276,16 @@ pub struct Context {
 impl Context {
     fn count(counter: &AtomicUsize) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Parses a structure file (a source's own or a template candidate), counts it,
+    /// charges its CPU to the structures stage and caches the result, a failure as
+    /// unparsable so that template lookups do not parse it again.
+    fn parse_and_cache(&self, key: &str, name: &str, raw: &[u8]) -> Result<Structure, String> {
+        Context::count(&self.structures_parsed);
+        let parsed = timed_nested(&self.cpu, Stage::Structures, || parse_structure(name, raw));
+        self.templates.insert(key, parsed.as_ref().ok());
+        parsed
     }
 }
 
@@ -427,20 +439,15 @@ fn source_rows(
             Context::count(&ctx.structures_from_cache);
             cached.expand()
         }
-        _ => {
-            Context::count(&ctx.structures_parsed);
-            match timed_nested(&ctx.cpu, Stage::Structures, || parse_structure(name, raw)) {
-                Ok(s) => {
-                    ctx.templates.insert(&cache_key, Some(&s));
-                    s
-                }
-                Err(e) => {
-                    out.lines
-                        .push(line(LineKind::Failed, source, name, "parse", e));
-                    return (out.rows, out.lines);
-                }
+        // Not cached, or cached as unparsable: parsed (again) for the report's reason.
+        _ => match ctx.parse_and_cache(&cache_key, name, raw) {
+            Ok(s) => s,
+            Err(e) => {
+                out.lines
+                    .push(line(LineKind::Failed, source, name, "parse", e));
+                return (out.rows, out.lines);
             }
-        }
+        },
     };
     if let Some((filter, reason)) = ctx.filters.entry(&structure.header) {
         out.lines
