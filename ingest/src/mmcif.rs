@@ -72,7 +72,7 @@ pub fn entry_id_from_file_name(file: &str) -> String {
 /// the entry id.
 pub fn parse_mmcif(file: &str, bytes: &[u8], options: &MmcifOptions) -> Result<Structure> {
     let text = as_utf8(file, bytes)?;
-    let document = cif::parse(file, text)?;
+    let document = cif::parse_selected(file, text, wanted_items)?;
     let block = &document.blocks[0];
     let ctx = Context {
         file,
@@ -86,6 +86,47 @@ pub fn parse_mmcif(file: &str, bytes: &[u8], options: &MmcifOptions) -> Result<S
         chains,
         residue_table_version: RESIDUE_NAME_TABLE_VERSION,
     })
+}
+
+/// The categories and items this reader uses; [`parse_mmcif`] keeps only these (the rest
+/// of the file is still checked for syntax).
+const WANTED: &[(&str, &[&str])] = &[
+    ("_exptl", &["method"]),
+    ("_pdbx_audit_revision_history", &["revision_date"]),
+    ("_refine", &["ls_d_res_high"]),
+    ("_em_3d_reconstruction", &["resolution"]),
+    ("_reflns", &["d_resolution_high"]),
+    ("_entity_poly_seq", &["entity_id", "num", "mon_id"]),
+    ("_chem_comp", &["id", "type"]),
+    ("_struct_asym", &["id", "entity_id"]),
+    ("_atom_site", ATOM_SITE_ITEMS),
+];
+
+/// The `_atom_site` items [`AtomSiteColumns`] reads.
+const ATOM_SITE_ITEMS: &[&str] = &[
+    "group_PDB",
+    "label_atom_id",
+    "label_alt_id",
+    "label_comp_id",
+    "label_asym_id",
+    "label_seq_id",
+    "pdbx_PDB_ins_code",
+    "Cartn_x",
+    "Cartn_y",
+    "Cartn_z",
+    "occupancy",
+    "auth_seq_id",
+    "auth_asym_id",
+    "pdbx_PDB_model_num",
+];
+
+/// What the parse keeps of a category: the items in [`WANTED`], nothing of the others.
+fn wanted_items(category: &str) -> cif::Keep<'static> {
+    let items = WANTED
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(category))
+        .map_or(&[][..], |(_, items)| *items);
+    cif::Keep::Items(items)
 }
 
 /// What error messages need to know about the input.
