@@ -221,6 +221,9 @@ fn read_header(ctx: &Context<'_>, block: &DataBlock<'_>) -> Result<StructureHead
 struct Entity<'a> {
     id: &'a str,
     residues: Vec<(i32, &'a str)>,
+    /// The highest `num` in `residues` (`i32::MIN` while empty): a larger one is new, so
+    /// the usual increasing numbering needs no search for a repeated position.
+    highest: i32,
 }
 
 /// A protein chain in `label_asym_id` terms while atoms are read.
@@ -275,17 +278,20 @@ fn read_entities<'a>(
                 entities.push(Entity {
                     id: entity_id.text,
                     residues: Vec::new(),
+                    highest: i32::MIN,
                 });
                 entities.len() - 1
             }
         };
-        let residues = &mut entities[index].residues;
+        let entity = &mut entities[index];
         if options.heterogeneity == Heterogeneity::FirstChoice
-            && residues.iter().any(|&(n, _)| n == num)
+            && num <= entity.highest
+            && entity.residues.iter().any(|&(n, _)| n == num)
         {
             continue;
         }
-        residues.push((num, mon_id.text));
+        entity.highest = entity.highest.max(num);
+        entity.residues.push((num, mon_id.text));
     }
     Ok(entities)
 }

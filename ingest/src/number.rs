@@ -42,8 +42,19 @@ pub fn parse_f32(text: &str) -> Option<f32> {
     text.parse::<f32>().ok()
 }
 
-/// Parses a decimal integer (optional sign).
+/// Parses a decimal integer (optional sign). Up to nine digits (no overflow possible)
+/// take a fast path; anything else goes to the standard parser.
 pub fn parse_i32(text: &str) -> Option<i32> {
+    let bytes = text.as_bytes();
+    let (negative, digits) = match bytes.first() {
+        Some(b'-') => (true, &bytes[1..]),
+        Some(b'+') => (false, &bytes[1..]),
+        _ => (false, bytes),
+    };
+    if (1..=9).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit) {
+        let value = digits.iter().fold(0i32, |v, &d| v * 10 + (d - b'0') as i32);
+        return Some(if negative { -value } else { value });
+    }
     text.parse::<i32>().ok()
 }
 
@@ -64,6 +75,11 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn integers_match_std(text in "[-+]?[0-9]{0,12}|[-+0-9a]{0,6}") {
+            prop_assert_eq!(parse_i32(&text), text.parse::<i32>().ok());
+        }
+
         #[test]
         fn fast_path_matches_std(v in -99999.0f64..99999.0, decimals in 0usize..4) {
             let text = format!("{v:.decimals$}");
