@@ -55,22 +55,7 @@ fn bad_inputs_are_reported_and_the_job_carries_on() {
     std::fs::write(&gz_path, &bytes[..bytes.len() / 2]).unwrap();
     // 4. A malformed mmCIF: a coordinate that is not a number.
     let bad = all[2..].iter().find(|e| !is_gz(e)).expect("a plain entry");
-    let bad_path = corpus.join(&bad.files[0].path);
-    let text = std::fs::read_to_string(&bad_path).unwrap();
-    let line_no = text.lines().position(|l| l.starts_with("ATOM 5 ")).unwrap() + 1;
-    let broken: Vec<String> = text
-        .lines()
-        .map(|l| {
-            if l.starts_with("ATOM 5 ") {
-                let mut f: Vec<&str> = l.split(' ').collect();
-                f[10] = "1.2.3";
-                f.join(" ")
-            } else {
-                l.to_string()
-            }
-        })
-        .collect();
-    std::fs::write(&bad_path, broken.join("\n") + "\n").unwrap();
+    let line_no = break_a_coordinate(&corpus.join(&bad.files[0].path));
 
     let report = run(&config);
     let failed: Vec<_> = report
@@ -108,15 +93,77 @@ fn bad_inputs_are_reported_and_the_job_carries_on() {
     let expected = total_chains - 2 - gz.chains.len() - bad.chains.len();
     assert_eq!(rows(&config.out).len(), expected);
     assert_eq!(report.chains_written, expected);
-    // Each file is parsed once, its own rows and template lookups sharing the cache; an
-    // unparsable one at most twice (first as a template, then again for its source's
-    // report line), never once per template lookup.
+}
+
+/// Makes the x coordinate of atom 5 of a plain mmCIF file `1.2.3`; returns its line.
+fn break_a_coordinate(path: &std::path::Path) -> usize {
+    let text = std::fs::read_to_string(path).unwrap();
+    let line_no = text.lines().position(|l| l.starts_with("ATOM 5 ")).unwrap() + 1;
+    let broken: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("ATOM 5 ") {
+                let mut f: Vec<&str> = l.split(' ').collect();
+                f[10] = "1.2.3";
+                f.join(" ")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    std::fs::write(path, broken.join("\n") + "\n").unwrap();
+    line_no
+}
+
+#[test]
+fn an_unparsable_structure_is_not_parsed_again_for_each_template_lookup() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = small_corpus(24, 21);
+    // One CPU thread and one fetch at a time: sources are processed in order and no two
+    // threads race to parse the same uncached file, so the count below is exact.
+    let config = IngestConfig {
+        threads: 1,
+        io_concurrency: 1,
+        ..corpus_and_config(dir.path(), &synth)
+    };
+    let corpus = dir.path().join("corpus");
+    let mut all = entries(&synth);
+    all.sort_by(|a, b| a.files[0].path.cmp(&b.files[0].path));
+    // Break plain files that only later sources hit as templates: their own source fails
+    // first, and every later lookup must take that failure from the cache.
+    let hits_from = |target: usize, sources: &[SynthEntry]| -> usize {
+        sources
+            .iter()
+            .filter(|source| {
+                source.chains.iter().any(|chain| {
+                    let hhr = corpus
+                        .join("alignments")
+                        .join(&chain.key)
+                        .join("hhr/pdb70_hits.hhr");
+                    let hits = scalefold_ingest::read_hhr(&hhr).unwrap_or_default();
+                    hits.iter()
+                        .any(|h| h.name.to_ascii_lowercase().starts_with(&all[target].id))
+                })
+            })
+            .count()
+    };
+    let broken: Vec<usize> = (0..all.len())
+        .filter(|&e| !all[e].files[0].path.to_string_lossy().ends_with(".gz"))
+        .filter(|&e| hits_from(e, &all[..e]) == 0 && hits_from(e, &all[e + 1..]) > 0)
+        .take(2)
+        .collect();
     assert!(
-        (all.len()..=all.len() + 2).contains(&report.structures_parsed),
-        "{} structure parses for {} files",
-        report.structures_parsed,
-        all.len()
+        !broken.is_empty(),
+        "no plain file is hit only by later sources"
     );
+    for &e in &broken {
+        break_a_coordinate(&corpus.join(&all[e].files[0].path));
+    }
+    let report = run(&config);
+    assert_eq!(report.failed(), broken.len(), "{}", report.summary());
+    // Every file exactly once: its own rows and template lookups share the cache, and
+    // a file that failed for its own source is not parsed again by later lookups.
+    assert_eq!(report.structures_parsed, all.len(), "{}", report.summary());
 }
 
 #[test]
