@@ -280,13 +280,7 @@ pub fn run(args: BenchIngestArgs) -> anyhow::Result<()> {
                 scaling.map_or("-".to_string(), |s| format!("{:.0} %", 100.0 * s))
             );
             let c = &run.report.cpu_seconds;
-            let staged = c.fetch
-                + c.structures
-                + c.alignments
-                + c.templates
-                + c.records
-                + c.batches
-                + c.encoding;
+            let staged = c.total();
             println!(
                 "    CPU ms per chain by stage: {}, rest (runtime, channels, set-up, frees) {}",
                 run.report.cpu_by_stage(chains.max(1) as f64 / 1000.0),

@@ -65,6 +65,19 @@ pub struct StageSeconds {
     pub encoding: f64,
 }
 
+impl StageSeconds {
+    /// All stages together.
+    pub fn total(&self) -> f64 {
+        self.fetch
+            + self.structures
+            + self.alignments
+            + self.templates
+            + self.records
+            + self.batches
+            + self.encoding
+    }
+}
+
 impl StageCpu {
     /// Charges `nanos` of CPU time to `stage`.
     pub fn add(&self, stage: Stage, nanos: u64) {

@@ -193,8 +193,8 @@ enum LoadedTemplate {
     /// From the cache of parsed files: each chain expanded alone when first asked for.
     Cached {
         compact: Arc<CompactStructure>,
-        /// One cell per chain of the entry, by chain id.
-        chains: Vec<(String, OnceCell<Structure>)>,
+        /// One cell per chain of the entry, in `compact.chain_ids()` order.
+        chains: Vec<OnceCell<Structure>>,
         /// The entry without chains, for a hit naming a chain the entry lacks.
         no_chain: OnceCell<Structure>,
     },
@@ -213,10 +213,10 @@ impl TemplateSlot<'_> {
                 chains,
                 no_chain,
             } => {
-                let cell = chains
-                    .iter()
-                    .find(|(id, _)| id == chain_id)
-                    .map_or(no_chain, |(_, cell)| cell);
+                let cell = compact
+                    .chain_ids()
+                    .position(|id| id == chain_id)
+                    .map_or(no_chain, |i| &chains[i]);
                 Some(cell.get_or_init(|| compact.expand_chain(chain_id)))
             }
         }
@@ -230,10 +230,7 @@ impl TemplateSlot<'_> {
         if let Some(cached) = cached {
             Context::count(&ctx.structures_from_cache);
             return cached.map(|compact| LoadedTemplate::Cached {
-                chains: compact
-                    .chain_ids()
-                    .map(|id| (id.to_string(), OnceCell::new()))
-                    .collect(),
+                chains: compact.chain_ids().map(|_| OnceCell::new()).collect(),
                 compact,
                 no_chain: OnceCell::new(),
             });
